@@ -1,0 +1,62 @@
+import torch
+import pytest
+
+from tripletnet.errors import UserError
+from tripletnet.sampler import ClassBalancedBatchSampler
+
+
+def _labels(counts):
+    return torch.cat([torch.full((n,), c, dtype=torch.int64) for c, n in enumerate(counts)])
+
+
+def test_default_batch_holds_every_class_balanced():
+    labels = _labels([600, 700, 650, 620, 580, 540, 590, 630, 585, 595])
+    sampler = ClassBalancedBatchSampler(labels, batch_size=256, num_batches=20, seed=3)
+    batches = sampler.batches(epoch=1)
+    assert len(batches) == len(sampler) == 20
+    for batch in batches:
+        assert len(batch) == 256
+        counts = torch.bincount(labels[batch], minlength=10)
+        assert (counts > 0).all(), "every class in every batch"
+        assert counts.max() - counts.min() <= 1, "classes split as evenly as possible"
+
+
+def test_images_drawn_without_replacement_within_a_class_pass():
+    labels = _labels([300] * 10)
+    sampler = ClassBalancedBatchSampler(labels, batch_size=100, num_batches=30, seed=0)
+    drawn = torch.cat(sampler.batches(1))
+    assert len(drawn) == 3000
+    # 30 batches x 10 per class = 300 per class = exactly one pass over each class.
+    assert len(torch.unique(drawn)) == 3000
+
+
+def test_small_batches_choose_a_subset_of_classes_with_two_each():
+    labels = _labels([50] * 10)
+    sampler = ClassBalancedBatchSampler(labels, batch_size=8, num_batches=50, seed=1)
+    for batch in sampler.batches(1):
+        counts = torch.bincount(labels[batch], minlength=10)
+        assert (counts[counts > 0] >= 2).all()
+        assert int((counts > 0).sum()) == 4
+
+
+def test_reproducible_per_seed_and_epoch():
+    labels = _labels([40, 50, 60])
+    a = ClassBalancedBatchSampler(labels, 30, 5, seed=7)
+    b = ClassBalancedBatchSampler(labels, 30, 5, seed=7)
+    c = ClassBalancedBatchSampler(labels, 30, 5, seed=8)
+    assert all(torch.equal(x, y) for x, y in zip(a.batches(2), b.batches(2)))
+    assert not all(torch.equal(x, y) for x, y in zip(a.batches(2), c.batches(2)))
+    assert not all(torch.equal(x, y) for x, y in zip(a.batches(1), a.batches(2)))
+
+
+def test_classes_with_one_image_are_never_used_as_anchors_alone():
+    labels = _labels([1, 20, 20])
+    sampler = ClassBalancedBatchSampler(labels, 10, 4, seed=0)
+    for batch in sampler.batches(1):
+        assert 0 not in labels[batch].tolist()
+
+
+@pytest.mark.parametrize("labels,batch", [(_labels([5]), 8), (_labels([1, 1, 9]), 8), (_labels([5, 5]), 3)])
+def test_unusable_inputs_are_user_errors(labels, batch):
+    with pytest.raises(UserError):
+        ClassBalancedBatchSampler(labels, batch, 2, seed=0)
