@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from .config import PRESETS, TrainConfig, load_toml
 from .errors import UserError
+from .evaluation.report import PROTOCOLS
 
 PROG = "tripletnet"
 
@@ -59,6 +60,40 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --checkpoint_path")
     _add_config_options(train)
     train.set_defaults(handler=_cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="verification, retrieval and clustering metrics of a checkpoint or embeddings file",
+        description=(
+            "Evaluate on the test split like a verification system: the distance threshold at a target "
+            "false-accept rate, VAL = TP/(TP+FN), accuracy, positive/negative distance statistics, ROC AUC and "
+            "EER, plus precision@1, R-precision, MAP@R, recall@k and k-means NMI/AMI."
+        ),
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a tripletnet checkpoint (its dataset's test split is embedded)")
+    source.add_argument("--embeddings", help="an .npz from 'tripletnet embed' (arrays embeddings, labels)")
+    evaluate.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+    evaluate.add_argument("--protocol", choices=PROTOCOLS, default="all-pairs",
+                          help="all-pairs: every test pair, exact (default); pairs: the reference's random pairs; kfold: LFW-style 10 folds")
+    evaluate.add_argument("--far", type=float, default=1e-3, help="target false-accept rate for the threshold (default: 1e-3)")
+    evaluate.add_argument("--n_pairs", "--n-pairs", dest="n_pairs", type=int, default=1024,
+                          help="pairs for --protocol pairs (default 1024) or kfold (default 6000)")
+    evaluate.add_argument("--repeats", type=int, default=1, help="with --protocol pairs: also report mean ± std over this many draws")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed for random pairs and k-means (default: 0)")
+    evaluate.add_argument("--no-clustering", dest="clustering", action="store_false", help="skip k-means NMI/AMI")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    evaluate.add_argument("--out", metavar="DIR", help="write metrics.json and plots (distances, ROC, t-SNE, per-epoch curves) here")
+    evaluate.add_argument("--no-tsne", dest="tsne", action="store_false", help="with --out: skip the t-SNE plot")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    embed = sub.add_parser("embed", help="write the embeddings of a dataset split as .npz",
+                           description="Embed a split of the checkpoint's dataset; writes arrays embeddings (N x D float32) and labels (N int64).")
+    embed.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
+    embed.add_argument("--split", choices=("train", "test"), default="test", help="which split (default: test)")
+    embed.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
+    embed.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+    embed.set_defaults(handler=_cmd_embed)
     return parser
 
 
@@ -87,6 +122,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
     last = result.history[-1] if result.history else {}
     print(f"done: {len(result.history)} epochs, final train loss {last.get('train_loss', float('nan')):.4f}, "
           f"checkpoints in {result.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .api import evaluate, summary
+    from .evaluation import format_table
+
+    if not 0 < args.far <= 1:
+        raise UserError(f"--far must be in (0, 1], got {args.far}")
+    result = evaluate(
+        checkpoint=args.checkpoint, embeddings_file=args.embeddings, data_path=args.data_path, protocol=args.protocol,
+        far=args.far, n_pairs=args.n_pairs, repeats=args.repeats, seed=args.seed, clustering=args.clustering,
+        out_dir=args.out, tsne=args.tsne,
+    )
+    if args.json:
+        print(json.dumps(summary(result)))
+    else:
+        print(format_table(result))
+        if "repeated" in result:
+            rep = result["repeated"]
+            print(f"over {rep['repeats']} draws of {args.n_pairs} pairs: "
+                  + ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in rep.items() if isinstance(v, dict)))
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .api import embed_checkpoint, save_embeddings
+
+    if not args.out.endswith(".npz"):
+        raise UserError(f"--out must name an .npz file, got {args.out!r}")
+    split = embed_checkpoint(args.checkpoint, args.split, args.data_path)
+    path = save_embeddings(args.out, split.embeddings, split.labels)
+    print(f"wrote {len(split.embeddings):,} embeddings of size {split.embeddings.shape[1]} ({args.split} split) to {path}")
     return 0
 
 

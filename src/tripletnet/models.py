@@ -8,6 +8,7 @@ into that form.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -107,3 +108,18 @@ def count_flops(model: nn.Module, image_size: int = 28) -> int:
     for handle in handles:
         handle.remove()
     return total
+
+
+@torch.no_grad()
+def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
+    """Embeddings of uint8 images (N, 28, 28) in eval mode, batched, optionally with a progress bar."""
+    was_training = model.training
+    model.eval()
+    starts = range(0, len(images), batch_size)
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="embedding", unit="batch", leave=False)
+    out = [model(images_to_input(images[i : i + batch_size])) for i in starts]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, getattr(model, "embedding_dim", 0))

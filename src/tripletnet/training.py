@@ -24,7 +24,7 @@ from .data import DatasetSplits, load_dataset, stratified_subset
 from .errors import UserError
 from .fileio import atomic_write_text
 from .losses import StepStats, is_collapsed, triplet_step
-from .models import EmbeddingNet, build_network, images_to_input
+from .models import EmbeddingNet, build_network, embed_images, images_to_input
 from .sampler import ClassBalancedBatchSampler
 from .schedule import miner_for_epoch, parse_schedule
 
@@ -70,16 +70,6 @@ def draw_validation_triplets(labels: torch.Tensor, count: int, seed: int) -> tor
         negative = other[torch.randint(len(other), (1,), generator=gen)]
         triplets.append((anchor, int(positive), int(negative)))
     return torch.tensor(triplets, dtype=torch.int64)
-
-
-@torch.no_grad()
-def embed_images(model: EmbeddingNet, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Embeddings of uint8 images (N, 28, 28), in eval mode, batched."""
-    was_training = model.training
-    model.eval()
-    out = [model(images_to_input(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.embedding_dim)
 
 
 def validation_loss(model: EmbeddingNet, images: torch.Tensor, triplets: torch.Tensor, margin: float) -> float:

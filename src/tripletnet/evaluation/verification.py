@@ -155,6 +155,7 @@ def verify_distances(
         )
     curve_far, curve_val = _log_spaced_roc(roc_far, roc_val)
     points = {f"{f:g}": _operating_point(pos, neg, f) for f in fars}
+    edges = np.linspace(0.0, max(pos[-1], neg[-1]) * 1.02 or 1.0, 101)
     return VerificationResult(
         protocol=protocol,
         n_pairs=len(pos) + len(neg),
@@ -176,6 +177,11 @@ def verify_distances(
         threshold_at_far={key: p.threshold for key, p in points.items()},
         roc_far=curve_far,
         roc_val=curve_val,
+        histogram={
+            "bin_edges": edges.tolist(),
+            "positive": np.histogram(pos, edges)[0].tolist(),
+            "negative": np.histogram(neg, edges)[0].tolist(),
+        },
         warning=warning,
     )
 

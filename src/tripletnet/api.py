@@ -1,0 +1,168 @@
+"""High-level calls behind ``tripletnet embed`` and ``tripletnet evaluate``; notebooks use them too."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import TrainConfig
+from .data import DatasetSplits, load_dataset
+from .errors import UserError
+from .evaluation import evaluate_embeddings, repeated_random_pairs
+from .fileio import atomic_path, atomic_write_text
+from .models import embed_images
+
+SPLITS = ("train", "test")
+BULKY_KEYS = ("roc_far", "roc_val", "histogram", "per_fold")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class EmbeddedSplit:
+    embeddings: torch.Tensor  # (N, D) float32
+    labels: torch.Tensor  # (N,) int64
+    config: TrainConfig | None = None
+    class_names: tuple[str, ...] | None = None
+    run_dir: Path | None = None
+
+
+def embed_checkpoint(
+    checkpoint: str | Path, split: str = "test", data_path: str | None = None, download: bool = True, data: DatasetSplits | None = None
+) -> EmbeddedSplit:
+    """Load a checkpoint and embed the ``split`` of the dataset it was trained on."""
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    state = load_checkpoint(checkpoint)
+    model, config = model_from_checkpoint(state, source=str(checkpoint))
+    if data is None:
+        data = load_dataset(config.dataset, data_path or config.data_path, download=download)
+    images = data.train_images if split == "train" else data.test_images
+    labels = data.train_labels if split == "train" else data.test_labels
+    embeddings = embed_images(model, images, progress=True)
+    return EmbeddedSplit(embeddings, labels, config, data.class_names, Path(checkpoint).parent)
+
+
+def save_embeddings(path: str | Path, embeddings: torch.Tensor, labels: torch.Tensor) -> Path:
+    """Write ``embeddings`` (N x D float32) and ``labels`` (N int64) as an .npz, atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, embeddings=embeddings.to(torch.float32).numpy(), labels=labels.to(torch.int64).numpy())
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return Path(path)
+
+
+def load_embeddings(path: str | Path) -> EmbeddedSplit:
+    """Read an .npz written by ``tripletnet embed`` (no pickles are loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"embeddings file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [name for name in ("embeddings", "labels") if name not in npz.files]
+            if missing:
+                raise UserError(f"{path} lacks the array(s) {', '.join(missing)} (found: {', '.join(npz.files) or 'none'})")
+            embeddings, labels = npz["embeddings"], npz["labels"]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path} is not a readable .npz file ({exc})") from None
+    if embeddings.ndim != 2 or labels.ndim != 1 or len(embeddings) != len(labels):
+        raise UserError(f"{path}: expected embeddings (N, D) and labels (N,), got {embeddings.shape} and {labels.shape}")
+    if not np.issubdtype(embeddings.dtype, np.floating) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{path}: embeddings must be floats and labels integers, got {embeddings.dtype} and {labels.dtype}")
+    return EmbeddedSplit(torch.from_numpy(embeddings.astype(np.float32)), torch.from_numpy(labels.astype(np.int64)))
+
+
+def evaluate(
+    *,
+    checkpoint: str | Path | None = None,
+    embeddings_file: str | Path | None = None,
+    data_path: str | None = None,
+    protocol: str = "all-pairs",
+    far: float = 1e-3,
+    n_pairs: int = 1024,
+    repeats: int = 1,
+    seed: int = 0,
+    clustering: bool = True,
+    out_dir: str | Path | None = None,
+    tsne: bool = True,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint (on its dataset's test split) or an embeddings file; optionally write a report folder.
+
+    With ``out_dir``: metrics.json, curves.json (ROC and histogram data), distances.png, roc.png,
+    tsne.png (unless ``tsne`` is False) and, for a checkpoint whose run folder has them, the
+    per-epoch metrics and losses plots.
+    """
+    if (checkpoint is None) == (embeddings_file is None):
+        raise UserError("give exactly one of --checkpoint or --embeddings")
+    if repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {repeats}")
+    split = embed_checkpoint(checkpoint, "test", data_path) if checkpoint else load_embeddings(embeddings_file)
+    result = evaluate_embeddings(
+        split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, seed=seed, clustering=clustering
+    )
+    result["source"] = str(checkpoint or embeddings_file)
+    if protocol == "pairs" and repeats > 1:
+        result["repeated"] = {"repeats": repeats, **repeated_random_pairs(split.embeddings, split.labels, n_pairs, far, repeats, seed)}
+    if out_dir is not None:
+        write_report(Path(out_dir), result, split, tsne=tsne, seed=seed, log=log)
+    return result
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The result without the bulky curve arrays, with non-finite floats as null (valid JSON)."""
+    clean = {key: value for key, value in result.items() if key not in BULKY_KEYS}
+    return json.loads(json.dumps(clean, default=str).replace("Infinity", "null").replace("NaN", "null"))
+
+
+def write_report(out: Path, result: dict[str, Any], split: EmbeddedSplit, *, tsne: bool, seed: int, log: Callable[[str], None]) -> None:
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = ["metrics.json", "curves.json", "distances.png", "roc.png"]
+    if tsne:
+        from .tsne import tsne_2d
+
+        log(f"t-SNE of {len(split.embeddings):,} embeddings ...")
+        points, seconds = tsne_2d(split.embeddings.numpy(), seed=seed)
+        result["tsne_seconds"] = seconds
+        plots.plot_embedding_2d(points, split.labels.numpy(), out / "tsne.png", class_names=split.class_names,
+                                title=f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)")
+        written.append("tsne.png")
+    atomic_write_text(out / "metrics.json", json.dumps(summary(result), indent=2) + "\n")
+    atomic_write_text(out / "curves.json", json.dumps({k: result[k] for k in BULKY_KEYS if k in result}) + "\n")
+    histogram = result["histogram"]
+    threshold = result["threshold"] if math.isfinite(result["threshold"]) else None
+    plots.plot_distance_histograms_from_counts(
+        np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]), threshold,
+        out / "distances.png", far=result["far"], title=f"Pair distances ({result['protocol']}, {result['n_pairs']:,} pairs)",
+        pos_summary=f"{result['positive_mean']:.3f} ± {result['positive_std']:.3f}",
+        neg_summary=f"{result['negative_mean']:.3f} ± {result['negative_std']:.3f}",
+    )
+    marks = {float(k): v for k, v in (result.get("val_at_far") or {}).items()}
+    plots.plot_roc(np.asarray(result["roc_far"]), np.asarray(result["roc_val"]), out / "roc.png", auc=result.get("auc"), eer=result.get("eer"), marks=marks)
+    history_file = split.run_dir / "metrics.jsonl" if split.run_dir else None
+    if history_file and history_file.is_file():
+        history = plots.load_metrics_jsonl(history_file)
+        if history:
+            plots.plot_losses(history, out / "losses.png")
+            written.append("losses.png")
+            try:
+                plots.plot_epoch_metrics(history, out / "epoch_metrics.png")
+                written.append("epoch_metrics.png")
+            except ValueError:
+                pass  # a run trained with --eval_every 0 has no per-epoch metrics to draw
+    log(f"report written to {out}/: {', '.join(written)}")
