@@ -1,0 +1,137 @@
+"""evaluate and embed from the command line: outputs, and every bad input as a one-line error."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tripletnet.api import load_embeddings, save_embeddings
+from tripletnet.cli import main
+from tripletnet.config import TrainConfig
+from tripletnet.training import train
+
+from _mnist import data_root, mnist_slice
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    config = TrainConfig(num_images=512, batch_size=64, epochs=1, eval_every=0, checkpoint_path=str(run), data_path=data_root())
+    train(config, data=mnist_slice(), log=lambda _: None)
+    return run / "epoch_1.pt"
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_embed_then_evaluate_the_embeddings_as_json(tmp_path, capsys, checkpoint):
+    npz = tmp_path / "test.npz"
+    code, out, err = _run(capsys, "embed", "--checkpoint", str(checkpoint), "--out", str(npz), "--data_path", data_root())
+    assert code == 0, err
+    split = load_embeddings(npz)
+    assert split.embeddings.shape == (10000, 64) and split.embeddings.dtype == torch.float32
+    assert split.labels.dtype == torch.int64 and int(split.labels.max()) == 9
+    torch.testing.assert_close(split.embeddings.norm(dim=1), torch.ones(10000))
+
+    code, out, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--json", "--no-clustering")
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("protocol", "n_pairs", "far", "threshold", "val", "accuracy", "auc", "eer", "positive_mean", "positive_std",
+                "negative_mean", "negative_std", "precision_at_1", "r_precision", "map_at_r"):
+        assert key in result, key
+    assert result["n_pairs"] == 10000 * 9999 // 2
+    assert 0 < result["far_reached"] <= 1e-3
+
+
+def test_evaluate_checkpoint_writes_a_report_folder(tmp_path, capsys, checkpoint):
+    out_dir = tmp_path / "report"
+    code, out, err = _run(capsys, "evaluate", "--checkpoint", str(checkpoint), "--data_path", data_root(), "--protocol", "pairs",
+                          "--repeats", "3", "--out", str(out_dir), "--no-tsne")
+    assert code == 0, err
+    assert "Target FAR" in out and "VAL" in out and "over 3 draws" in out
+    assert "cannot resolve FAR" in out, "512 negatives cannot resolve 1e-3: say so"
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["protocol"] == "pairs" and metrics["n_pairs"] == 1024 and "nmi" in metrics
+    for name in ("distances.png", "roc.png", "losses.png"):
+        assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def _assert_one_line_error(code, err, needle):
+    assert code == 2
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_and_foreign_files_are_one_line_errors(tmp_path, capsys):
+    code, _, err = _run(capsys, "evaluate", "--checkpoint", str(tmp_path / "nope.pt"))
+    _assert_one_line_error(code, err, "not found")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(2000))
+    code, _, err = _run(capsys, "evaluate", "--checkpoint", str(junk))
+    _assert_one_line_error(code, err, "junk.pt")
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    code, _, err = _run(capsys, "evaluate", "--checkpoint", str(plain))
+    _assert_one_line_error(code, err, "not a tripletnet checkpoint")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "tripletnet-checkpoint-v1", "payload": _Exploit(str(marker))}, evil)
+    for argv in (["evaluate", "--checkpoint", str(evil)], ["embed", "--checkpoint", str(evil), "--out", str(tmp_path / "e.npz")],
+                 ["train", "--resume", str(evil), "--checkpoint_path", str(tmp_path / "r")]):
+        code, _, err = _run(capsys, *argv)
+        _assert_one_line_error(code, err, "evil.pt")
+        assert not marker.exists(), "the pickle's payload must not run"
+
+
+def test_a_checkpoint_of_another_network_is_a_clear_error(tmp_path, capsys, checkpoint):
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"]["network"] = "wide"
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    code, _, err = _run(capsys, "evaluate", "--checkpoint", str(other))
+    _assert_one_line_error(code, err, "do not fit network 'wide'")
+
+
+def test_bad_embeddings_files_are_one_line_errors(tmp_path, capsys):
+    lacking = tmp_path / "lacking.npz"
+    np.savez(lacking, vectors=np.zeros((4, 2), np.float32))
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(lacking))
+    _assert_one_line_error(code, err, "lacks the array(s) embeddings, labels")
+    not_npz = tmp_path / "text.npz"
+    not_npz.write_text("hello")
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(not_npz))
+    _assert_one_line_error(code, err, "text.npz")
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(tmp_path / "missing.npz"))
+    _assert_one_line_error(code, err, "not found")
+    code, _, err = _run(capsys, "embed", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path / "x.txt"))
+    _assert_one_line_error(code, err, ".npz")
+
+
+def test_embeddings_round_trip(tmp_path):
+    emb, labels = torch.randn(7, 3), torch.arange(7)
+    split = load_embeddings(save_embeddings(tmp_path / "e.npz", emb, labels))
+    assert torch.equal(split.embeddings, emb) and torch.equal(split.labels, labels)
+
+
+def test_bad_far_and_protocol(tmp_path, capsys):
+    code, _, err = _run(capsys, "evaluate", "--embeddings", "x.npz", "--far", "2")
+    _assert_one_line_error(code, err, "--far")
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--embeddings", "x.npz", "--protocol", "nope"])
+    assert exc.value.code == 2

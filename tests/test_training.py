@@ -1,0 +1,115 @@
+"""The training loop on a slice of MNIST: learning, reproducibility, resume, checkpoints, collapse guard."""
+
+import json
+
+import pytest
+import torch
+
+from tripletnet import training
+from tripletnet.checkpoint import load_checkpoint
+from tripletnet.config import TrainConfig
+from tripletnet.errors import UserError
+from tripletnet.training import random_shift, train
+
+from _mnist import assert_same_state, mnist_slice
+
+DATA = mnist_slice()
+
+
+def _config(tmp_path, name="run", **overrides):
+    values = dict(num_images=512, batch_size=64, epochs=3, eval_every=0, num_val_triplets=64, checkpoint_path=str(tmp_path / name))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_a_few_epochs_lower_the_loss_and_write_every_artifact(tmp_path):
+    config = _config(tmp_path, epochs=3, lr=1e-3, mining="semihard", eval_every=3)
+    result = train(config, data=DATA, log=lambda _: None)
+    history = result.history
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    run = tmp_path / "run"
+    for name in ("epoch_1.pt", "epoch_2.pt", "epoch_3.pt", "last.pt", "config.json", "metrics.jsonl", "losses.png"):
+        assert (run / name).is_file(), name
+    assert not list(run.glob("*.tmp")), "no temporary files left behind"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert "val" in lines[-1] and "precision_at_1" in lines[-1] and "val" not in lines[0]
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == config
+
+
+def test_checkpoints_load_with_weights_only_and_hold_everything(tmp_path):
+    train(_config(tmp_path, epochs=1), data=DATA, log=lambda _: None)
+    state = torch.load(tmp_path / "run" / "epoch_1.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "config", "epoch", "torch_rng", "history"):
+        assert key in state, key
+    assert state["epoch"] == 1 and state["config"]["epochs"] == 1
+
+
+def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
+    a = train(_config(tmp_path, "a", epochs=2), data=DATA, log=lambda _: None).history
+    b = train(_config(tmp_path, "b", epochs=2), data=DATA, log=lambda _: None).history
+    c = train(_config(tmp_path, "c", epochs=2, seed=1), data=DATA, log=lambda _: None).history
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
+    assert [r["train_loss"] for r in a] != [r["train_loss"] for r in c]
+
+
+def test_resume_ends_where_the_uninterrupted_run_ends(tmp_path):
+    # lr drop after epoch 2 and a miner switch inside the run, so both must survive the resume.
+    options = dict(epochs=4, lr_drop_epoch=2, mining="semihard:0.5,hard", augment=True)
+    full = train(_config(tmp_path, "full", **options), data=DATA, log=lambda _: None)
+    resumed = train(_config(tmp_path, "resumed", **options), resume=tmp_path / "full" / "epoch_2.pt", data=DATA, log=lambda _: None)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+    assert [r["lr"] for r in resumed.history] == [1e-4, 1e-4, 1e-5, 1e-5]
+    assert_same_state(full.model.state_dict(), resumed.model.state_dict())
+    last = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert last["epoch"] == 4
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4], "no duplicated or missing records"
+
+
+def test_an_existing_run_is_never_overwritten_silently(tmp_path):
+    train(_config(tmp_path, epochs=1), data=DATA, log=lambda _: None)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(_config(tmp_path, epochs=1, seed=5), data=DATA, log=lambda _: None)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    train(_config(tmp_path, epochs=1, seed=5), overwrite=True, data=DATA, log=lambda _: None)
+    assert (tmp_path / "run" / "last.pt").read_bytes() != before
+
+
+def test_collapse_is_reported_loudly(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "is_collapsed", lambda stats, margin: True)
+    messages = []
+    result = train(_config(tmp_path, epochs=1), data=DATA, log=messages.append)
+    assert result.history[0]["collapsed"] is True
+    assert any("COLLAPSED" in m for m in messages)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["collapsed"] is True
+
+
+def test_too_few_images_for_a_batch_is_a_user_error_and_writes_nothing(tmp_path):
+    with pytest.raises(UserError, match="num_images"):
+        train(_config(tmp_path, num_images=32, batch_size=64), data=DATA, log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_random_shift_moves_images_by_at_most_the_shift():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.zeros(50, 1, 28, 28)
+    images[:, :, 14, 14] = 1.0
+    shifted = random_shift(images, 2, gen)
+    assert shifted.shape == images.shape
+    rows, cols = torch.nonzero(shifted[:, 0] == 1.0, as_tuple=True)[1:]
+    assert len(rows) == 50, "the pixel survives every shift"
+    assert rows.sub(14).abs().max() <= 2 and cols.sub(14).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5, "shifts differ between images"
+
+
+def test_bf16_training_runs_and_learns(tmp_path):
+    result = train(_config(tmp_path, epochs=2, lr=1e-3, mining="semihard", precision="bf16"), data=DATA, log=lambda _: None)
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"] + 0.05
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
