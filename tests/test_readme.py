@@ -1,0 +1,24 @@
+"""The README's two newcomer commands stay true: CI runs exactly the test command it shows."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = [b for b in _bash_blocks(readme) if "pytest" in b]
+    assert len(commands) == 1, "one test command in the README"
+    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert ci_lines[-1].strip() == commands[0]
+
+
+def test_readme_main_command_sets_up_and_trains_with_defaults():
+    blocks = _bash_blocks((ROOT / "README.md").read_text())
+    main = blocks[0]
+    assert "pip install torch==2.13.0" in main and main.rstrip().endswith("tripletnet train")
