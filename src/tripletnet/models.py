@@ -52,6 +52,17 @@ def reference_net(embedding_dim: int = 64) -> EmbeddingNet:
     return EmbeddingNet(trunk, 64 * 7 * 7, embedding_dim)
 
 
+def conv3_net(embedding_dim: int = 64) -> EmbeddingNet:
+    """Three conv3x3+BN+ReLU+maxpool blocks (32, 64, 128 channels) and a linear head: twice the
+    reference's FLOPs, a 3x3x128 map with a receptive field that covers the whole digit."""
+    trunk = nn.Sequential(
+        *_conv_block(1, 32), nn.MaxPool2d(2),
+        *_conv_block(32, 64), nn.MaxPool2d(2),
+        *_conv_block(64, 128), nn.MaxPool2d(2),
+    )
+    return EmbeddingNet(trunk, 128 * 3 * 3, embedding_dim)
+
+
 def wide_net(embedding_dim: int = 64) -> EmbeddingNet:
     """A wider, deeper variant: two convs per stage (32, 64, 128 channels), global pooling head."""
     trunk = nn.Sequential(
@@ -65,6 +76,7 @@ def wide_net(embedding_dim: int = 64) -> EmbeddingNet:
 
 NETWORKS: dict[str, Callable[[int], EmbeddingNet]] = {
     "reference": reference_net,
+    "conv3": conv3_net,
     "wide": wide_net,
 }
 

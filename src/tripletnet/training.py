@@ -115,7 +115,6 @@ def train(
     # --- 1. settle the configuration and the run folder (nothing written on a user mistake)
     checkpoint = load_checkpoint(resume) if resume else None
     config.validate()
-    parse_schedule(config.mining)
     run_dir = Path(config.checkpoint_path)
     if checkpoint is None and (run_dir / "last.pt").exists() and not overwrite:
         raise UserError(
