@@ -53,7 +53,7 @@ def fetch_verified(
 ) -> None:
     """Try each mirror up to ``attempts`` times; keep the first download that ``verify`` accepts."""
     report = progress or (lambda message: print(message, file=sys.stderr, flush=True))
-    errors: list[str] = []
+    errors: dict[str, str] = {}  # last failure per mirror
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name
         for attempt in range(1, attempts + 1):
@@ -61,19 +61,19 @@ def fetch_verified(
             try:
                 fetch(url, dest, opener=opener, progress=report)
             except urllib.error.HTTPError as exc:
-                errors.append(f"{url}: HTTP {exc.code}")
+                errors[mirror] = f"{url}: HTTP {exc.code}"
                 break  # the mirror answered: retrying will not help
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                errors[mirror] = f"{url}: {getattr(exc, 'reason', exc)}"
                 if attempt < attempts:
                     time.sleep(backoff * 2 ** (attempt - 1))
                 continue
             if verify(dest):
                 return
             dest.unlink(missing_ok=True)
-            errors.append(f"{url}: content does not match the expected checksum")
+            errors[mirror] = f"{url}: content does not match the expected checksum"
             break
-    raise DownloadError("; ".join(errors[-3:]) or "no mirror configured")
+    raise DownloadError("; ".join(errors.values()) or "no mirror configured")
 
 
 def sha256_of(data: bytes) -> str:
