@@ -1,28 +1,58 @@
-"""Data layer: IDX parsing, checksums, download, layouts, subsets, image folders. Never the network."""
+"""Data layer: IDX parsing, checksums and their cache, downloads, layouts, subsets, image folders.
+
+Never the network: downloads go to an http.server on 127.0.0.1 or to a monkeypatched urlopen.
+"""
 
 import dataclasses
 import gzip
+import http.server
 import shutil
 import struct
+import threading
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tripletnet.data import DATASET_SPECS, load_dataset, load_image_folder, read_idx, stratified_subset
+from tripletnet.data import (
+    DATA_ENV, DATASET_SPECS, DatasetSplits, load_dataset, load_image_folder, read_idx, resolve_data_root, stratified_subset,
+)
+from tripletnet.data import datasets as datasets_module
+from tripletnet.data import download as download_module
 from tripletnet.data.datasets import load_registered
 from tripletnet.errors import UserError
 
 from _mnist import SHARED, data_root, mnist
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+MNIST = DATASET_SPECS["mnist"]
+LABEL_FILES = ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IMAGE_FILES = ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
 
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
+def shared(dataset: str) -> Path:
+    return Path(data_root()) / dataset
+
+
+def _idx_bytes(array: np.ndarray, type_code: int = 0x08, dtype: str = ">u1") -> bytes:
+    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(dtype).tobytes()
+
+
+def _files_on_disk(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_pauses(monkeypatch):
+    monkeypatch.setattr(download_module, "RETRY_DELAYS_S", (0.0, 0.0))
+
+
+# --- IDX reader ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -31,17 +61,32 @@ def test_idx_reader_reads_raw_and_gzipped(tmp_path, compress):
     data = _idx_bytes(array)
     path = tmp_path / "x-idx3-ubyte"  # no .gz suffix even when compressed: detected by content
     path.write_bytes(gzip.compress(data) if compress else data)
-    np.testing.assert_array_equal(read_idx(path), array)
+    result = read_idx(path)
+    assert result.dtype == np.uint8 and result.shape == (2, 3, 4)
+    np.testing.assert_array_equal(result, array)
+
+
+def test_idx_reader_decodes_big_endian_multibyte_types(tmp_path):
+    array = np.array([[1, -2, 70000], [2**31 - 1, 0, -(2**31)]], dtype=np.int64)
+    path = tmp_path / "ints.gz"  # a .gz name on a raw file: content decides, not the name
+    path.write_bytes(_idx_bytes(array, 0x0C, ">i4"))
+    result = read_idx(path)
+    assert result.dtype == np.int32 and result.dtype.isnative
+    np.testing.assert_array_equal(result, array)
 
 
 @pytest.mark.parametrize(
     "mangle,needle",
     [
         (lambda b: b[:-5], "truncated"),
-        (lambda b: b[:6], "truncated"),
+        (lambda b: b[:6], "truncated: its IDX header"),
+        (lambda b: b[:3], "truncated"),
+        (lambda b: b"", "empty"),
         (lambda b: b + b"\x00", "longer than its header"),
         (lambda b: b"\x01" + b[1:], "bad magic"),
-        (lambda b: b[:2] + b"\x42" + b[3:], "unknown IDX data type"),
+        (lambda b: b[:2] + b"\x42" + b[3:], "unknown IDX data type 0x42"),
+        (lambda b: b[:3] + b"\x00" + b[4:], "zero dimensions"),
+        (lambda b: b[:4] + struct.pack(">I", 2**32 - 1) + b[8:], "truncated"),
     ],
 )
 def test_idx_reader_rejects_damaged_files(tmp_path, mangle, needle):
@@ -52,103 +97,303 @@ def test_idx_reader_rejects_damaged_files(tmp_path, mangle, needle):
     assert str(path) in str(info.value)
 
 
-def test_a_damaged_gzip_is_named(tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_damaged_gzip_is_named(tmp_path, damage):
     path = tmp_path / "labels.gz"
-    good = gzip.compress(_idx_bytes(np.arange(1000, dtype=np.uint8)))
-    path.write_bytes(good[: len(good) // 2])
-    with pytest.raises(UserError, match="damaged gzip"):
+    good = gzip.compress(_idx_bytes(np.arange(1000, dtype=np.uint8) % 251))
+    if damage == "truncated":
+        bad = good[: len(good) // 2]
+    else:  # a flipped byte in the CRC trailer: the stream inflates but its checksum does not match
+        bad = good[:-8] + bytes([good[-8] ^ 0xFF]) + good[-7:]
+    path.write_bytes(bad)
+    with pytest.raises(UserError, match="damaged gzip") as info:
         read_idx(path)
+    assert str(path) in str(info.value)
 
 
-def _copy_mnist(dest, layout="subfolder", compress=True):
-    target = dest / "mnist" if layout == "subfolder" else dest
-    target.mkdir(parents=True, exist_ok=True)
-    for source in (SHARED / "mnist").glob("*.gz"):
-        if compress:
-            shutil.copy(source, target / source.name)
+# --- data root and layouts ----------------------------------------------------------------------
+
+
+def test_data_root_prefers_the_argument_then_the_environment_then_dot_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "env"))
+    assert resolve_data_root(str(tmp_path / "arg")) == tmp_path / "arg"
+    assert resolve_data_root(None) == tmp_path / "env"
+    monkeypatch.delenv(DATA_ENV)
+    assert resolve_data_root(None) == tmp_path / "data"
+
+
+def _place_mnist(folder: Path, compress_labels: bool = True) -> Path:
+    """Images linked from the shared copy (gzipped); labels copied, gzipped or raw."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in IMAGE_FILES:
+        (folder / name).symlink_to(shared("mnist") / name)
+    for name in LABEL_FILES:
+        source = shared("mnist") / name
+        if compress_labels:
+            shutil.copyfile(source, folder / name)
         else:
-            (target / source.name[:-3]).write_bytes(gzip.decompress(source.read_bytes()))
-    return target
+            (folder / name[:-3]).write_bytes(gzip.decompress(source.read_bytes()))
+    return folder
 
 
-@pytest.mark.parametrize("layout,compress", [("subfolder", True), ("flat", False)])
-def test_both_layouts_and_both_encodings_load(tmp_path, layout, compress):
-    _copy_mnist(tmp_path, layout, compress)
+@pytest.mark.parametrize(
+    "subfolder,compress_labels",
+    [("mnist", True), ("", False), ("MNIST/raw", False)],
+    ids=["per-dataset-gz", "flat-raw", "torchvision-style-raw"],
+)
+def test_every_layout_and_both_encodings_load(tmp_path, subfolder, compress_labels):
+    _place_mnist(tmp_path / subfolder if subfolder else tmp_path, compress_labels)
     data = load_dataset("mnist", str(tmp_path), download=False)
     assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
+    assert torch.bincount(data.test_labels).tolist() == MNIST_TEST_COUNTS
 
 
-def test_real_mnist_and_fashion_mnist_load_with_known_counts():
+def test_fully_raw_files_load_like_the_gzipped_ones(tmp_path):
+    for name in (*IMAGE_FILES, *LABEL_FILES):
+        (tmp_path / name[:-3]).write_bytes(gzip.decompress((shared("mnist") / name).read_bytes()))
+    data = load_dataset("mnist", str(tmp_path), download=False)
+    assert torch.equal(data.test_images, mnist().test_images)
+    assert torch.equal(data.train_labels, mnist().train_labels)
+
+
+def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
+    _place_mnist(tmp_path / "mnist")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert torch.equal(load_dataset("mnist", download=False).test_labels, mnist().test_labels)
+
+
+# --- the real datasets --------------------------------------------------------------------------
+
+
+def test_real_mnist_loads_with_known_shapes_types_and_counts():
     data = mnist()
+    assert isinstance(data, DatasetSplits) and data.name == "mnist"
+    assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
     assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
     assert torch.bincount(data.train_labels).tolist() == MNIST_TRAIN_COUNTS
-    assert len(data.test_labels) == 10000 and int(data.test_labels.max()) == 9
-    fashion = load_dataset("fashion-mnist", data_root(), download=False)
-    assert torch.bincount(fashion.train_labels).tolist() == [6000] * 10
-    assert fashion.class_names[9] == "Ankle boot"
-    assert not torch.equal(fashion.test_images[:10], data.test_images[:10])
+    assert torch.bincount(data.test_labels).tolist() == MNIST_TEST_COUNTS
+    assert data.class_names == tuple("0123456789")
+    assert int(data.train_images.max()) == 255 and data.train_images.float().mean().item() == pytest.approx(33.3, abs=0.1)
 
 
-def test_checksum_mismatch_names_the_file_and_both_digests(tmp_path):
-    target = _copy_mnist(tmp_path)
+def test_real_fashion_mnist_loads_with_its_class_names():
+    data = load_dataset("fashion-mnist", data_root(), download=False)
+    assert data.train_images.shape == (60000, 28, 28) and data.test_images.shape == (10000, 28, 28)
+    assert data.train_images.dtype == torch.uint8 and data.test_labels.dtype == torch.int64
+    assert torch.bincount(data.train_labels).tolist() == [6000] * 10
+    assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+    assert data.class_names == (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )
+    assert not torch.equal(data.test_images[:10], mnist().test_images[:10])
+
+
+def test_unknown_dataset_lists_the_choices(tmp_path):
+    with pytest.raises(UserError, match="unknown dataset 'imagenet-28'") as info:
+        load_dataset("imagenet-28")
+    assert "mnist" in str(info.value) and "fashion-mnist" in str(info.value)
+    a_file = tmp_path / "mnist.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(UserError, match="unknown dataset"):
+        load_dataset(str(a_file))
+
+
+# --- checksums ----------------------------------------------------------------------------------
+
+
+def test_checksum_mismatch_names_the_file_both_digests_and_the_remedy(tmp_path):
+    target = _place_mnist(tmp_path / "mnist")
     labels = target / "t10k-labels-idx1-ubyte.gz"
     content = bytearray(gzip.decompress(labels.read_bytes()))
-    content[100] ^= 0xFF  # one flipped label: still a valid IDX file, silently wrong data
+    content[100] ^= 0x01  # one changed label: still a valid IDX file, silently wrong data
     labels.write_bytes(gzip.compress(bytes(content)))
-    with pytest.raises(UserError, match="sha256") as info:
-        load_dataset("mnist", str(tmp_path), download=False)
-    message = str(info.value)
-    assert str(labels) in message and DATASET_SPECS["mnist"].files["test_labels"].sha256 in message
-
-
-def _offline(*args, **kwargs):
-    raise urllib.error.URLError("offline")
-
-
-def test_missing_files_offline_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("tripletnet.data.download.time.sleep", lambda s: None)
     with pytest.raises(UserError) as info:
-        load_registered(DATASET_SPECS["mnist"], str(tmp_path), download=True, progress=lambda m: None, opener=_offline)
-    message = str(info.value)
-    assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
-    assert str(tmp_path / "mnist") in message
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "no partial download left behind"
-
-
-def test_missing_files_without_download_say_where_to_put_them(tmp_path):
-    with pytest.raises(UserError, match="missing") as info:
         load_dataset("mnist", str(tmp_path), download=False)
-    assert str(tmp_path) in str(info.value)
+    message = str(info.value)
+    assert str(labels) in message and "delete it" in message and "\n" not in message
+    assert MNIST.files["test_labels"].sha256 in message
+    assert datasets_module.sha256_of(bytes(content)) in message
 
 
-def test_download_falls_through_a_bad_mirror_and_verifies(tmp_path, monkeypatch):
-    monkeypatch.setattr("tripletnet.data.download.time.sleep", lambda s: None)
-    spec = dataclasses.replace(
-        DATASET_SPECS["mnist"],
-        mirrors=((tmp_path / "nowhere").as_uri() + "/", (SHARED / "mnist").as_uri() + "/"),
-    )
-    root = tmp_path / "data"
-    data = load_registered(spec, str(root), download=True, progress=lambda m: None)
-    assert torch.bincount(data.train_labels).tolist() == MNIST_TRAIN_COUNTS
-    assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(p.name for p in (SHARED / "mnist").glob("*.gz"))
+def test_another_datasets_file_in_a_flat_folder_is_recognised(tmp_path):
+    _place_mnist(tmp_path)
+    shutil.copyfile(shared("fashion-mnist") / "t10k-labels-idx1-ubyte.gz", tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(UserError, match="fashion-mnist's t10k-labels-idx1-ubyte") as info:
+        load_dataset("mnist", str(tmp_path), download=False)
+    assert "own subfolder" in str(info.value)
 
 
-def test_a_mirror_serving_wrong_content_is_rejected(tmp_path, monkeypatch):
-    monkeypatch.setattr("tripletnet.data.download.time.sleep", lambda s: None)
-    wrong = tmp_path / "wrong"
-    wrong.mkdir()
-    for source in (SHARED / "fashion-mnist").glob("*.gz"):  # right names, other dataset's content
-        shutil.copy(source, wrong / source.name)
-    spec = dataclasses.replace(DATASET_SPECS["mnist"], mirrors=(wrong.as_uri() + "/",))
-    with pytest.raises(UserError, match="checksum"):
-        load_registered(spec, str(tmp_path / "data"), download=True, progress=lambda m: None)
-    assert not list((tmp_path / "data").rglob("*.gz"))
+def test_a_file_is_hashed_once_per_version(tmp_path, monkeypatch):
+    hashed = []
+    monkeypatch.setattr(datasets_module, "sha256_of", lambda data: hashed.append(1) or download_module.sha256_of(data))
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    shutil.copyfile(shared("mnist") / path.name, path)
+    file = MNIST.files["test_labels"]
+
+    def load() -> int:
+        hashed.clear()
+        assert len(datasets_module._verified_content(path, file, "mnist")) == file.size
+        return len(hashed)
+
+    assert load() == 1
+    assert load() == 0, "same process: remembered"
+    assert (tmp_path / f".{path.name}.sha256").is_file()
+    datasets_module._verified_flag.cache_clear()
+    assert load() == 0, "new process: the stamp file beside the data remembers"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1))  # new version, same content
+    assert load() == 1
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + struct.pack(">I", 3) + b"abc"))
+    with pytest.raises(UserError, match="sha256"):
+        load()
+    # a stale or copied stamp that claims this version is verified cannot pass a file of the wrong size
+    identity = datasets_module._identity(path)
+    (tmp_path / f".{path.name}.sha256").write_text(datasets_module._stamp_text(identity, file.sha256))
+    with pytest.raises(UserError, match="sha256"):
+        load()
+
+
+def test_a_read_only_folder_still_verifies_once_per_process(tmp_path, monkeypatch):
+    hashed = []
+    monkeypatch.setattr(datasets_module, "sha256_of", lambda data: hashed.append(1) or download_module.sha256_of(data))
+    monkeypatch.setattr(datasets_module, "atomic_write_text", lambda *a: (_ for _ in ()).throw(PermissionError("read-only")))
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    shutil.copyfile(shared("mnist") / path.name, path)
+    for _ in range(3):
+        datasets_module._verified_content(path, MNIST.files["train_labels"], "mnist")
+    assert len(hashed) == 1 and not list(tmp_path.glob(".*"))
+
+
+# --- missing files and downloads ----------------------------------------------------------------
+
+
+def _forbid_network(monkeypatch) -> list[str]:
+    calls: list[str] = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    return calls
+
+
+def test_missing_files_offline_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    calls = _forbid_network(monkeypatch)
+    with pytest.raises(UserError) as info:
+        load_dataset("mnist", str(tmp_path), download=True)
+    message = str(info.value)
+    assert "\n" not in message
+    for file in MNIST.files.values():
+        assert file.filename in message
+    assert str(tmp_path / "mnist") in message and MNIST.mirrors[0] in message
+    # every mirror was tried, each with retries, and the smallest file first
+    assert len(calls) == len(MNIST.mirrors) * (len(download_module.RETRY_DELAYS_S) + 1)
+    assert all(url.endswith("t10k-labels-idx1-ubyte.gz") for url in calls)
+    assert "downloading" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [], "no partial download and no empty folder left behind"
+
+
+def test_missing_files_without_download_say_where_to_put_them_and_never_download(tmp_path, monkeypatch):
+    calls = _forbid_network(monkeypatch)
+    _place_mnist(tmp_path / "mnist")
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match="missing t10k-labels-idx1-ubyte") as info:
+        load_dataset("mnist", str(tmp_path), download=False)
+    message = str(info.value)
+    assert str(tmp_path) in message and MNIST.mirrors[0] in message and "train-labels" not in message
+    assert calls == []
+
+
+class _Mirrors(http.server.BaseHTTPRequestHandler):
+    """Routes: /good/ the real files, /wrong/ Fashion-MNIST's, /broken/ cut gzip, /flaky/ 503 once, else 404."""
+
+    requests: list[str]
+    flaky_seen: set[str]
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.requests.append(self.path)
+        route, _, name = self.path.strip("/").partition("/")
+        source = {"good": "mnist", "flaky": "mnist", "wrong": "fashion-mnist", "broken": "mnist"}.get(route)
+        if source is None or not (shared(source) / name).is_file():
+            return self.send_error(404)
+        if route == "flaky" and name not in self.flaky_seen:
+            self.flaky_seen.add(name)
+            return self.send_error(503)
+        body = (shared(source) / name).read_bytes()
+        if route == "broken":
+            body = body[: len(body) // 2]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror_server():
+    handler = type("Handler", (_Mirrors,), {"requests": [], "flaky_seen": set()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _only_labels_missing(root: Path) -> Path:
+    folder = root / "mnist"
+    folder.mkdir(parents=True)
+    for name in IMAGE_FILES:
+        (folder / name).symlink_to(shared("mnist") / name)
+    return folder
+
+
+def test_download_skips_bad_mirrors_verifies_and_writes_atomically(tmp_path, mirror_server, capsys):
+    base, requests = mirror_server
+    folder = _only_labels_missing(tmp_path)
+    spec = dataclasses.replace(MNIST, mirrors=tuple(f"{base}/{route}/" for route in ("gone", "wrong", "broken", "good")))
+    data = load_registered(spec, str(tmp_path), download=True)
+    assert torch.equal(data.train_labels, mnist().train_labels) and torch.equal(data.test_labels, mnist().test_labels)
+    for name in LABEL_FILES:
+        assert (folder / name).read_bytes() == (shared("mnist") / name).read_bytes()
+        assert (folder / f".{name}.sha256").is_file(), "verified on download, so loading does not hash it again"
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    # 404 and wrong content are not retried on the same mirror
+    assert [r.split("/")[1] for r in requests] == ["gone", "wrong", "broken", "good"] * 2
+    assert "100% of" in capsys.readouterr().err
+
+
+def test_download_retries_a_transient_server_error(tmp_path, mirror_server):
+    base, requests = mirror_server
+    _only_labels_missing(tmp_path)
+    spec = dataclasses.replace(MNIST, mirrors=(f"{base}/flaky/",))
+    data = load_registered(spec, str(tmp_path), download=True, progress=lambda message: None)
+    assert len(data.test_labels) == 10000 and len(requests) == 4  # each label file: 503, then 200
+
+
+def test_a_download_with_the_wrong_content_is_not_kept(tmp_path, mirror_server):
+    base, _ = mirror_server
+    folder = _only_labels_missing(tmp_path)
+    spec = dataclasses.replace(MNIST, mirrors=(f"{base}/wrong/", f"{base}/broken/"))
+    with pytest.raises(UserError, match="could not download") as info:
+        load_registered(spec, str(tmp_path), download=True, progress=lambda message: None)
+    assert "sha256" in str(info.value) and "gzip" in str(info.value)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(IMAGE_FILES), "nothing but the files that were there"
+
+
+# --- stratified subsets -------------------------------------------------------------------------
 
 
 def test_stratified_subset_keeps_class_shares_exactly_and_reproducibly():
     labels = mnist().train_labels
     subset = stratified_subset(labels, 5000, seed=3)
-    assert len(subset) == 5000 and len(torch.unique(subset)) == 5000
+    assert subset.dtype == torch.int64 and len(subset) == 5000 and len(torch.unique(subset)) == 5000
+    assert torch.equal(subset, torch.sort(subset).values)
     counts = torch.bincount(labels[subset], minlength=10).double()
     ideal = torch.tensor(MNIST_TRAIN_COUNTS, dtype=torch.float64) * 5000 / 60000
     assert (counts - ideal).abs().max() < 1
@@ -157,44 +402,85 @@ def test_stratified_subset_keeps_class_shares_exactly_and_reproducibly():
     assert torch.equal(stratified_subset(labels, 60000, seed=0), torch.arange(60000))
 
 
+@pytest.mark.parametrize(
+    "counts,n,expected",
+    [([5, 3, 2], 5, [3, 1, 1]), ([97, 2, 1], 10, [10, 0, 0]), ([1, 1, 1, 1], 3, [1, 1, 1, 0]), ([2, 5, 3], 5, [1, 3, 1]), ([1, 7, 2], 4, [0, 3, 1])],
+)
+def test_stratified_subset_rounds_by_largest_remainder(counts, n, expected):
+    labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    subset = stratified_subset(labels, n, seed=1)
+    assert torch.bincount(labels[subset], minlength=len(counts)).tolist() == expected
+
+
 @pytest.mark.parametrize("n", [0, -1, 60001])
 def test_stratified_subset_rejects_impossible_sizes(n):
-    with pytest.raises(UserError, match="--num_images"):
+    with pytest.raises(UserError, match=f"--num_images must be between 1 and 60000, got {n}"):
         stratified_subset(mnist().train_labels, n, seed=0)
 
 
-def _write_images(folder, count, value):
+# --- image folders ------------------------------------------------------------------------------
+
+
+def _write_images(folder: Path, count: int, value: int, suffix: str = ".png", mode: str = "RGB") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        Image.fromarray(np.full((40, 30, 3), value + i, dtype=np.uint8)).save(folder / f"{i}.png")
+        Image.fromarray(np.full((40, 30, 3), value + i, dtype=np.uint8)).convert(mode).save(folder / f"{i}{suffix}")
 
 
 def test_image_folder_loads_as_28x28_grayscale_with_a_stratified_split(tmp_path):
     _write_images(tmp_path / "cats", 10, 10)
-    _write_images(tmp_path / "dogs", 5, 200)
+    _write_images(tmp_path / "dogs", 5, 200, suffix=".bmp", mode="L")
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image: ignored")
     data = load_image_folder(tmp_path)
-    assert data.class_names == ("cats", "dogs")
-    assert data.train_images.shape[1:] == (28, 28) and data.train_images.dtype == torch.uint8
-    assert len(data.train_labels) + len(data.test_labels) == 15
+    assert data.class_names == ("cats", "dogs") and data.name == tmp_path.name
+    assert data.train_images.shape == (12, 28, 28) and data.test_images.shape == (3, 28, 28)
+    assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
     assert torch.bincount(data.test_labels).tolist() == [2, 1]
     assert int(data.train_images[data.train_labels == 1].min()) >= 200
+    assert int(data.train_images[data.train_labels == 0].max()) < 30
+    again = load_image_folder(tmp_path)
+    assert torch.equal(again.test_images, data.test_images), "the split is fixed"
 
 
 def test_image_folder_with_explicit_splits_and_through_load_dataset(tmp_path):
     for split, n in (("train", 4), ("test", 2)):
-        _write_images(tmp_path / split / "a", n, 0)
-        _write_images(tmp_path / split / "b", n, 100)
+        _write_images(tmp_path / split / "a", n, 0, suffix=".jpg")
+        _write_images(tmp_path / split / "b", n, 100, mode="RGBA")
     data = load_dataset(str(tmp_path))
-    assert len(data.train_labels) == 8 and len(data.test_labels) == 4
+    assert data.class_names == ("a", "b")
+    assert data.train_labels.tolist() == [0] * 4 + [1] * 4 and data.test_labels.tolist() == [0, 0, 1, 1]
+    assert data.test_images.shape == (4, 28, 28)
 
 
 def test_image_folder_mistakes_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="two class subfolders"):
+    with pytest.raises(UserError, match="at least two class subfolders"):
         load_image_folder(tmp_path)
     _write_images(tmp_path / "a", 3, 0)
+    with pytest.raises(UserError, match="found 1"):
+        load_image_folder(tmp_path)
     (tmp_path / "b").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        load_image_folder(tmp_path)
     (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="broken.png"):
         load_image_folder(tmp_path)
-    with pytest.raises(UserError, match="unknown dataset"):
-        load_dataset("imagenet-28")
+    with pytest.raises(UserError, match="not found"):
+        load_image_folder(tmp_path / "nowhere")
+
+
+def test_image_folder_splits_must_agree(tmp_path):
+    _write_images(tmp_path / "train" / "a", 2, 0)
+    _write_images(tmp_path / "train" / "b", 2, 0)
+    with pytest.raises(UserError, match="no test/"):
+        load_image_folder(tmp_path)
+    _write_images(tmp_path / "test" / "c", 2, 0)
+    with pytest.raises(UserError, match="missing from .*: c"):
+        load_image_folder(tmp_path)
+    shutil.rmtree(tmp_path / "test" / "c")
+    _write_images(tmp_path / "test" / "a", 1, 0)  # a class may be absent from test/, not from train/
+    assert load_image_folder(tmp_path).test_labels.tolist() == [0]
+    shutil.rmtree(tmp_path / "train" / "b")
+    (tmp_path / "train" / "b").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        load_image_folder(tmp_path)

@@ -12,12 +12,17 @@ from .subset import stratified_subset
 
 
 def load_dataset(name: str, data_path: str | None = None, download: bool = True) -> DatasetSplits:
-    """Load a registered dataset (``mnist``, ``fashion-mnist``) or, given a folder, an image folder."""
+    """Load a registered dataset (``mnist``, ``fashion-mnist``) or, given a folder, an image folder.
+
+    A registered name wins over a folder of the same name; write ``./mnist`` to mean the folder.
+    """
     if name in DATASET_SPECS:
         return load_registered(DATASET_SPECS[name], data_path, download)
-    if Path(name).is_dir():
+    if Path(name).expanduser().is_dir():
         return load_image_folder(name)
-    raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASET_SPECS)} or give a folder of class subfolders")
+    raise UserError(
+        f"unknown dataset {name!r}: choose one of {', '.join(DATASET_SPECS)}, or give a folder with one subfolder of images per class"
+    )
 
 
 __all__ = ["DATA_ENV", "DATASET_SPECS", "DatasetSplits", "load_dataset", "load_image_folder", "read_idx", "resolve_data_root", "stratified_subset"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from ..errors import UserError
-from .download import DownloadError, fetch_verified, sha256_of
+from ..fileio import atomic_write_text
+from .download import DownloadError, Opener, fetch_verified, sha256_of
 from .idx import parse_idx, read_bytes
 
 DATA_ENV = "TRIPLETNET_DATA"
@@ -33,28 +37,29 @@ class DatasetSplits:
 class IdxFile:
     filename: str  # uncompressed name; mirrors serve filename + ".gz"
     sha256: str  # of the uncompressed content, so gzipped and raw copies both verify
-    shape: tuple[int, ...]
+    size: int  # uncompressed bytes
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    folders: tuple[str, ...]  # subfolder names under the data root that may hold it
-    files: dict[str, IdxFile]  # role -> file; roles: train_images, train_labels, test_images, test_labels
+    folders: tuple[str, ...]  # subfolders of the data root that may hold it, in the order they are searched
+    files: Mapping[str, IdxFile]  # role -> file; roles: train_images, train_labels, test_images, test_labels
     mirrors: tuple[str, ...]
     class_names: tuple[str, ...]
 
 
-def _files(sha: tuple[str, str, str, str]) -> dict[str, IdxFile]:
-    return {
-        "train_images": IdxFile("train-images-idx3-ubyte", sha[0], (60000, 28, 28)),
-        "train_labels": IdxFile("train-labels-idx1-ubyte", sha[1], (60000,)),
-        "test_images": IdxFile("t10k-images-idx3-ubyte", sha[2], (10000, 28, 28)),
-        "test_labels": IdxFile("t10k-labels-idx1-ubyte", sha[3], (10000,)),
-    }
+def _files(sha: tuple[str, str, str, str]) -> Mapping[str, IdxFile]:
+    # MNIST and Fashion-MNIST share names and sizes; only the content differs.
+    return MappingProxyType({
+        "train_images": IdxFile("train-images-idx3-ubyte", sha[0], 47_040_016),
+        "train_labels": IdxFile("train-labels-idx1-ubyte", sha[1], 60_008),
+        "test_images": IdxFile("t10k-images-idx3-ubyte", sha[2], 7_840_016),
+        "test_labels": IdxFile("t10k-labels-idx1-ubyte", sha[3], 10_008),
+    })
 
 
-DATASET_SPECS: dict[str, DatasetSpec] = {
+DATASET_SPECS: Mapping[str, DatasetSpec] = MappingProxyType({
     "mnist": DatasetSpec(
         name="mnist",
         folders=("mnist", "MNIST", "MNIST/raw"),
@@ -86,12 +91,12 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
         ),
         class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
-}
+})
 
 
 def resolve_data_root(data_path: str | None) -> Path:
-    """``data_path`` if given, else ``$TRIPLETNET_DATA``, else ``./data/``."""
-    return Path(data_path or os.environ.get(DATA_ENV) or "data")
+    """``data_path`` if given, else ``$TRIPLETNET_DATA``, else ``./data/`` (absolute, so messages are unambiguous)."""
+    return Path(data_path or os.environ.get(DATA_ENV) or "data").expanduser().absolute()
 
 
 def find_file(root: Path, spec: DatasetSpec, file: IdxFile) -> Path | None:
@@ -104,26 +109,129 @@ def find_file(root: Path, spec: DatasetSpec, file: IdxFile) -> Path | None:
     return None
 
 
-def _verified_array(path: Path, file: IdxFile, dataset: str) -> np.ndarray:
+# --- checksum verification, done once per version of a file ----------------------------------
+# A version is (path, size, mtime). A hidden stamp file beside the data remembers it across runs;
+# when the folder is read-only (a shared dataset) a per-process flag still avoids re-hashing.
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _verified_flag(path: str, size: int, mtime_ns: int, sha256: str) -> threading.Event:
+    """A flag for one version of one file, set once its content was seen to hash to ``sha256``."""
+    return threading.Event()
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
+def _stamp_text(identity: tuple[str, int, int], sha256: str) -> str:
+    return f"{identity[1]} {identity[2]} {sha256}\n"
+
+
+def _already_verified(path: Path, identity: tuple[str, int, int], sha256: str) -> bool:
+    if _verified_flag(*identity, sha256).is_set():
+        return True
+    try:
+        return _stamp_path(path).read_text() == _stamp_text(identity, sha256)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _mark_verified(path: Path, identity: tuple[str, int, int], sha256: str) -> None:
+    _verified_flag(*identity, sha256).set()
+    try:
+        atomic_write_text(_stamp_path(path), _stamp_text(identity, sha256))
+    except OSError:
+        pass  # read-only folder: the in-process flag is all we can keep
+
+
+def _owner_of(digest: str) -> str | None:
+    """Which registered dataset file has this content, if any (a flat folder holding the wrong dataset)."""
+    for spec in DATASET_SPECS.values():
+        for file in spec.files.values():
+            if file.sha256 == digest:
+                return f"{spec.name}'s {file.filename}"
+    return None
+
+
+def _verified_content(path: Path, file: IdxFile, dataset: str) -> bytes:
+    """The uncompressed content of ``path``, checked against ``file``'s sha256 unless already verified."""
+    identity = _identity(path)  # taken before reading: a file changed meanwhile is simply hashed next time
     content = read_bytes(path)
+    # The size check is free and guards against a stale stamp; the hash runs once per file version.
+    if len(content) == file.size and _already_verified(path, identity, file.sha256):
+        return content
     digest = sha256_of(content)
     if digest != file.sha256:
-        raise UserError(
-            f"{path} does not hold {dataset}'s {file.filename}: sha256 of its content is {digest}, "
-            f"expected {file.sha256}; delete it to download it again"
+        owner = _owner_of(digest)
+        advice = (
+            f"it holds {owner}: keep each dataset in its own subfolder (e.g. {path.parent / dataset}/)"
+            if owner else "delete it so that it is downloaded again, or replace it with a good copy"
         )
-    array = parse_idx(content, str(path))
-    if array.shape != file.shape:  # pragma: no cover - the checksum already pins the shape
-        raise UserError(f"{path}: shape {array.shape}, expected {file.shape}")
-    return array
+        raise UserError(
+            f"{path} is not {dataset}'s {file.filename}: the sha256 of its uncompressed content is {digest}, "
+            f"expected {file.sha256}; {advice}"
+        )
+    _mark_verified(path, identity, file.sha256)
+    return content
+
+
+# --- loading and downloading --------------------------------------------------------------------
 
 
 def _names(spec: DatasetSpec, roles: list[str]) -> str:
     return ", ".join(spec.files[role].filename + "[.gz]" for role in roles)
 
 
-def _content_check(file: IdxFile) -> Callable[[Path], bool]:
-    return lambda path: sha256_of(read_bytes(path)) == file.sha256
+def _download_check(file: IdxFile) -> Callable[[Path], str | None]:
+    def check(path: Path) -> str | None:
+        try:
+            content = read_bytes(path)
+        except UserError:
+            return "not a valid gzip file"
+        if sha256_of(content) != file.sha256:
+            return "content does not match the expected sha256"
+        _mark_verified(path, _identity(path), file.sha256)  # so loading it next does not hash it again
+        return None
+
+    return check
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _download_missing(
+    spec: DatasetSpec, root: Path, paths: dict[str, Path | None], progress: Callable[[str], None] | None, opener: Opener | None
+) -> None:
+    """Fill in ``paths`` by downloading the missing files beside the ones found, else into ``<root>/<name>/``."""
+    found = [path for path in paths.values() if path is not None]
+    target = found[0].parent if found else root / spec.name
+    created = [folder for folder in (target, *target.parents) if not folder.exists()]
+    missing = sorted((role for role, path in paths.items() if path is None), key=lambda role: spec.files[role].size)
+    options = {"progress": progress} if progress else {}
+    try:
+        for role in missing:  # smallest first: when offline, fail on a 10 kB file, not after a 10 MB one
+            file = spec.files[role]
+            dest = target / (file.filename + ".gz")
+            fetch_verified(file.filename + ".gz", spec.mirrors, dest, _download_check(file), opener=opener, **options)
+            paths[role] = dest
+    except (DownloadError, OSError) as exc:
+        _remove_empty(created)
+        still_missing = [role for role, path in paths.items() if path is None]
+        raise UserError(
+            f"{spec.name}: could not download {_names(spec, still_missing)} ({exc}); put the files (gzipped or not) in "
+            f"{target}/ from {spec.mirrors[0]}, or point --data_path / ${DATA_ENV} at a folder that holds them"
+        ) from None
 
 
 def load_registered(
@@ -131,35 +239,24 @@ def load_registered(
     data_path: str | None = None,
     download: bool = True,
     progress: Callable[[str], None] | None = None,
-    opener: Callable[..., object] | None = None,
+    opener: Opener | None = None,
 ) -> DatasetSplits:
+    """Load a registered dataset from the data root, downloading missing files if allowed."""
     root = resolve_data_root(data_path)
     paths = {role: find_file(root, spec, file) for role, file in spec.files.items()}
     missing = [role for role, path in paths.items() if path is None]
     if missing and not download:
         raise UserError(
-            f"{spec.name}: missing {_names(spec, missing)} in {root} (looked in {', '.join(spec.folders)} and the "
-            f"folder itself); download them from {spec.mirrors[0]} or drop --no-download"
+            f"{spec.name}: missing {_names(spec, missing)} in {root} (looked in its subfolders {', '.join(spec.folders)} "
+            f"and in the folder itself); put them there from {spec.mirrors[0]}, or drop --no-download to fetch them"
         )
     if missing:
-        target = root / spec.name
-        try:
-            for role in missing:
-                file = spec.files[role]
-                dest = target / (file.filename + ".gz")
-                fetch_verified(
-                    file.filename + ".gz", spec.mirrors, dest, _content_check(file),
-                    progress=progress, **({"opener": opener} if opener else {}),
-                )
-                paths[role] = dest
-        except (DownloadError, OSError) as exc:
-            still_missing = [role for role, path in paths.items() if path is None]
-            raise UserError(
-                f"{spec.name}: could not download {_names(spec, still_missing)} ({exc}); put the files in {target}/ "
-                f"(from {spec.mirrors[0]}) or point --data_path / ${DATA_ENV} at a folder holding them"
-            ) from None
-    arrays = {role: _verified_array(path, spec.files[role], spec.name) for role, path in paths.items()}
-    # np.array copies: arrays parsed with frombuffer are read-only.
+        _download_missing(spec, root, paths, progress, opener)
+    arrays = {}
+    for role, path in paths.items():
+        assert path is not None  # every missing file was downloaded or we raised
+        arrays[role] = parse_idx(_verified_content(path, spec.files[role], spec.name), str(path))
+    # np.array copies: frombuffer arrays are read-only, and labels are widened to int64.
     tensors = {role: torch.from_numpy(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()}
     return DatasetSplits(
         train_images=tensors["train_images"],

@@ -1,8 +1,9 @@
-"""Fetch a file from a list of mirrors: retries, atomic writes, content verified before it is kept."""
+"""Fetch a file from a list of mirrors: retries with backoff, atomic writes, content verified before it is kept."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import sys
 import time
 import urllib.error
@@ -13,65 +14,95 @@ from pathlib import Path
 from ..fileio import atomic_path
 
 Opener = Callable[..., object]
+Verifier = Callable[[Path], str | None]  # returns what is wrong with a downloaded file, or None
+
+# Pauses between the tries of one mirror (so len + 1 tries each). Short: offline should fail in seconds.
+RETRY_DELAYS_S: tuple[float, ...] = (1.0, 3.0)
+# Per socket operation, not for the whole file: a dead mirror is abandoned quickly.
+TIMEOUT_S = 15.0
 
 
 class DownloadError(Exception):
-    """No mirror gave a file with the expected content."""
+    """No mirror gave a file with the expected content; the message says what each mirror did."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def fetch(
     url: str,
     dest: Path,
     *,
-    timeout: float = 20.0,
-    opener: Opener = urllib.request.urlopen,
-    progress: Callable[[str], None] | None = None,
+    timeout: float = TIMEOUT_S,
+    opener: Opener | None = None,
+    progress: Callable[[str], None] = _stderr,
 ) -> None:
     """Download ``url`` to ``dest`` atomically (a failed download leaves nothing behind)."""
+    # Looked up at call time, so tests can monkeypatch urllib.request.urlopen to simulate being offline.
+    open_url = opener or urllib.request.urlopen
     with atomic_path(dest) as tmp:
-        with opener(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) if hasattr(response, "headers") else 0
-            done, next_report = 0, 0.0
+        with open_url(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            headers = getattr(response, "headers", None)
+            total = int(headers.get("Content-Length") or 0) if headers is not None else 0
+            done, next_report = 0, 0.25
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 done += len(chunk)
-                if progress and total and done / total >= next_report:
+                if total and done / total >= next_report:
                     progress(f"  {dest.name}: {100 * done / total:3.0f}% of {total / 1e6:.1f} MB")
                     next_report += 0.25
+            if not total:
+                progress(f"  {dest.name}: {done / 1e6:.1f} MB")
+
+
+def _retryable(exc: Exception) -> bool:
+    """A server error or a network failure may pass; a 404 or a bad URL will not."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code == 429
+    return not isinstance(exc, ValueError)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    return str(getattr(exc, "reason", None) or exc or type(exc).__name__)
 
 
 def fetch_verified(
     name: str,
     mirrors: Sequence[str],
     dest: Path,
-    verify: Callable[[Path], bool],
+    verify: Verifier,
     *,
-    attempts: int = 3,
-    backoff: float = 1.0,
-    opener: Opener = urllib.request.urlopen,
-    progress: Callable[[str], None] | None = None,
-) -> None:
-    """Try each mirror up to ``attempts`` times; keep the first download that ``verify`` accepts."""
-    report = progress or (lambda message: print(message, file=sys.stderr, flush=True))
-    errors: dict[str, str] = {}  # last failure per mirror
+    opener: Opener | None = None,
+    progress: Callable[[str], None] = _stderr,
+    delays: Sequence[float] | None = None,
+) -> str:
+    """Download ``name`` from the first mirror that serves content ``verify`` accepts; return its URL.
+
+    Each mirror is tried ``len(delays) + 1`` times while failures look transient. A file that fails
+    verification is deleted and the next mirror is tried.
+    """
+    pauses = tuple(RETRY_DELAYS_S if delays is None else delays)
+    errors: dict[str, str] = {}  # the last failure per mirror, for one readable message
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name
-        for attempt in range(1, attempts + 1):
-            report(f"downloading {url}")
+        for attempt in range(len(pauses) + 1):
+            progress(f"downloading {url}" + (f" (try {attempt + 1})" if attempt else ""))
             try:
-                fetch(url, dest, opener=opener, progress=report)
-            except urllib.error.HTTPError as exc:
-                errors[mirror] = f"{url}: HTTP {exc.code}"
-                break  # the mirror answered: retrying will not help
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                errors[mirror] = f"{url}: {getattr(exc, 'reason', exc)}"
-                if attempt < attempts:
-                    time.sleep(backoff * 2 ** (attempt - 1))
-                continue
-            if verify(dest):
-                return
+                fetch(url, dest, opener=opener, progress=progress)
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                errors[mirror] = f"{url}: {_describe(exc)}"
+                if attempt < len(pauses) and _retryable(exc):
+                    time.sleep(pauses[attempt])
+                    continue
+                break
+            problem = verify(dest)
+            if problem is None:
+                return url
             dest.unlink(missing_ok=True)
-            errors[mirror] = f"{url}: content does not match the expected checksum"
+            errors[mirror] = f"{url}: {problem}"
             break
     raise DownloadError("; ".join(errors.values()) or "no mirror configured")
 

@@ -8,6 +8,7 @@ error that names the file, never a silently wrong array.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -27,7 +28,7 @@ _DTYPES = {
 
 
 def read_bytes(path: str | Path) -> bytes:
-    """The file's content, decompressed if it is gzipped (detected by its magic bytes)."""
+    """The file's content, decompressed if it is gzipped (detected by its magic bytes, not its name)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -42,18 +43,25 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse IDX bytes into a numpy array in native byte order."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise UserError(f"{name} is not an IDX file (bad magic number)")
+    """Parse IDX bytes into a numpy array in native byte order (a read-only view for uint8 data)."""
+    if not data:
+        raise UserError(f"{name} is empty (expected an IDX file)")
+    if len(data) < 4:
+        raise UserError(f"{name} is truncated: {len(data)} bytes, shorter than the 4-byte IDX magic number")
+    if data[0] != 0 or data[1] != 0:
+        raise UserError(f"{name} is not an IDX file (bad magic number {data[:4].hex()}, expected 0000xxyy)")
     type_code, ndim = data[2], data[3]
     if type_code not in _DTYPES:
-        raise UserError(f"{name}: unknown IDX data type 0x{type_code:02x}")
+        known = ", ".join(f"0x{code:02x}" for code in _DTYPES)
+        raise UserError(f"{name}: unknown IDX data type 0x{type_code:02x} (known: {known})")
+    if ndim == 0:
+        raise UserError(f"{name}: IDX header declares zero dimensions")
     header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise UserError(f"{name} is truncated (incomplete IDX header)")
+    if len(data) < header:
+        raise UserError(f"{name} is truncated: its IDX header needs {header} bytes, the file has {len(data)}")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _DTYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a huge bogus header cannot overflow
     actual = len(data) - header
     if actual != expected:
         problem = "truncated" if actual < expected else "longer than its header says"
