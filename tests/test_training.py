@@ -9,7 +9,8 @@ from tripletnet import training
 from tripletnet.checkpoint import load_checkpoint
 from tripletnet.config import TrainConfig
 from tripletnet.errors import UserError
-from tripletnet.training import random_shift, train
+from tripletnet.augment import random_affine, random_shift
+from tripletnet.training import train
 
 from _mnist import assert_same_state, mnist_slice
 
@@ -63,7 +64,8 @@ def test_resume_ends_where_the_uninterrupted_run_ends(tmp_path):
     resumed = train(_config(tmp_path, "resumed", **options), resume=tmp_path / "full" / "epoch_2.pt", data=DATA, log=lambda _: None)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
-    assert [r["lr"] for r in resumed.history] == [1e-4, 1e-4, 1e-5, 1e-5]
+    lr = resumed.config.lr
+    assert [r["lr"] for r in resumed.history] == pytest.approx([lr, lr, lr * 0.1, lr * 0.1])
     assert_same_state(full.model.state_dict(), resumed.model.state_dict())
     last = load_checkpoint(tmp_path / "resumed" / "last.pt")
     assert last["epoch"] == 4
@@ -107,6 +109,21 @@ def test_random_shift_moves_images_by_at_most_the_shift():
     assert len(rows) == 50, "the pixel survives every shift"
     assert rows.sub(14).abs().max() <= 2 and cols.sub(14).abs().max() <= 2
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 5, "shifts differ between images"
+
+
+def test_random_affine_keeps_digits_recognisable_and_varies_per_image():
+    gen = torch.Generator().manual_seed(0)
+    images = mnist_slice(64, 1).train_images[:64].unsqueeze(1).float() / 255
+    out = random_affine(images, gen)
+    assert out.shape == images.shape and 0 <= float(out.min()) and float(out.max()) <= 1 + 1e-6
+    change = (out - images).abs().flatten(1).mean(1)
+    assert (change > 0).all(), "every image is transformed"
+    assert change.std() > 0, "by its own amount"
+    # Small transforms: the ink mass stays within 25% (scale is at most ±10%).
+    ratio = out.flatten(1).sum(1) / images.flatten(1).sum(1)
+    assert ((ratio > 0.75) & (ratio < 1.3)).all()
+    identity = random_affine(images, gen, max_degrees=0, max_scale=0, max_shift=0)
+    torch.testing.assert_close(identity, images, atol=1e-5, rtol=0)
 
 
 def test_bf16_training_runs_and_learns(tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .augment import random_affine
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import DatasetSplits, load_dataset, stratified_subset
@@ -41,17 +42,6 @@ class TrainResult:
     config: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)
     run_dir: Path = Path(".")
-
-
-def random_shift(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Shift each image of a (B, 1, H, W) batch by its own random offset, zero-filled."""
-    b, _, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen)
-    dx = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen)
-    rows = dy + torch.arange(h).view(1, h, 1)
-    cols = dx + torch.arange(w).view(1, 1, w)
-    return padded[torch.arange(b).view(b, 1, 1), 0, rows, cols].unsqueeze(1)
 
 
 def draw_validation_triplets(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -133,6 +123,9 @@ def train(
     train_images, train_labels = data.train_images[subset], data.train_labels[subset]
     sampler = ClassBalancedBatchSampler(train_labels, config.batch_size, config.num_images // config.batch_size, config.seed)
     val_triplets = draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed)
+    n_eval = len(data.test_labels) if config.eval_images == 0 else min(config.eval_images, len(data.test_labels))
+    eval_subset = stratified_subset(data.test_labels, n_eval, config.seed)
+    eval_images, eval_labels = data.test_images[eval_subset], data.test_labels[eval_subset]
 
     # --- 3. model, optimiser, schedule
     with torch.random.fork_rng():
@@ -176,7 +169,7 @@ def train(
         for indices in _progress(batches, len(batches), f"epoch {epoch}/{config.epochs} [{miner}]"):
             images = images_to_input(train_images[indices])
             if config.augment:
-                images = random_shift(images, 2, gen)
+                images = random_affine(images, gen)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 embeddings = model(images)
             loss, stats = triplet_step(embeddings.float(), train_labels[indices], miner, config.margin)
@@ -207,9 +200,10 @@ def train(
             from .evaluation import fast_epoch_metrics
 
             eval_started = time.perf_counter()
-            metrics = fast_epoch_metrics(embed_images(model, data.test_images), data.test_labels, far=1e-3)
+            metrics = fast_epoch_metrics(embed_images(model, eval_images), eval_labels, far=1e-3)
             record.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None})
             record["eval_seconds"] = time.perf_counter() - eval_started
+            record["eval_images"] = n_eval
         epoch_stats = StepStats(
             loss=means["loss"], active_fraction=means["active_fraction"], mean_pos_dist=means["mean_pos_dist"],
             mean_neg_dist=means["mean_neg_dist"], num_triplets=0, embedding_spread=means["embedding_spread"],
