@@ -408,14 +408,19 @@ def losses_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
     # Losses are >= 0; head-room on top keeps the change labels off the curves.
     top = max(max(line.get_ydata()) for line in ax.get_lines())
     ax.set_ylim(0.0, top * 1.3 if top > 0 else 1.0)
+    _finish_epoch_axes(ax, history, "triplet loss", "Training and validation loss per epoch", "lower left")
+    return fig
+
+
+def _finish_epoch_axes(ax: Axes, history: Sequence[Mapping[str, Any]], ylabel: str, title: str, legend_loc: str) -> None:
+    """What every per-epoch figure shares: change markers, integer epochs, labels, grid, legend."""
     _mark_changes(ax, history)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("triplet loss")
-    ax.set_title("Training and validation loss per epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.25)
-    ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
-    return fig
+    ax.legend(loc=legend_loc, fontsize=9, framealpha=0.9)
 
 
 def plot_losses(history: Sequence[Mapping[str, Any]], out: str | Path) -> Path:
@@ -455,13 +460,7 @@ def epoch_metrics_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
     ax.set_ylim(bottom, 1.0 + 0.3 * (1.0 - bottom))  # head-room for the change labels
     # No tick above 1: these are rates, the band above is only room for the labels.
     ax.set_yticks([t for t in ax.get_yticks() if bottom - 1e-9 <= t <= 1.0 + 1e-9])
-    _mark_changes(ax, history)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("metric on the test set")
-    ax.set_title("Evaluation metrics per epoch")
-    ax.grid(alpha=0.25)
-    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    _finish_epoch_axes(ax, history, "metric on the test set", "Evaluation metrics per epoch", "lower right")
     return fig
 
 
