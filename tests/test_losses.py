@@ -110,3 +110,8 @@ def test_collapse_detection():
     assert not is_collapsed(stats, 1.0)
     stuck = StepStats(loss=1.0, active_fraction=1.0, mean_pos_dist=0.01, mean_neg_dist=0.01, num_triplets=10, embedding_spread=0.2)
     assert is_collapsed(stuck, 1.0)
+    # Epoch means from a real Fashion-MNIST run that collapsed after switching to hard mining.
+    def epoch(loss, pos, neg, spread):
+        return StepStats(loss=loss, active_fraction=1.0, mean_pos_dist=pos, mean_neg_dist=neg, num_triplets=0, embedding_spread=spread)
+    assert not is_collapsed(epoch(0.628, 0.515, 0.901, 0.970), 1.0)  # semi-hard, healthy
+    assert is_collapsed(epoch(1.014, 0.062, 0.048, 0.061), 1.0)  # two epochs of hard mining later

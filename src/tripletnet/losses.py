@@ -57,18 +57,18 @@ def triplet_step(embeddings: torch.Tensor, labels: torch.Tensor, miner: str, mar
     return loss, StepStats(values[0], values[1], values[2], values[3], len(triplets), values[4])
 
 
-# Collapse thresholds, for unit-norm embeddings whose spread is ~1 when healthy.
-COLLAPSE_SPREAD = 0.05
+# Collapse thresholds for unit-norm embeddings, whose spread is ~0.9-1 when healthy. Measured on a
+# Fashion-MNIST run that collapsed under hard mining: spread 0.97 -> 0.22 -> 0.06 in two epochs,
+# with the loss stuck just above the margin and the mined negatives at d ~ 0.05.
+COLLAPSE_SPREAD = 0.1
 
 
 def is_collapsed(stats: StepStats, margin: float) -> bool:
     """True when embeddings have (nearly) collapsed to one point.
 
-    Either the spread is below ``COLLAPSE_SPREAD``, or the loss sits at the margin while both
-    positive and negative distances are ~0 (every triplet says d(a,p) = d(a,n) = 0).
+    Either the spread is below ``COLLAPSE_SPREAD``, or the loss sits at or above 90% of the margin
+    while the mined negatives are within a tenth of the margin of their anchors.
     """
     if stats.embedding_spread < COLLAPSE_SPREAD:
         return True
-    stuck = abs(stats.loss - margin) < 0.02 * margin
-    tiny = max(stats.mean_pos_dist, stats.mean_neg_dist) < COLLAPSE_SPREAD * margin
-    return stuck and tiny
+    return stats.loss >= 0.9 * margin and stats.mean_neg_dist < 0.1 * margin
