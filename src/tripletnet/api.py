@@ -92,7 +92,7 @@ def evaluate(
     data_path: str | None = None,
     protocol: str = "all-pairs",
     far: float = 1e-3,
-    n_pairs: int = 1024,
+    n_pairs: int | None = None,
     repeats: int = 1,
     seed: int = 0,
     clustering: bool = True,

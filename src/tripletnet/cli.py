@@ -77,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--protocol", choices=PROTOCOLS, default="all-pairs",
                           help="all-pairs: every test pair, exact (default); pairs: the reference's random pairs; kfold: LFW-style 10 folds")
     evaluate.add_argument("--far", type=float, default=1e-3, help="target false-accept rate for the threshold (default: 1e-3)")
-    evaluate.add_argument("--n_pairs", "--n-pairs", dest="n_pairs", type=int, default=1024,
+    evaluate.add_argument("--n_pairs", "--n-pairs", dest="n_pairs", type=int, default=None,
                           help="pairs for --protocol pairs (default 1024) or kfold (default 6000)")
     evaluate.add_argument("--repeats", type=int, default=1, help="with --protocol pairs: also report mean ± std over this many draws")
     evaluate.add_argument("--seed", type=int, default=0, help="seed for random pairs and k-means (default: 0)")
@@ -144,7 +144,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_table(result))
         if "repeated" in result:
             rep = result["repeated"]
-            print(f"over {rep['repeats']} draws of {args.n_pairs} pairs: "
+            print(f"over {rep['repeats']} draws of {result['n_pairs']} pairs: "
                   + ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in rep.items() if isinstance(v, dict)))
     return 0
 
