@@ -130,3 +130,29 @@ def test_bf16_training_runs_and_learns(tmp_path):
     result = train(_config(tmp_path, epochs=2, lr=1e-3, mining="semihard", precision="bf16"), data=DATA, log=lambda _: None)
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"] + 0.05
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_path, monkeypatch):
+    real_step = training.triplet_step
+
+    def collapsing_step(embeddings, labels, miner, margin):
+        loss, stats = real_step(embeddings, labels, miner, margin)
+        if miner == "hard":  # pretend every hard-mining batch has collapsed
+            stats.embedding_spread = 0.01
+        return loss, stats
+
+    monkeypatch.setattr(training, "triplet_step", collapsing_step)
+    messages = []
+    options = dict(epochs=4, mining="semihard:0.5,hard")
+    result = train(_config(tmp_path, **options), data=DATA, log=messages.append)
+    assert [r["miner"] for r in result.history] == ["semihard"] * 4
+    assert [r["mining_fallback"] for r in result.history] == [False, False, True, True]
+    assert any("COLLAPSING" in m and "epoch 3" in m for m in messages)
+    assert load_checkpoint(tmp_path / "run" / "epoch_3.pt")["mining_fallback_epoch"] == 3
+    # A run resumed after the fallback keeps it.
+    resumed = train(_config(tmp_path, "resumed", **options), resume=tmp_path / "run" / "epoch_3.pt", data=DATA, log=lambda _: None)
+    assert resumed.history[-1]["miner"] == "semihard" and resumed.history[-1]["mining_fallback"]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in result.history]
+    # Without the fallback, hard mining goes on.
+    kept = train(_config(tmp_path, "kept", collapse_fallback=False, **options), data=DATA, log=lambda _: None)
+    assert [r["miner"] for r in kept.history] == ["semihard", "semihard", "hard", "hard"]

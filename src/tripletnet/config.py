@@ -48,6 +48,7 @@ class TrainConfig:
     # mining and loss
     margin: float = field(default=1.0, metadata={"help": "triplet margin"})
     mining: str = field(default="semihard:0.4,hard", metadata={"help": "mining schedule, e.g. 'semihard:0.4,hard' = semi-hard for the first 40%% of epochs, then hard; miners: semihard, hard, batch_all"})
+    collapse_fallback: bool = field(default=True, metadata={"help": "if hard mining collapses the embeddings (a batch's spread falls below half of the last epoch's), undo that epoch and continue with semi-hard mining"})
     # optimisation
     epochs: int = field(default=20, metadata={"help": "number of epochs"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
@@ -150,5 +151,5 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 # Named starting points. "reference" reproduces the reference MNIST-triplet project's settings.
 PRESETS: dict[str, dict[str, Any]] = {
-    "reference": {"network": "reference", "lr": 1e-4, "augment": False, "precision": "fp32"},
+    "reference": {"network": "reference", "lr": 1e-4, "augment": False, "precision": "fp32", "collapse_fallback": False},
 }

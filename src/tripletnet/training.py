@@ -7,6 +7,7 @@ Every epoch appends one record to ``<checkpoint_path>/metrics.jsonl`` and writes
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -157,28 +158,31 @@ def train(
     )
 
     # --- 4. the loop
+    # Hard mining can collapse the embeddings within an epoch (Fashion-MNIST does); with
+    # config.collapse_fallback such an epoch is undone and the run continues with semi-hard mining.
+    fallback_epoch: int | None = checkpoint.get("mining_fallback_epoch") if checkpoint is not None else None
     for epoch in range(start_epoch, config.epochs + 1):
         miner = miner_for_epoch(schedule, epoch, config.epochs)
+        if fallback_epoch is not None and miner == "hard":
+            miner = "semihard"
         lr = optimizer.param_groups[0]["lr"]
-        gen = sampler.epoch_generator(epoch)  # also drives augmentation: resumable by epoch
-        model.train()
-        totals = {"loss": 0.0, "active_fraction": 0.0, "mean_pos_dist": 0.0, "mean_neg_dist": 0.0, "embedding_spread": 0.0}
-        steps = 0
+        guard = None
+        if config.collapse_fallback and miner == "hard" and history:
+            guard = COLLAPSE_DROP * history[-1]["embedding_spread"]
+            snapshot = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
         started = time.perf_counter()
-        batches = sampler.batches(epoch)
-        for indices in _progress(batches, len(batches), f"epoch {epoch}/{config.epochs} [{miner}]"):
-            images = images_to_input(train_images[indices])
-            if config.augment:
-                images = random_affine(images, gen)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                embeddings = model(images)
-            loss, stats = triplet_step(embeddings.float(), train_labels[indices], miner, config.margin)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key in totals:
-                totals[key] += getattr(stats, key)
-            steps += 1
+        epoch_result = run_epoch(model, optimizer, sampler, train_images, train_labels, epoch, miner, config, guard)
+        if epoch_result is None:  # collapsing: undo the epoch, continue with semi-hard mining
+            model.load_state_dict(snapshot[0])
+            optimizer.load_state_dict(snapshot[1])
+            fallback_epoch, miner = epoch, "semihard"
+            log(
+                f"WARNING: epoch {epoch}: hard mining was COLLAPSING the embeddings (batch spread fell below "
+                f"{guard:.3f}, half of the last epoch's); the epoch was undone and training continues with semi-hard "
+                "mining (--no-collapse_fallback keeps hard mining)"
+            )
+            epoch_result = run_epoch(model, optimizer, sampler, train_images, train_labels, epoch, miner, config, None)
+        totals, steps = epoch_result
         seconds = time.perf_counter() - started
         scheduler.step()
 
@@ -186,6 +190,7 @@ def train(
         record: dict[str, Any] = {
             "epoch": epoch,
             "miner": miner,
+            "mining_fallback": fallback_epoch is not None,
             "lr": lr,
             "train_loss": means["loss"],
             "active_fraction": means["active_fraction"],
@@ -223,6 +228,7 @@ def train(
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "history": history,
+            **({"mining_fallback_epoch": fallback_epoch} if fallback_epoch is not None else {}),
         }
         save_checkpoint(run_dir / f"epoch_{epoch}.pt", state)
         save_checkpoint(run_dir / "last.pt", state)
@@ -237,6 +243,48 @@ def train(
 
     _plot_losses(history, run_dir, log)
     return TrainResult(model=model, config=config, history=history, run_dir=run_dir)
+
+
+# Undo a hard-mining epoch whose batch spread falls below this fraction of the previous epoch's mean.
+COLLAPSE_DROP = 0.5
+
+EpochTotals = tuple[dict[str, float], int]
+
+
+def run_epoch(
+    model: EmbeddingNet,
+    optimizer: torch.optim.Optimizer,
+    sampler: ClassBalancedBatchSampler,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    epoch: int,
+    miner: str,
+    config: TrainConfig,
+    min_spread: float | None,
+) -> EpochTotals | None:
+    """One pass over the epoch's batches; sums of the step statistics and the step count.
+
+    Returns None as soon as a batch's embedding spread falls below ``min_spread`` (collapse).
+    """
+    gen = sampler.epoch_generator(epoch)  # drives augmentation too: an epoch replays exactly
+    model.train()
+    totals = dict.fromkeys(("loss", "active_fraction", "mean_pos_dist", "mean_neg_dist", "embedding_spread"), 0.0)
+    batches = sampler.batches(epoch)
+    for steps, indices in enumerate(_progress(batches, len(batches), f"epoch {epoch}/{config.epochs} [{miner}]"), 1):
+        images = images_to_input(train_images[indices])
+        if config.augment:
+            images = random_affine(images, gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            embeddings = model(images)
+        loss, stats = triplet_step(embeddings.float(), train_labels[indices], miner, config.margin)
+        if min_spread is not None and stats.embedding_spread < min_spread:
+            return None
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for key in totals:
+            totals[key] += getattr(stats, key)
+    return totals, len(batches)
 
 
 def _format_record(record: dict[str, Any], epochs: int) -> str:
