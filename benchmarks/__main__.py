@@ -1,0 +1,101 @@
+"""``python -m benchmarks``: run the benchmark sections and write a markdown report.
+
+The report is rewritten after every section, so an interrupted run still leaves what it measured.
+A full run writes ``benchmarks/RESULTS.md``; ``--quick`` or ``--only`` runs write
+``benchmarks/RESULTS-partial.md`` unless ``--output`` says otherwise, so a smoke run never
+replaces the full results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import allpairs, e2e, mining, tsne
+from .common import REPO_ROOT, Settings, load_note, log
+from .machine import describe
+
+SECTIONS: dict[str, Callable[[Settings], str]] = {
+    "mining": mining.run,
+    "e2e": e2e.run,
+    "allpairs": allpairs.run,
+    "tsne": tsne.run,
+}
+HERE = Path(__file__).resolve().parent
+# 1-minute load above this before we start means someone else is using the CPUs.
+SHARED_LOAD = 0.5
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller N: a smoke run of a few minutes")
+    parser.add_argument("--only", choices=sorted(SECTIONS), help="run this one section")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for every measurement (default 2)")
+    parser.add_argument(
+        "--data_path", default=str(REPO_ROOT.parent / "shared" / "datasets"),
+        help="folder holding MNIST for the end-to-end section (default: ../shared/datasets from the repository)",
+    )
+    parser.add_argument("--memory-cap-gib", type=float, default=12.0, help="address-space cap per measured subprocess")
+    parser.add_argument("--output", help="report path (default: benchmarks/RESULTS.md, or RESULTS-partial.md with --quick/--only)")
+    return parser.parse_args(argv)
+
+
+def header(command: str, threads: int, started: dt.datetime, load_start: tuple[float, float, float]) -> list[str]:
+    shared = (
+        f" — **the machine was shared**: load was already {load_start[0]:.2f} before this run started, so other "
+        f"processes competed for the {os.cpu_count()} cores and timings are slower and noisier than on an idle machine"
+        if load_start[0] > SHARED_LOAD else " (idle before the run)"
+    )
+    return [
+        "# tripletnet benchmarks",
+        "\n".join([
+            f"- **Date**: {started.isoformat(timespec='seconds')}",
+            *describe(threads),
+            f"- **Command**: `cd {REPO_ROOT} && {command}`",
+            f"- **Load average at start**: {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f} "
+            f"(1 / 5 / 15 min){shared}",
+        ]),
+        "Measurement only: nothing here asserts on time. Every figure is the median of the repeats shown (n), and "
+        "every ratio is computed from medians measured side by side in this run.",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    partial = args.quick or args.only is not None
+    output = Path(args.output) if args.output else HERE / ("RESULTS-partial.md" if partial else "RESULTS.md")
+    command = " ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    settings = Settings(
+        quick=args.quick, threads=args.threads, data_path=Path(args.data_path).resolve(), memory_cap_gib=args.memory_cap_gib,
+    )
+    started, clock = dt.datetime.now().astimezone(), time.perf_counter()
+    load_start = os.getloadavg()
+    top = header(command, args.threads, started, load_start)
+    names = [args.only] if args.only else list(SECTIONS)
+    done: list[str] = []
+
+    def write(status: str) -> None:
+        output.write_text("\n\n".join([*top, status, *done]) + "\n", encoding="utf-8")
+
+    for name in names:
+        log(f"section {name}")
+        write(f"_Run in progress: section {name} of {', '.join(names)}._")
+        done.append(SECTIONS[name](settings))
+    minutes = (time.perf_counter() - clock) / 60
+    one, five, fifteen = os.getloadavg()
+    write(f"- **Load average at end**: {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min); "
+          f"whole run {minutes:.1f} min{' (--quick: smoke-run sizes, not for comparison)' if args.quick else ''}")
+    log(f"wrote {output} ({minutes:.1f} min; load {load_note()})")
+
+
+if __name__ == "__main__":
+    main()

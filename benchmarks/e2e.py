@@ -1,0 +1,201 @@
+"""Section 2: end-to-end training throughput for one MNIST epoch, ours vs a plain PML loop.
+
+Every case is a whole subprocess (imports, data loading, training, and for ours the per-epoch
+validation, evaluation and checkpoint), so "whole-process" figures are what a user waits for,
+and "loop" figures are the training loop alone as each program times it. Repeats are run round-robin
+over the cases, so slow phases of a shared machine hit every case alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import Settings, fmt, load_note, log, ratio, table
+from .timing import CaseResult, measure, run_subprocess
+
+FULL_IMAGES = 59904  # 234 batches of 256, the default epoch
+QUICK_IMAGES = 5120
+TIMEOUT_SECONDS = 900.0
+GEMM_SIZE = 2048
+# One round of all cases is ~2-3 minutes on an idle machine; past this the third repeat is dropped.
+MAX_SECTION_SECONDS = 25 * 60
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str  # "ours" or "pml"
+    extra_args: list[str]
+    runs: list[CaseResult] = field(default_factory=list)
+    network: str = ""  # as tripletnet names it, or "embeddingnet" for the benchmark's classic network
+
+    def ok_runs(self) -> list[CaseResult]:
+        return [r for r in self.runs if r.ok]
+
+    def median(self, key: str) -> float | None:
+        values = [r.data[key] for r in self.ok_runs()]
+        return statistics.median(values) if values else None
+
+    def median_wall(self) -> float | None:
+        values = [r.wall_seconds for r in self.ok_runs()]
+        return statistics.median(values) if values else None
+
+
+def _ours_command(case: Case, run_dir: Path, settings: Settings, num_images: int) -> list[str]:
+    command = [
+        sys.executable, "-m", "tripletnet", "train", "--epochs", "1", "--checkpoint_path", str(run_dir),
+        "--data_path", str(settings.data_path), "--threads", str(settings.threads), *case.extra_args,
+    ]
+    if num_images != FULL_IMAGES:
+        command += ["--num_images", str(num_images)]
+    return command
+
+
+def _pml_command(case: Case, settings: Settings, num_images: int) -> list[str]:
+    return [
+        sys.executable, "-m", "benchmarks.pml_loop", "--num_images", str(num_images),
+        "--data_path", str(settings.data_path), "--threads", str(settings.threads), *case.extra_args,
+    ]
+
+
+def _run_ours(case: Case, settings: Settings, num_images: int) -> CaseResult:
+    """tripletnet's own CLI; its figures come from the run folder's metrics.jsonl and config.json."""
+    with tempfile.TemporaryDirectory(prefix="tripletnet-bench-") as tmp:
+        run_dir = Path(tmp) / "run"
+        result = run_subprocess(_ours_command(case, run_dir, settings, num_images), TIMEOUT_SECONDS, settings.threads, expect_json=False)
+        if not result.ok:
+            return result
+        try:
+            record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+            config = json.loads((run_dir / "config.json").read_text())
+        except (OSError, IndexError, ValueError) as exc:
+            return CaseResult(error=f"no metrics.jsonl/config.json in the run folder ({exc})", wall_seconds=result.wall_seconds)
+    case.network = str(config["network"])
+    result.data = {"epoch_seconds": record["epoch_seconds"], "images_per_second": record["images_per_second"]}
+    return result
+
+
+def _run_pml(case: Case, settings: Settings, num_images: int) -> CaseResult:
+    return run_subprocess(_pml_command(case, settings, num_images), TIMEOUT_SECONDS, settings.threads)
+
+
+def gemm_flops_per_second(repeats: int, size: int = GEMM_SIZE) -> tuple[float, int]:
+    """This machine's fp32 matmul rate on the current torch thread count (median of repeats)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
+    out = torch.empty(size, size)
+    timing = measure(lambda: torch.mm(a, b, out=out), repeats, warmup=2)
+    return 2.0 * size**3 / timing.median, timing.repeats
+
+
+def _flops_per_image(network: str) -> int:
+    from tripletnet.models import build_network, count_flops
+
+    from .pml_loop import EmbeddingNetSized
+
+    model = EmbeddingNetSized(64) if network == "embeddingnet" else build_network(network, 64)
+    return count_flops(model)
+
+
+def run(settings: Settings) -> str:
+    num_images = QUICK_IMAGES if settings.quick else FULL_IMAGES
+    cases = [
+        Case("ours, default settings", "ours", []),
+        Case("ours, reference network, --eval_every 0", "ours", ["--network", "reference", "--eval_every", "0"]),
+        Case("PML loop, reference network", "pml", ["--network", "reference"], network="reference"),
+        Case("PML loop, EmbeddingNet-sized network", "pml", ["--network", "embeddingnet"], network="embeddingnet"),
+    ]
+    load_start = load_note()
+    log(f"e2e: fp32 GEMM {GEMM_SIZE}x{GEMM_SIZE}")
+    gemm, gemm_repeats = gemm_flops_per_second(3 if settings.quick else 15)
+
+    repeats = 1 if settings.quick else 3
+    repeat_note = ""
+    round_index = 0
+    while round_index < repeats:
+        started = time.perf_counter()
+        for case in cases:
+            log(f"e2e round {round_index + 1}/{repeats}: {case.name}")
+            runner = _run_ours if case.kind == "ours" else _run_pml
+            case.runs.append(runner(case, settings, num_images))
+        round_seconds = time.perf_counter() - started
+        if round_index == 0 and repeats == 3 and 3 * round_seconds > MAX_SECTION_SECONDS:
+            repeats = 2
+            repeat_note = (
+                f"Only 2 repeats per case: one round took {round_seconds:.0f} s, so 3 would have passed "
+                f"the section's {MAX_SECTION_SECONDS // 60} min budget."
+            )
+        round_index += 1
+
+    rows = []
+    for case in cases:
+        wall = case.median_wall()
+        loop_ips = case.median("images_per_second")
+        flops = _flops_per_image(case.network) if case.network else None
+        fraction = None if flops is None or loop_ips is None else 3 * flops * loop_ips / gemm
+        failures = [r.error for r in case.runs if not r.ok]
+        rows.append([
+            case.name, case.network or "n/a", fmt(flops / 1e6 if flops else None, 2),
+            fmt(loop_ips, 0), fmt(case.median("epoch_seconds"), 1), fmt(wall, 1),
+            fmt(num_images / wall if wall else None, 0),
+            f"{100 * fraction:.1f}%" if fraction is not None else "n/a",
+            f"{len(case.ok_runs())}" + (f" (could not run: {'; '.join(failures)})" if failures else ""),
+        ])
+
+    ours, ours_ref, pml_ref, pml_small = cases
+
+    def ratio_row(label: str, a: Case, b: Case) -> list[str]:
+        wall_a, wall_b = a.median_wall(), b.median_wall()
+        return [
+            label, ratio(a.median("images_per_second"), b.median("images_per_second")),
+            ratio(wall_b, wall_a),  # whole-process throughput ratio = inverse ratio of wall times
+        ]
+
+    target = None
+    if ours.median("images_per_second") and pml_small.median("images_per_second"):
+        target = ours.median("images_per_second") / pml_small.median("images_per_second")
+    verdict = "n/a" if target is None else ("met" if target >= 1.5 else "NOT met")
+
+    commands = [
+        "- ours: `python " + " ".join(_ours_command(c, Path("<tmpdir>"), settings, num_images)[1:]) + "`"
+        for c in (ours, ours_ref)
+    ] + [
+        "- PML: `python " + " ".join(_pml_command(c, settings, num_images)[1:]) + "`" for c in (pml_ref, pml_small)
+    ]
+    return "\n\n".join(part for part in [
+        "## 2. End-to-end training throughput, one MNIST epoch",
+        f"One epoch of {num_images} images in batches of 256 with torch threads = {settings.threads}, each run a whole "
+        f"subprocess, {repeats} repeat(s) per case run round-robin, medians reported. *Loop* = the training "
+        "loop alone as each program times it (ours: `images_per_second` / `epoch_seconds` from "
+        "`metrics.jsonl`); *whole process* = wall time from launch to exit (imports, data loading, and for "
+        "ours the validation loss, the verification evaluation unless `--eval_every 0`, and checkpoints). "
+        "PML loop: `benchmarks/pml_loop.py`, a DataLoader over a float TensorDataset with a class-balanced "
+        "sampler (every batch of 256 holds all 10 classes), Adam lr 1e-4, `TripletMarginMiner(margin=1.0, "
+        "type_of_triplets=\"semihard\")` + `TripletMarginLoss(margin=1.0)`.",
+        "\n".join(commands),
+        table([
+            "case", "network", "MFLOPs/image (fwd)", "loop images/s", "loop s", "whole-process s",
+            "whole-process images/s", "fraction of GEMM ceiling", "runs",
+        ], rows),
+        table(["ratio", "loop images/s", "whole-process images/s"], [
+            ratio_row("ours default / PML EmbeddingNet-sized (target >= 1.5x)", ours, pml_small),
+            ratio_row("ours reference, no eval / PML reference (same network)", ours_ref, pml_ref),
+            ratio_row("ours reference, no eval / PML EmbeddingNet-sized", ours_ref, pml_small),
+        ]),
+        f"Target ours >= 1.5x the PML loop with the EmbeddingNet-sized network (loop images/s): **{verdict}**"
+        + (f" ({target:.2f}x)." if target is not None else "."),
+        f"GEMM ceiling: fp32 `torch.mm` {GEMM_SIZE}x{GEMM_SIZE} on {settings.threads} threads, median of "
+        f"{gemm_repeats}: **{gemm / 1e9:.1f} GFLOP/s**. Fraction = FLOPs/image (forward, convs and linears, "
+        "multiply-add = 2, from `tripletnet.models.count_flops`) x 3 for forward + backward x loop images/s "
+        "/ GEMM FLOP/s.",
+        repeat_note,
+        f"Load average at section start: {load_start}; at end: {load_note()}.",
+    ] if part)
