@@ -14,7 +14,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def data_root() -> str:
-    return os.environ.get("TRIPLETNET_DATA") or str(SHARED)
+    """Absolute, so that tests may symlink to it from a temporary folder (CI passes a relative path)."""
+    return os.path.abspath(os.environ.get("TRIPLETNET_DATA") or SHARED)
 
 
 @functools.lru_cache(maxsize=None)
