@@ -115,3 +115,52 @@ def test_collapse_detection():
         return StepStats(loss=loss, active_fraction=1.0, mean_pos_dist=pos, mean_neg_dist=neg, num_triplets=0, embedding_spread=spread)
     assert not is_collapsed(epoch(0.628, 0.515, 0.901, 0.970), 1.0)  # semi-hard, healthy
     assert is_collapsed(epoch(1.014, 0.062, 0.048, 0.061), 1.0)  # two epochs of hard mining later
+
+
+def test_pairwise_distance_gradient_is_the_gradient_of_the_explicit_norms():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    torch.autograd.gradcheck(pairwise_distances, (x.clone().requires_grad_(True),))
+    # The same against autograd through explicit differences, with an upstream gradient that is
+    # not symmetric (the loss reads d(a, p) and d(a, n) from rows only).
+    upstream = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    ours = x.clone().requires_grad_(True)
+    (pairwise_distances(ours) * upstream).sum().backward()
+    explicit = x.clone().requires_grad_(True)
+    i, j = torch.nonzero(~torch.eye(12, dtype=torch.bool), as_tuple=True)
+    ((explicit[i] - explicit[j]).norm(dim=1) * upstream[i, j]).sum().backward()
+    torch.testing.assert_close(ours.grad, explicit.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_pairwise_distances_of_bfloat16_inputs_are_float32_and_backpropagate_as_bfloat16():
+    emb, _ = _embeddings(7)
+    low = emb.to(torch.bfloat16).requires_grad_(True)
+    dist = pairwise_distances(low)
+    assert dist.dtype == torch.float32
+    torch.testing.assert_close(dist, pairwise_distances(low.detach().float()), rtol=0, atol=0)
+    dist.sum().backward()
+    assert low.grad.dtype == torch.bfloat16 and torch.isfinite(low.grad.float()).all()
+
+
+@pytest.mark.parametrize("margin", [0.3, 1.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_batch_all_from_counts_equals_the_loss_and_gradient_over_the_listed_triplets(seed, margin):
+    emb, labels = _embeddings(seed, n=30, classes=4, dim=6)
+    emb = emb.clone()
+    emb[1] = emb[0]  # ties: a zero distance inside a class and one across classes
+    emb[5] = emb[0]
+    from_counts = emb.clone().requires_grad_(True)
+    loss, stats = triplet_step(from_counts, labels, "batch_all", margin)
+    loss.backward()
+    listed = emb.clone().requires_grad_(True)
+    dist = pairwise_distances(listed)
+    triplets = mine_batch_all(dist, labels, margin)
+    reference = triplet_margin_loss(dist, triplets, margin)
+    reference.backward()
+    assert stats.num_triplets == len(triplets) > 0
+    assert float(loss) == pytest.approx(float(reference), rel=1e-5)
+    torch.testing.assert_close(from_counts.grad, listed.grad, rtol=1e-4, atol=1e-6)
+    d = dist.detach()
+    assert stats.mean_pos_dist == pytest.approx(float(d[triplets.anchor, triplets.positive].mean()), rel=1e-5)
+    assert stats.mean_neg_dist == pytest.approx(float(d[triplets.anchor, triplets.negative].mean()), rel=1e-5)
+    assert stats.active_fraction == 1.0
