@@ -34,6 +34,8 @@ class Case:
     extra_args: list[str]
     runs: list[CaseResult] = field(default_factory=list)
     network: str = ""  # as tripletnet names it, or "embeddingnet" for the benchmark's classic network
+    precision: str = "fp32"  # ours: read back from the run's config.json
+    augment: bool = False
 
     def ok_runs(self) -> list[CaseResult]:
         return [r for r in self.runs if r.ok]
@@ -76,7 +78,10 @@ def _run_ours(case: Case, settings: Settings, num_images: int) -> CaseResult:
             config = json.loads((run_dir / "config.json").read_text())
         except (OSError, IndexError, ValueError) as exc:
             return CaseResult(error=f"no metrics.jsonl/config.json in the run folder ({exc})", wall_seconds=result.wall_seconds)
+    # The defaults evolve; what actually ran is what the run folder says.
     case.network = str(config["network"])
+    case.precision = str(config.get("precision", "fp32"))
+    case.augment = bool(config.get("augment", False))
     result.data = {"epoch_seconds": record["epoch_seconds"], "images_per_second": record["images_per_second"]}
     return result
 
@@ -85,13 +90,14 @@ def _run_pml(case: Case, settings: Settings, num_images: int) -> CaseResult:
     return run_subprocess(_pml_command(case, settings, num_images), TIMEOUT_SECONDS, settings.threads)
 
 
-def gemm_flops_per_second(repeats: int, size: int = GEMM_SIZE) -> tuple[float, int]:
-    """This machine's fp32 matmul rate on the current torch thread count (median of repeats)."""
+def gemm_flops_per_second(repeats: int, precision: str = "fp32", size: int = GEMM_SIZE) -> tuple[float, int]:
+    """This machine's matmul rate (fp32 or bf16) on the current torch thread count (median of repeats)."""
     import torch
 
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     gen = torch.Generator().manual_seed(0)
-    a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
-    out = torch.empty(size, size)
+    a, b = (torch.randn(size, size, generator=gen).to(dtype) for _ in range(2))
+    out = torch.empty(size, size, dtype=dtype)
     timing = measure(lambda: torch.mm(a, b, out=out), repeats, warmup=2)
     return 2.0 * size**3 / timing.median, timing.repeats
 
@@ -110,12 +116,18 @@ def run(settings: Settings) -> str:
     cases = [
         Case("ours, default settings", "ours", []),
         Case("ours, reference network, --eval_every 0", "ours", ["--network", "reference", "--eval_every", "0"]),
+        # Same network and arithmetic as the PML loop: the like-for-like framework comparison.
+        Case(
+            "ours, reference network, fp32, no augmentation, --eval_every 0", "ours",
+            ["--network", "reference", "--precision", "fp32", "--no-augment", "--eval_every", "0"],
+        ),
         Case("PML loop, reference network", "pml", ["--network", "reference"], network="reference"),
         Case("PML loop, EmbeddingNet-sized network", "pml", ["--network", "embeddingnet"], network="embeddingnet"),
     ]
     load_start = load_note()
-    log(f"e2e: fp32 GEMM {GEMM_SIZE}x{GEMM_SIZE}")
-    gemm, gemm_repeats = gemm_flops_per_second(3 if settings.quick else 15)
+    log(f"e2e: fp32 and bf16 GEMM {GEMM_SIZE}x{GEMM_SIZE}")
+    gemm_repeats = 3 if settings.quick else 15
+    gemm = {precision: gemm_flops_per_second(gemm_repeats, precision)[0] for precision in ("fp32", "bf16")}
 
     repeats = 1 if settings.quick else 3
     repeat_note = ""
@@ -140,17 +152,19 @@ def run(settings: Settings) -> str:
         wall = case.median_wall()
         loop_ips = case.median("images_per_second")
         flops = _flops_per_image(case.network) if case.network else None
-        fraction = None if flops is None or loop_ips is None else 3 * flops * loop_ips / gemm
+        achieved = None if flops is None or loop_ips is None else 3 * flops * loop_ips
         failures = [r.error for r in case.runs if not r.ok]
         rows.append([
-            case.name, case.network or "n/a", fmt(flops / 1e6 if flops else None, 2),
+            case.name, case.network or "n/a", case.precision, "yes" if case.augment else "no",
+            fmt(flops / 1e6 if flops else None, 2),
             fmt(loop_ips, 0), fmt(case.median("epoch_seconds"), 1), fmt(wall, 1),
             fmt(num_images / wall if wall else None, 0),
-            f"{100 * fraction:.1f}%" if fraction is not None else "n/a",
+            f"{100 * achieved / gemm['fp32']:.1f}%" if achieved is not None else "n/a",
+            f"{100 * achieved / gemm[case.precision]:.1f}%" if achieved is not None else "n/a",
             f"{len(case.ok_runs())}" + (f" (could not run: {'; '.join(failures)})" if failures else ""),
         ])
 
-    ours, ours_ref, pml_ref, pml_small = cases
+    ours, ours_ref, ours_fp32, pml_ref, pml_small = cases
 
     def ratio_row(label: str, a: Case, b: Case) -> list[str]:
         wall_a, wall_b = a.median_wall(), b.median_wall()
@@ -166,7 +180,7 @@ def run(settings: Settings) -> str:
 
     commands = [
         "- ours: `python " + " ".join(_ours_command(c, Path("<tmpdir>"), settings, num_images)[1:]) + "`"
-        for c in (ours, ours_ref)
+        for c in (ours, ours_ref, ours_fp32)
     ] + [
         "- PML: `python " + " ".join(_pml_command(c, settings, num_images)[1:]) + "`" for c in (pml_ref, pml_small)
     ]
@@ -182,20 +196,24 @@ def run(settings: Settings) -> str:
         "type_of_triplets=\"semihard\")` + `TripletMarginLoss(margin=1.0)`.",
         "\n".join(commands),
         table([
-            "case", "network", "MFLOPs/image (fwd)", "loop images/s", "loop s", "whole-process s",
-            "whole-process images/s", "fraction of GEMM ceiling", "runs",
+            "case", "network", "precision", "augment", "MFLOPs/image (fwd)", "loop images/s", "loop s",
+            "whole-process s", "whole-process images/s", "of fp32 GEMM ceiling", "of own-precision GEMM ceiling", "runs",
         ], rows),
         table(["ratio", "loop images/s", "whole-process images/s"], [
             ratio_row("ours default / PML EmbeddingNet-sized (target >= 1.5x)", ours, pml_small),
             ratio_row("ours reference, no eval / PML reference (same network)", ours_ref, pml_ref),
+            ratio_row("ours reference, fp32, no augmentation, no eval / PML reference (same network and arithmetic)", ours_fp32, pml_ref),
             ratio_row("ours reference, no eval / PML EmbeddingNet-sized", ours_ref, pml_small),
         ]),
         f"Target ours >= 1.5x the PML loop with the EmbeddingNet-sized network (loop images/s): **{verdict}**"
         + (f" ({target:.2f}x)." if target is not None else "."),
-        f"GEMM ceiling: fp32 `torch.mm` {GEMM_SIZE}x{GEMM_SIZE} on {settings.threads} threads, median of "
-        f"{gemm_repeats}: **{gemm / 1e9:.1f} GFLOP/s**. Fraction = FLOPs/image (forward, convs and linears, "
-        "multiply-add = 2, from `tripletnet.models.count_flops`) x 3 for forward + backward x loop images/s "
-        "/ GEMM FLOP/s.",
+        f"GEMM ceilings: `torch.mm` {GEMM_SIZE}x{GEMM_SIZE} on {settings.threads} threads, median of "
+        f"{gemm_repeats}: **fp32 {gemm['fp32'] / 1e9:.1f} GFLOP/s**, bf16 {gemm['bf16'] / 1e9:.1f} GFLOP/s. "
+        "Fraction = FLOPs/image (forward, convs and linears, multiply-add = 2, from "
+        "`tripletnet.models.count_flops`) x 3 for forward + backward x loop images/s / GEMM FLOP/s; a bf16 run "
+        "(autocast) can exceed the fp32 ceiling, so it is also given against the bf16 one. Ours' network, "
+        "precision and augmentation are read back from each run's `config.json`: the defaults are whatever "
+        "tripletnet's defaults were when this ran.",
         repeat_note,
         f"Load average at section start: {load_start}; at end: {load_note()}.",
     ] if part)
