@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import allpairs, e2e, mining, tsne
+from . import allpairs, e2e, mining, step, tsne
 from .common import REPO_ROOT, Settings, load_note, log
 from .machine import describe
 
 SECTIONS: dict[str, Callable[[Settings], str]] = {
     "mining": mining.run,
+    "step": step.run,
     "e2e": e2e.run,
     "allpairs": allpairs.run,
     "tsne": tsne.run,

@@ -124,7 +124,7 @@ def run(settings: Settings) -> str:
     speedup = ratio(baseline.data.get("median_s"), ours.data.get("median_s")) if ours and baseline else "n/a"
     memory = ratio(baseline.data.get("peak_rss_increase_mib"), ours.data.get("peak_rss_increase_mib")) if ours and baseline else "n/a"
     return "\n\n".join([
-        "## 3. All-pairs verification evaluation",
+        "## 4. All-pairs verification evaluation",
         f"64-d unit embeddings clustered around 10 random class centres (noise {NOISE} per coordinate), labels "
         f"i % 10; FAR target {FAR:g}. Ours: `tripletnet.evaluation.all_pairs(embeddings, labels, far=1e-3)`. "
         "Baseline: `torch.cdist` for all N x N distances, the upper triangle gathered (each pair once), then "

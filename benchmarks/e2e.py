@@ -185,7 +185,7 @@ def run(settings: Settings) -> str:
         "- PML: `python " + " ".join(_pml_command(c, settings, num_images)[1:]) + "`" for c in (pml_ref, pml_small)
     ]
     return "\n\n".join(part for part in [
-        "## 2. End-to-end training throughput, one MNIST epoch",
+        "## 3. End-to-end training throughput, one MNIST epoch",
         f"One epoch of {num_images} images in batches of 256 with torch threads = {settings.threads}, each run a whole "
         f"subprocess, {repeats} repeat(s) per case run round-robin, medians reported. *Loop* = the training "
         "loop alone as each program times it (ours: `images_per_second` / `epoch_seconds` from "

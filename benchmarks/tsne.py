@@ -50,7 +50,7 @@ def run(settings: Settings) -> str:
     else:
         row = [f"{n:,} x 64", f"could not run: {r.error}", fmt(r.wall_seconds, 1), ""]
     return "\n\n".join([
-        "## 4. t-SNE",
+        "## 5. t-SNE",
         f"`tripletnet.tsne.tsne_2d(x, n_jobs={settings.threads})` (openTSNE, FFT gradients, default iterations) on "
         f"64-d unit embeddings clustered around 10 class centres. Seconds are those `tsne_2d` returns (the fit); "
         "the whole subprocess (imports, inputs, all repeats) is beside them.",

@@ -270,21 +270,35 @@ def run_epoch(
     model.train()
     totals = dict.fromkeys(("loss", "active_fraction", "mean_pos_dist", "mean_neg_dist", "embedding_spread"), 0.0)
     batches = sampler.batches(epoch)
-    for steps, indices in enumerate(_progress(batches, len(batches), f"epoch {epoch}/{config.epochs} [{miner}]"), 1):
-        images = images_to_input(train_images[indices])
-        if config.augment:
-            images = random_affine(images, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            embeddings = model(images)
-        loss, stats = triplet_step(embeddings.float(), train_labels[indices], miner, config.margin)
+    for indices in _progress(batches, len(batches), f"epoch {epoch}/{config.epochs} [{miner}]"):
+        stats = train_step(model, optimizer, train_images[indices], train_labels[indices], miner, config, gen)
         if min_spread is not None and stats.embedding_spread < min_spread:
-            return None
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            return None  # the caller restores the epoch's starting weights, so this step's update is undone too
         for key in totals:
             totals[key] += getattr(stats, key)
     return totals, len(batches)
+
+
+def train_step(
+    model: EmbeddingNet,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    miner: str,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> StepStats:
+    """One optimisation step on a batch of uint8 images: augment, embed, mine, loss, update."""
+    inputs = images_to_input(images)
+    if config.augment:
+        inputs = random_affine(inputs, gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        embeddings = model(inputs)
+    loss, stats = triplet_step(embeddings.float(), labels, miner, config.margin)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return stats
 
 
 def _format_record(record: dict[str, Any], epochs: int) -> str:
