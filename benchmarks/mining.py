@@ -141,8 +141,10 @@ def run(settings: Settings) -> str:
         "- *batch_all / all*: the same definition on both sides (every valid triplet with positive loss; "
         "PML's `all` keeps d(a,n) - d(a,p) <= margin), so this row is the like-for-like comparison.\n"
         "- With random embeddings almost every one of the B x (B/10 - 1) x (9B/10) valid triplets "
-        "is active, so every method that materialises all triplets needs ~24 bytes x that count: "
-        "~2.3 GB at B = 1024 and ~150 GB at B = 4096.",
+        "is active, so a method that materialises all triplets needs ~24 bytes x that count: "
+        "~2.3 GB at B = 1024 and ~150 GB at B = 4096. Ours never lists batch-all's triplets: its loss "
+        "and gradient come from per-pair counts (`tripletnet.mining.count_batch_all`, O(B^2) memory), "
+        "and its triplet column counts them.",
         f"Load average at section start: {load_start}; at end: {load_note()}.",
     ])
 
