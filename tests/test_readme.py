@@ -22,3 +22,20 @@ def test_readme_main_command_sets_up_and_trains_with_defaults():
     blocks = _bash_blocks((ROOT / "README.md").read_text())
     main = blocks[0]
     assert "pip install torch==2.13.0" in main and main.rstrip().endswith("tripletnet train")
+
+
+def test_readme_options_table_lists_every_option_with_its_default_and_preset_value():
+    from dataclasses import fields
+
+    from tripletnet.config import PRESETS, TrainConfig
+
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.match(r"\| `--(\w+)` \| `([^`]*)` \| `?([^`|]*)`? \|", line)
+        if match:
+            rows[match.group(1)] = (match.group(2), match.group(3).strip())
+    for f in fields(TrainConfig):
+        assert f.name in rows, f"README options table lacks --{f.name}"
+        default, preset = rows[f.name]
+        assert default == str(f.default), f.name
+        assert preset == (str(PRESETS["reference"][f.name]) if f.name in PRESETS["reference"] else ""), f.name
