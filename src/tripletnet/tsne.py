@@ -1,7 +1,7 @@
 """2-D t-SNE maps of embeddings, for looking at how the classes separate.
 
 openTSNE is used because its FFT-accelerated gradient is linear in the number of points: a
-10,000 x 64 test set maps in roughly 25 s on 2 CPU cores with the default 250 + 500 iterations.
+10,000 x 64 test set maps in 15-30 s on 2 CPU cores with the default 250 + 500 iterations.
 scikit-learn's Barnes-Hut t-SNE is the fallback only when openTSNE cannot be imported.
 """
 
