@@ -73,7 +73,7 @@ def test_a_few_steps_with_any_miner_lower_the_loss_over_all_triplets(miner):
     opt = torch.optim.SGD([param], lr=0.5)
 
     def all_triplet_loss():  # a fixed yardstick: the mean loss over every valid triplet
-        dist = pairwise_distances(torch.nn.functional.normalize(param, dim=1))
+        dist = pairwise_distances(torch.nn.functional.normalize(param.detach(), dim=1))
         same = labels[:, None] == labels[None, :]
         valid = (same & ~torch.eye(len(labels), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
         return float(torch.relu(dist[:, :, None] - dist[:, None, :] + 0.5)[valid].mean())
@@ -158,7 +158,7 @@ def test_batch_all_from_counts_equals_the_loss_and_gradient_over_the_listed_trip
     reference = triplet_margin_loss(dist, triplets, margin)
     reference.backward()
     assert stats.num_triplets == len(triplets) > 0
-    assert float(loss) == pytest.approx(float(reference), rel=1e-5)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     torch.testing.assert_close(from_counts.grad, listed.grad, rtol=1e-4, atol=1e-6)
     d = dist.detach()
     assert stats.mean_pos_dist == pytest.approx(float(d[triplets.anchor, triplets.positive].mean()), rel=1e-5)
