@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .common import Settings, fmt, load_note, log, ratio, table
-from .timing import CaseResult, cap_address_space, measure, peak_rss_mib, run_subprocess, run_worker, set_threads
+from .timing import CaseResult, measure, peak_rss_mib, run_subprocess, run_worker
 
 FAR = 1e-3
 NOISE = 0.15  # per-coordinate scatter around the class centres: VAL@1e-3 ~ 0.7, not saturated
@@ -148,13 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-cap-gib", type=float, default=12.0)
     a = parser.parse_args(argv)
 
-    def body() -> dict[str, Any]:
-        cap_address_space(a.memory_cap_gib)
-        set_threads(a.threads)
-        work = worker_ours if a.impl == "ours" else worker_sklearn
-        return work(a.n, a.repeats, a.warmup, a.budget)
-
-    run_worker(body)
+    work = worker_ours if a.impl == "ours" else worker_sklearn
+    run_worker(lambda: work(a.n, a.repeats, a.warmup, a.budget), threads=a.threads, memory_cap_gib=a.memory_cap_gib)
 
 
 if __name__ == "__main__":

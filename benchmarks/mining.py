@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .common import Settings, fmt, load_note, log, ratio, table
-from .timing import CaseResult, cap_address_space, measure, peak_rss_mib, run_subprocess, run_worker, set_threads
+from .timing import CaseResult, measure, peak_rss_mib, run_subprocess, run_worker
 
 MINERS = ("semihard", "hard", "batch_all")
 # PML's names for the closest counterpart of each of our miners.
@@ -52,10 +52,8 @@ def _step_pml(miner: str) -> Callable[[Any, Any], tuple[Any, int]]:
     return step
 
 
-def worker(impl: str, miner: str, batch: int, repeats: int, budget: float, threads: int, memory_cap_gib: float) -> dict[str, Any]:
+def worker(impl: str, miner: str, batch: int, repeats: int, budget: float) -> dict[str, Any]:
     """Time one case in this process and return its figures."""
-    cap_address_space(memory_cap_gib)
-    set_threads(threads)
     from .synthetic import balanced_labels, random_unit_embeddings
 
     embeddings = random_unit_embeddings(batch, DIM).requires_grad_(True)
@@ -159,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-cap-gib", type=float, default=12.0)
     a = parser.parse_args(argv)
-    run_worker(lambda: worker(a.impl, a.miner, a.batch, a.repeats, a.budget, a.threads, a.memory_cap_gib))
+    run_worker(lambda: worker(a.impl, a.miner, a.batch, a.repeats, a.budget), threads=a.threads, memory_cap_gib=a.memory_cap_gib)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ import sys
 from typing import Any
 
 from .common import Settings, fmt, load_note, log, table
-from .timing import CaseResult, measure, run_subprocess, run_worker, set_threads
+from .timing import CaseResult, measure, run_subprocess, run_worker
 
 MINERS = ("semihard", "hard", "batch_all")
 TIMEOUT_SECONDS = 300.0
 
 
-def worker(miner: str, repeats: int, threads: int) -> dict[str, Any]:
-    set_threads(threads)
+def worker(miner: str, repeats: int) -> dict[str, Any]:
     import torch
 
     from tripletnet.config import TrainConfig
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     a = parser.parse_args(argv)
-    run_worker(lambda: worker(a.miner, a.repeats, a.threads))
+    run_worker(lambda: worker(a.miner, a.repeats), threads=a.threads)
 
 
 if __name__ == "__main__":

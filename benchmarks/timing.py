@@ -93,9 +93,16 @@ def emit(data: dict[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(data), flush=True)
 
 
-def run_worker(main: Callable[[], dict[str, Any]]) -> None:
-    """Run a worker body and emit its result, or its error as a one-line reason."""
+def run_worker(main: Callable[[], dict[str, Any]], *, threads: int | None = None, memory_cap_gib: float | None = None) -> None:
+    """Run a worker body and emit its result, or its error as a one-line reason.
+
+    ``memory_cap_gib`` and ``threads``, when given, are applied first (see :func:`cap_address_space`).
+    """
     try:
+        if memory_cap_gib is not None:
+            cap_address_space(memory_cap_gib)
+        if threads is not None:
+            set_threads(threads)
         result = main()
     except MemoryError as exc:
         emit({"error": f"out of memory ({exc or 'MemoryError'})"})
