@@ -29,3 +29,14 @@ def test_reference_schedule_is_semihard_for_first_40_percent():
     assert miners == ["semihard"] * 8 + ["hard"] * 12
     three = parse_schedule("batch_all:0.25,semihard:0.25,hard")
     assert [miner_for_epoch(three, e, 4) for e in range(1, 5)] == ["batch_all", "semihard", "hard", "hard"]
+
+
+def test_short_runs_start_with_the_first_miner_and_give_every_miner_an_epoch():
+    schedule = parse_schedule("semihard:0.4,hard")
+    # round(0.4 * epochs) is 0 for one epoch and 1 for two or three: no run starts with hard mining.
+    assert [miner_for_epoch(schedule, e, 1) for e in (1,)] == ["semihard"]
+    assert [miner_for_epoch(schedule, e, 2) for e in (1, 2)] == ["semihard", "hard"]
+    assert [miner_for_epoch(schedule, e, 3) for e in (1, 2, 3)] == ["semihard", "hard", "hard"]
+    short = parse_schedule("batch_all:0.1,semihard:0.1,hard")
+    assert [miner_for_epoch(short, e, 3) for e in (1, 2, 3)] == ["batch_all", "semihard", "hard"]
+    assert [miner_for_epoch(short, e, 2) for e in (1, 2)] == ["batch_all", "semihard"]

@@ -31,11 +31,12 @@ def test_readme_options_table_lists_every_option_with_its_default_and_preset_val
 
     rows = {}
     for line in (ROOT / "README.md").read_text().splitlines():
-        match = re.match(r"\| `--(\w+)` \| `([^`]*)` \| `?([^`|]*)`? \|", line)
+        match = re.match(r"\| `--(\w+)` \| `([^`]*)` \| `?([^`|]*)`? \| (.*) \|$", line)
         if match:
-            rows[match.group(1)] = (match.group(2), match.group(3).strip())
+            rows[match.group(1)] = (match.group(2), match.group(3).strip(), match.group(4))
     for f in fields(TrainConfig):
         assert f.name in rows, f"README options table lacks --{f.name}"
-        default, preset = rows[f.name]
+        default, preset, meaning = rows[f.name]
         assert default == str(f.default), f.name
+        assert meaning == f.metadata["help"].replace("%%", "%"), f"README and --help disagree on --{f.name}"
         assert preset == (str(PRESETS["reference"][f.name]) if f.name in PRESETS["reference"] else ""), f.name

@@ -47,7 +47,7 @@ class TrainConfig:
     embedding_dim: int = field(default=64, metadata={"help": "size of the L2-normalised embedding"})
     # mining and loss
     margin: float = field(default=1.0, metadata={"help": "triplet margin"})
-    mining: str = field(default="semihard:0.4,hard", metadata={"help": "mining schedule, e.g. 'semihard:0.4,hard' = semi-hard for the first 40%% of epochs, then hard; miners: semihard, hard, batch_all"})
+    mining: str = field(default="semihard:0.4,hard", metadata={"help": "mining schedule, e.g. 'semihard:0.4,hard' = semi-hard for the first 40%% of epochs, then hard (each miner at least one epoch); miners: semihard, hard, batch_all"})
     collapse_fallback: bool = field(default=True, metadata={"help": "if hard mining collapses the embeddings (a batch's spread falls below half of the last epoch's), undo that epoch and continue with semi-hard mining"})
     # optimisation
     epochs: int = field(default=20, metadata={"help": "number of epochs"})

@@ -58,10 +58,15 @@ def miner_for_epoch(schedule: tuple[ScheduleEntry, ...], epoch: int, epochs: int
 
     Entry i covers the epochs up to round(cumulative fraction * epochs); the reference's
     "semi-hard for the first 40%" over 20 epochs is thus epochs 1-8, then hard from epoch 9.
+    Each entry runs for at least one epoch while epochs last, so a short run never skips the
+    schedule's first miner: one epoch of "semihard:0.4,hard" is semi-hard, not hard mining from
+    random weights (which collapses the embeddings).
     """
     cumulative = 0.0
+    end = 0
     for entry in schedule:
         cumulative += entry.fraction
-        if epoch <= math.floor(cumulative * epochs + 0.5):
+        end = max(math.floor(cumulative * epochs + 0.5), end + 1)
+        if epoch <= end:
             return entry.miner
     return schedule[-1].miner
