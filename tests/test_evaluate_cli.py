@@ -1,15 +1,17 @@
 """evaluate and embed from the command line: outputs, and every bad input as a one-line error."""
 
 import json
-import os
+import random
 
 import numpy as np
 import pytest
 import torch
 
 from tripletnet.api import load_embeddings, save_embeddings
+from tripletnet.checkpoint import load_checkpoint, save_checkpoint
 from tripletnet.cli import main
 from tripletnet.config import TrainConfig
+from tripletnet.errors import UserError
 from tripletnet.training import train
 
 from _mnist import data_root, mnist_slice
@@ -71,13 +73,29 @@ def test_missing_and_foreign_files_are_one_line_errors(tmp_path, capsys):
     code, _, err = _run(capsys, "evaluate", "--checkpoint", str(tmp_path / "nope.pt"))
     _assert_one_line_error(code, err, "not found")
     junk = tmp_path / "junk.pt"
-    junk.write_bytes(os.urandom(2000))
+    junk.write_bytes(random.Random(0).randbytes(2000))
     code, _, err = _run(capsys, "evaluate", "--checkpoint", str(junk))
     _assert_one_line_error(code, err, "junk.pt")
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(3)}, plain)
     code, _, err = _run(capsys, "evaluate", "--checkpoint", str(plain))
     _assert_one_line_error(code, err, "not a tripletnet checkpoint")
+
+
+def test_any_damaged_or_foreign_bytes_are_a_user_error_never_a_traceback(tmp_path):
+    # Random bytes, bytes behind a pickle header and behind a zip header: some of these break
+    # torch's weights-only unpickler with IndexError or KeyError, which must still read as a user error.
+    path = tmp_path / "junk.pt"
+    for seed in range(150):
+        rng = random.Random(seed)
+        path.write_bytes((b"", b"\x80\x02", b"PK\x03\x04")[seed % 3] + rng.randbytes(2000))
+        with pytest.raises(UserError, match="junk.pt"):
+            load_checkpoint(path)
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"epoch": 1, "config": {}, "model": {}})
+    path.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # a truncated checkpoint
+    with pytest.raises(UserError, match="junk.pt"):
+        load_checkpoint(path)
 
 
 class _Exploit:
