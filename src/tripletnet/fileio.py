@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +18,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    # mkstemp creates 0600; give the file the permissions open() would (0666 less the umask).
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Not mkstemp, which creates 0600: mode 0666 lets the kernel apply the umask, as open() does.
+    # O_EXCL with a random name gives mkstemp's guarantee of a file nobody else holds.
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         with open(tmp, "rb") as fh:
@@ -31,12 +30,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    current = os.umask(0)  # the only portable way to read it is to set it
-    os.umask(current)
-    return current
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
