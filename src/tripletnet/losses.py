@@ -62,6 +62,11 @@ def embedding_spread(embeddings: torch.Tensor) -> torch.Tensor:
     return (embeddings - embeddings.mean(dim=0)).norm(dim=1).mean()
 
 
+def _nothing_mined(dist: torch.Tensor, spread: torch.Tensor) -> tuple[torch.Tensor, StepStats]:
+    """A zero loss that still backpropagates, and statistics that say nothing was mined."""
+    return dist.sum() * 0.0, StepStats(0.0, 0.0, math.nan, math.nan, 0, float(spread))
+
+
 def triplet_step(embeddings: torch.Tensor, labels: torch.Tensor, miner: str, margin: float) -> tuple[torch.Tensor, StepStats]:
     """Distances once, mine, loss, statistics: what the training loop calls every step.
 
@@ -78,7 +83,7 @@ def triplet_step(embeddings: torch.Tensor, labels: torch.Tensor, miner: str, mar
     if miner == "batch_all":
         counts = count_batch_all(dist, labels, margin)
         if counts.total == 0:
-            return dist.sum() * 0.0, StepStats(0.0, 0.0, math.nan, math.nan, 0, float(spread))
+            return _nothing_mined(dist, spread)
         pos_sum, neg_sum = _batch_all_sums(dist, counts)  # the loss's own terms give the statistics
         loss = (pos_sum - neg_sum) / counts.total + margin
         with torch.no_grad():
@@ -88,7 +93,7 @@ def triplet_step(embeddings: torch.Tensor, labels: torch.Tensor, miner: str, mar
 
     triplets = MINERS[miner](dist, labels, margin)
     if len(triplets) == 0:
-        return dist.sum() * 0.0, StepStats(0.0, 0.0, math.nan, math.nan, 0, float(spread))
+        return _nothing_mined(dist, spread)
     hinge, d_ap, d_an = _hinges(dist, triplets, margin)
     loss = torch.relu(hinge).mean()
     with torch.no_grad():

@@ -169,8 +169,7 @@ def mine_hard(dist: torch.Tensor, labels: torch.Tensor, margin: float = 0.0) -> 
     Anchors without a positive or without a negative in the batch are skipped. ``margin`` is
     unused (the signature is the miners' common one).
     """
-    _check(dist, labels)
-    d, lab = _to_numpy(dist, labels)
+    d, lab = _to_numpy(dist, labels)  # checks the shapes
     b = len(lab)
     if b < 2:
         return _empty_triplets(dist.device)
