@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tripletnet.distances import pairwise_distances
-from tripletnet.losses import StepStats, is_collapsed, triplet_margin_loss, triplet_step
+from tripletnet.losses import triplet_margin_loss
+from tripletnet.training import StepStats, is_collapsed, triplet_step
 from tripletnet.mining import mine_batch_all
 
 

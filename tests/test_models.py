@@ -1,7 +1,7 @@
 import torch
 
 from tripletnet.models import NETWORKS, build_network, count_flops, count_parameters, images_to_input
-from tripletnet.schedule import miner_for_epoch, parse_schedule
+from tripletnet.mining import miner_for_epoch, parse_schedule
 
 
 def test_reference_network_shape_and_size():

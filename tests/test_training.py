@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from tripletnet import training
-from tripletnet.checkpoint import load_checkpoint
+from tripletnet.training import loop, step
+from tripletnet.training.checkpoint import load_checkpoint
 from tripletnet.config import TrainConfig
 from tripletnet.errors import UserError
 from tripletnet.augment import random_affine, random_shift
@@ -84,7 +84,7 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path):
 
 
 def test_collapse_is_reported_loudly(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "is_collapsed", lambda stats, margin: True)
+    monkeypatch.setattr(loop, "is_collapsed", lambda stats, margin: True)
     messages = []
     result = train(_config(tmp_path, epochs=1), data=DATA, log=messages.append)
     assert result.history[0]["collapsed"] is True
@@ -133,7 +133,7 @@ def test_bf16_training_runs_and_learns(tmp_path):
 
 
 def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_path, monkeypatch):
-    real_step = training.triplet_step
+    real_step = step.triplet_step
 
     def collapsing_step(embeddings, labels, miner, margin):
         loss, stats = real_step(embeddings, labels, miner, margin)
@@ -141,7 +141,7 @@ def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_p
             stats.embedding_spread = 0.01
         return loss, stats
 
-    monkeypatch.setattr(training, "triplet_step", collapsing_step)
+    monkeypatch.setattr(step, "triplet_step", collapsing_step)
     messages = []
     options = dict(epochs=4, mining="semihard:0.5,hard")
     result = train(_config(tmp_path, **options), data=DATA, log=messages.append)
