@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 MINERS = ("semihard", "hard", "batch_all")
 BATCHES = (256, 1024)
@@ -59,11 +58,11 @@ def worker(repeats_256: int, repeats_1024: int) -> dict[str, float]:
         leaf = embeddings.clone().requires_grad_(True)
         for name in MINERS:
             mine = miner_function(name)
-            out[f"mine {name} {batch}"] = measure(lambda: mine(dist, labels, MARGIN), repeats, warmup=2).median
+            out[f"mine {name} {batch}"] = measure(lambda mine=mine, dist=dist, labels=labels: mine(dist, labels, MARGIN), repeats, warmup=2).median
 
-            def step() -> None:
+            def step(leaf=leaf, labels=labels, name=name) -> None:  # type: ignore[no-untyped-def]
                 leaf.grad = None
-                triplet_step(leaf, labels, name, MARGIN)[0].backward()  # noqa: B023 - called before name changes
+                triplet_step(leaf, labels, name, MARGIN)[0].backward()
 
             out[f"step {name} {batch}"] = measure(step, repeats, warmup=2).median
     return out

@@ -5,8 +5,8 @@ import torch
 
 from tripletnet.distances import pairwise_distances
 from tripletnet.losses import triplet_margin_loss
-from tripletnet.training import triplet_step
 from tripletnet.mining import MINERS, mine_batch_all
+from tripletnet.training import triplet_step
 
 
 def _embeddings(seed, n=48, classes=6, dim=16):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from _mnist import assert_same_state, mnist_slice
 
 from tripletnet.augment import random_affine, random_shift
 from tripletnet.config import TrainConfig
@@ -11,16 +12,21 @@ from tripletnet.data import DatasetSplits, stratified_subset
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.evaluation import fast_epoch_metrics
 from tripletnet.models import build_network, embed_images, images_to_input
-from tripletnet.training import loop, read_records, resolve_device, step, train, validation_loss
+from tripletnet.training import (
+    loop,
+    read_records,
+    resolve_device,
+    step,
+    train,
+    validation_loss,
+)
 from tripletnet.training.checkpoint import load_checkpoint, model_from_checkpoint
-
-from _mnist import assert_same_state, mnist_slice
 
 DATA = mnist_slice()
 
 
 def _config(tmp_path, name="run", **overrides):
-    values = dict(num_images=512, batch_size=64, epochs=3, eval_every=0, num_val_triplets=64, checkpoint_path=str(tmp_path / name))
+    values = {"num_images": 512, "batch_size": 64, "epochs": 3, "eval_every": 0, "num_val_triplets": 64, "checkpoint_path": str(tmp_path / name)}
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -86,7 +92,7 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
 
 def test_resume_ends_where_the_uninterrupted_run_ends(tmp_path):
     # lr drop after epoch 2 and a miner switch inside the run, so both must survive the resume.
-    options = dict(epochs=4, lr_drop_epoch=2, mining="semihard:0.5,hard", augment=True)
+    options = {"epochs": 4, "lr_drop_epoch": 2, "mining": "semihard:0.5,hard", "augment": True}
     full = train(_config(tmp_path, "full", **options), data=DATA, log=lambda _: None)
     torch.manual_seed(999)  # a different global RNG: resuming must not depend on it
     resumed = train(_config(tmp_path, "resumed", **options), resume=tmp_path / "full" / "epoch_2.pt", data=DATA, log=lambda _: None)
@@ -224,7 +230,7 @@ def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_p
 
     monkeypatch.setattr(step, "triplet_step", collapsing_step)
     messages = []
-    options = dict(epochs=4, mining="semihard:0.5,hard")
+    options = {"epochs": 4, "mining": "semihard:0.5,hard"}
     result = train(_config(tmp_path, **options), data=DATA, log=messages.append)
     assert [r["miner"] for r in result.history] == ["semihard"] * 4
     assert [r["mining_fallback"] for r in result.history] == [False, False, True, True]

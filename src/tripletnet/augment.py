@@ -29,7 +29,7 @@ def random_affine(
     """Rotate (±max_degrees), scale (1 ± max_scale) and shift (±max_shift px) each image of a
     (B, C, H, W) batch by its own random amount; bilinear, zero (background) outside the image."""
     b, _, h, w = images.shape
-    uniform = lambda low, high: low + (high - low) * torch.rand(b, generator=gen)  # noqa: E731
+    uniform = lambda low, high: low + (high - low) * torch.rand(b, generator=gen)
     angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
     scale = uniform(1 - max_scale, 1 + max_scale)
     # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.

@@ -7,8 +7,27 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .base import BatchAllCounts, MinerSpec, Triplets, as_long, check_inputs, empty_triplets, use_numpy_path
-from .rows import Array, Rows, arange_like, cumsum, flatnonzero, repeat, sorted_rows, sorted_rows_torch, to_float32, to_numpy
+from .base import (
+    BatchAllCounts,
+    MinerSpec,
+    Triplets,
+    as_long,
+    check_inputs,
+    empty_triplets,
+    use_numpy_path,
+)
+from .rows import (
+    Array,
+    Rows,
+    arange_like,
+    cumsum,
+    flatnonzero,
+    repeat,
+    sorted_rows,
+    sorted_rows_torch,
+    to_float32,
+    to_numpy,
+)
 
 
 class _ActiveRows(NamedTuple):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import MinerSpec, Triplets, as_long, check_inputs, empty_triplets, use_numpy_path
+from .base import (
+    MinerSpec,
+    Triplets,
+    as_long,
+    check_inputs,
+    empty_triplets,
+    use_numpy_path,
+)
 from .rows import sorted_rows, sorted_rows_torch, to_float32, to_numpy
 
 
