@@ -2,6 +2,7 @@
 the torch path against the numpy path; the registry and what reads it."""
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -233,3 +234,13 @@ def test_a_newly_registered_miner_is_accepted_by_the_schedule_and_the_training_s
     assert stats.num_triplets == len(got)
     expected = sum(max(float(dist[a, p] - dist[a, n]) + MARGIN, 0.0) for (a, p), n in got.items()) / len(got)
     assert float(loss) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_readme_miner_table_is_the_registry():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \| (yes|no) \| (triplets|counts) \|$", readme, flags=re.MULTILINE)
+    assert rows == [
+        (spec.name, spec.description, "yes" if spec.can_collapse else "no", spec.loss_form) for spec in MINERS.values()
+    ]

@@ -68,7 +68,8 @@ def test_checkpoints_load_with_weights_only_and_hold_the_run_state(tmp_path):
     rebuilt, rebuilt_config = model_from_checkpoint(state)
     assert rebuilt_config == config
     images = DATA.test_images[:16]
-    torch.testing.assert_close(embed_images(rebuilt, images), embed_images(result.model, images), rtol=0, atol=0)
+    # Equal weights; the trained model runs channels-last, whose summation order differs in the last bits.
+    torch.testing.assert_close(embed_images(rebuilt, images), embed_images(result.model, images), rtol=1e-5, atol=1e-6)
 
 
 def test_training_neither_reads_nor_changes_torchs_global_rng(tmp_path):
@@ -216,7 +217,9 @@ def test_colour_images_of_another_size_train_and_the_checkpoint_rebuilds_the_mod
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["input_shape"] == [3, 20, 24]
     model, _ = model_from_checkpoint(state)
-    torch.testing.assert_close(embed_images(model, images[192:]), embed_images(result.model, images[192:]), rtol=0, atol=0)
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    torch.testing.assert_close(embed_images(model, images[192:]), embed_images(result.model, images[192:]), rtol=1e-5, atol=1e-6)
 
 
 def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_path, monkeypatch):
