@@ -50,9 +50,8 @@ def _active_rows(dist: torch.Tensor, labels: torch.Tensor, margin: float, numpy_
         same = lab[:, None] == lab[None, :]
         rows = sorted_rows(np.where(same, d + np.float32(margin), d), lab, positives_first=True)
     else:
-        d = to_float32(dist, labels)
-        same = labels[:, None] == labels[None, :]
-        rows = sorted_rows_torch(torch.where(same, d + margin, d), labels, positives_first=True)
+        d32 = to_float32(dist, labels)
+        rows = sorted_rows_torch(torch.where(labels[:, None] == labels[None, :], d32 + margin, d32), labels, positives_first=True)
     positive, anchor = rows.positives()
     num_positives = rows.num_positives
     rank = arange_like(len(positive), positive) - (cumsum(num_positives) - num_positives)[anchor]

@@ -14,7 +14,7 @@ Decisions are made on float32 distances either way.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
@@ -37,7 +37,9 @@ def to_float32(dist: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return dist.detach().to(torch.float32).contiguous()
 
 
-Array = np.ndarray | torch.Tensor  # numpy on the CPU fast path, torch elsewhere
+# np.ndarray on the CPU fast path, torch.Tensor elsewhere. Any, because the code that serves both
+# paths picks one per call, which a static checker cannot follow through a union.
+Array: TypeAlias = Any
 
 
 def arange_like(n: int, like: Array) -> Array:

@@ -149,7 +149,7 @@ def count_flops(model: nn.Module, input_shape: InputShape | None = None) -> int:
         model: the network.
         input_shape: (channels, height, width); default the model's own ``input_shape`` (else MNIST's).
     """
-    shape = input_shape or getattr(model, "input_shape", MNIST_SHAPE)
+    shape: InputShape = input_shape if input_shape is not None else getattr(model, "input_shape", MNIST_SHAPE)
     total = 0
 
     def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:

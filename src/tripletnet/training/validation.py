@@ -20,7 +20,7 @@ def draw_validation_triplets(labels: torch.Tensor, count: int, seed: int) -> tor
     """
     gen = torch.Generator().manual_seed(seed + 12_345)
     labels = labels.to(torch.int64)
-    triplets = []
+    triplets: list[tuple[int, int, int]] = []
     while len(triplets) < count:
         anchor = int(torch.randint(len(labels), (1,), generator=gen))
         same = torch.nonzero(labels == labels[anchor]).flatten()
