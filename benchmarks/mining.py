@@ -1,6 +1,6 @@
 """Section 1: mining + triplet loss, forward and backward, per training step.
 
-Ours: ``tripletnet.losses.triplet_step``. PML: ``TripletMarginMiner`` + ``TripletMarginLoss``.
+Ours: ``tripletnet.training.triplet_step`` for every registered miner. PML: ``TripletMarginMiner`` + ``TripletMarginLoss``.
 Both get the same seeded 64-d unit embeddings (a leaf tensor with requires_grad) and P x K labels
 over 10 classes. Each (implementation, miner, batch) case runs in a fresh subprocess, so its peak
 RSS increase is its own; run it alone with
@@ -14,11 +14,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from tripletnet.mining import miner_names
+
 from .common import Settings, fmt, load_note, log, ratio, table
 from .timing import CaseResult, measure, peak_rss_mib, run_subprocess, run_worker
 
-MINERS = ("semihard", "hard", "batch_all")
-# PML's names for the closest counterpart of each of our miners.
+MINERS = miner_names()
+# PML's names for the closest counterpart of our miners (a miner without one is timed on our side only).
 PML_TYPES = {"semihard": "semihard", "hard": "hard", "batch_all": "all"}
 MARGIN = 1.0
 DIM = 64
@@ -26,7 +28,7 @@ TIMEOUT_SECONDS = 120.0
 
 
 def _step_ours(miner: str) -> Callable[[Any, Any], tuple[Any, int]]:
-    from tripletnet.losses import triplet_step
+    from tripletnet.training import triplet_step
 
     def step(embeddings: Any, labels: Any) -> tuple[Any, int]:
         loss, stats = triplet_step(embeddings, labels, miner, MARGIN)
@@ -89,7 +91,7 @@ def run(settings: Settings) -> str:
     load_start = load_note()
     for batch in batches:
         for miner in MINERS:
-            for impl in ("ours", "pml"):  # back to back, so both see the same machine state
+            for impl in ("ours", "pml") if miner in PML_TYPES else ("ours",):  # back to back: both see the same machine state
                 log(f"mining: {impl} {miner} batch {batch}")
                 args = [
                     sys.executable, "-m", "benchmarks.mining", "--impl", impl, "--miner", miner, "--batch", str(batch),
@@ -107,9 +109,10 @@ def run(settings: Settings) -> str:
     rows = []
     for batch in batches:
         for miner in MINERS:
-            ours, pml = results["ours", miner, batch], results["pml", miner, batch]
+            ours = results["ours", miner, batch]
+            pml = results.get(("pml", miner, batch), CaseResult(error="no PML counterpart"))
             rows.append([
-                batch, f"{miner} / {PML_TYPES[miner]}", cell_ms(ours), cell_ms(pml),
+                batch, f"{miner} / {PML_TYPES.get(miner, '-')}", cell_ms(ours), cell_ms(pml),
                 ratio(pml.data.get("median_ms"), ours.data.get("median_ms")),
                 cell(ours, "triplets"), cell(pml, "triplets"),
                 cell(ours, "peak_rss_increase_mib"), cell(pml, "peak_rss_increase_mib"),
@@ -121,7 +124,7 @@ def run(settings: Settings) -> str:
     return "\n\n".join([
         "## 1. Mining + triplet loss per step (forward + backward)",
         f"64-d L2-normalised random embeddings (leaf tensor, requires_grad), labels i % 10 (10 classes, "
-        f"P x K), margin {MARGIN}. Ours: `tripletnet.losses.triplet_step(embeddings, labels, miner, margin)` + "
+        f"P x K), margin {MARGIN}. Ours: `tripletnet.training.triplet_step(embeddings, labels, miner, margin)` + "
         "`loss.backward()`. PML: `miners.TripletMarginMiner(margin=1.0, type_of_triplets=...)` + "
         "`losses.TripletMarginLoss(margin=1.0)` + `loss.backward()`, on identical inputs. One fresh "
         f"subprocess per cell (timeout {TIMEOUT_SECONDS:.0f} s, address space capped at {settings.memory_cap_gib:g} GiB "

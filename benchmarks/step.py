@@ -13,10 +13,12 @@ import argparse
 import sys
 from typing import Any
 
+from tripletnet.mining import miner_names
+
 from .common import Settings, fmt, load_note, log, table
 from .timing import CaseResult, measure, run_subprocess, run_worker
 
-MINERS = ("semihard", "hard", "batch_all")
+MINERS = miner_names()
 TIMEOUT_SECONDS = 300.0
 
 
@@ -25,11 +27,9 @@ def worker(miner: str, repeats: int) -> dict[str, Any]:
 
     from tripletnet.config import TrainConfig
     from tripletnet.distances import pairwise_distances
-    from tripletnet.losses import triplet_step
-    from tripletnet.mining import MINERS as OUR_MINERS
-    from tripletnet.mining import count_batch_all
+    from tripletnet.mining import get_miner
     from tripletnet.models import build_network, images_to_input
-    from tripletnet.training import train_step
+    from tripletnet.training import train_step, triplet_step
 
     from .synthetic import balanced_labels
 
@@ -45,8 +45,9 @@ def worker(miner: str, repeats: int) -> dict[str, Any]:
     with torch.no_grad():
         embeddings = model(images_to_input(images)).float()
     dist = pairwise_distances(embeddings)
-    # Batch-all's training step never lists its triplets: its "mining" is the counting.
-    mine = count_batch_all if miner == "batch_all" else OUR_MINERS[miner]
+    # A miner whose loss comes from counts (batch-all) never lists its triplets in a step: its "mining" is the counting.
+    spec = get_miner(miner)
+    mine = spec.count if spec.loss_form == "counts" and spec.count is not None else spec.mine
     mining = measure(lambda: mine(dist, labels, config.margin), repeats * 3, warmup=3)
     leaf = embeddings.clone().requires_grad_(True)
 
@@ -91,7 +92,7 @@ def run(settings: Settings) -> str:
         "## 2. Mining's share of a default training step",
         f"`tripletnet.training.train_step` with `TrainConfig()` ({setting}; margin 1.0) on 256 random 28x28 "
         "images, labels i % 10, torch threads as above. *Mining* is the miner alone on that step's (256, 256) "
-        "distance matrix (for batch_all, `count_batch_all`, which is what its step runs); *triplet part* is "
+        "distance matrix (for a miner whose loss form is counts, batch_all, its count function `count_batch_all`, which is what its step runs); *triplet part* is "
         "`triplet_step` + its backward on the network's embeddings (distances, mining, loss). Each miner is one "
         "subprocess; all three timings are medians measured in it, the step's over n steps after 3 warm-ups, "
         "the others over 3n calls.",

@@ -1,7 +1,16 @@
+import pytest
 import torch
 
-from tripletnet.models import NETWORKS, build_network, count_flops, count_parameters, images_to_input
-from tripletnet.schedule import miner_for_epoch, parse_schedule
+from tripletnet.errors import ParameterError
+from tripletnet.mining import miner_for_epoch, parse_schedule
+from tripletnet.models import (
+    NETWORKS,
+    build_network,
+    count_flops,
+    count_parameters,
+    describe_networks,
+    images_to_input,
+)
 
 
 def test_reference_network_shape_and_size():
@@ -40,3 +49,61 @@ def test_short_runs_start_with_the_first_miner_and_give_every_miner_an_epoch():
     short = parse_schedule("batch_all:0.1,semihard:0.1,hard")
     assert [miner_for_epoch(short, e, 3) for e in (1, 2, 3)] == ["batch_all", "semihard", "hard"]
     assert [miner_for_epoch(short, e, 2) for e in (1, 2)] == ["batch_all", "semihard"]
+
+
+def _weights_from_seed(name, input_shape=None):
+    torch.manual_seed(7)
+    return build_network(name, 64) if input_shape is None else build_network(name, 64, input_shape)
+
+
+def test_mnist_shaped_networks_are_the_ones_built_without_a_shape_weight_for_weight():
+    for name in NETWORKS:
+        a, b = _weights_from_seed(name), _weights_from_seed(name, (1, 28, 28))
+        assert [(k, v.shape) for k, v in a.state_dict().items()] == [(k, v.shape) for k, v in b.state_dict().items()]
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), (name, key)
+
+
+def test_linear_heads_are_sized_from_the_input_shape():
+    # conv3 and wide pool three times (28 -> 3, 32 -> 4, 20x24 -> 2x3); reference pools adaptively to 7x7.
+    expected_features = {"conv3": 128 * 2 * 3, "wide": 256, "reference": 64 * 7 * 7}
+    images = images_to_input(torch.randint(0, 256, (4, 3, 20, 24), dtype=torch.uint8))
+    assert images.shape == (4, 3, 20, 24)
+    for name in NETWORKS:
+        model = build_network(name, 16, (3, 20, 24)).eval()
+        assert model.input_shape == (3, 20, 24)
+        assert model.head.in_features == expected_features[name]
+        torch.testing.assert_close(model(images).norm(dim=1), torch.ones(4))
+    assert build_network("wide", 16, (3, 32, 32)).trunk[-2].in_features == 128 * 4 * 4
+
+
+def test_an_input_too_small_or_an_unknown_network_names_the_parameter():
+    with pytest.raises(ParameterError) as caught:
+        build_network("conv3", 16, (1, 7, 28))
+    assert caught.value.parameter == "input_shape"
+    with pytest.raises(ParameterError) as caught:
+        build_network("resnet", 16)
+    assert caught.value.parameter == "network"
+    with pytest.raises(ParameterError) as caught:
+        images_to_input(torch.zeros(28, 28, dtype=torch.uint8))
+    assert caught.value.parameter == "images"
+
+
+def test_images_to_input_scales_uint8_to_the_unit_interval_for_either_layout():
+    gray = torch.tensor([[[0, 255], [51, 102]]], dtype=torch.uint8)
+    torch.testing.assert_close(images_to_input(gray), torch.tensor([[[[0.0, 1.0], [0.2, 0.4]]]]))
+    colour = torch.stack([gray[0], 255 - gray[0], gray[0]]).unsqueeze(0)
+    out = images_to_input(colour)
+    assert out.shape == (1, 3, 2, 2) and out.dtype == torch.float32
+    torch.testing.assert_close(out[0, 1], 1 - out[0, 0])
+
+
+def test_count_flops_follows_the_models_input_shape():
+    small = build_network("conv3", 64, (1, 16, 16))
+    assert count_flops(small) == 2 * (16 * 16 * 32 * 9 + 8 * 8 * 64 * 32 * 9 + 4 * 4 * 128 * 64 * 9 + 128 * 2 * 2 * 64)
+    assert count_flops(build_network("conv3", 64)) == 2 * (28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 7 * 7 * 128 * 64 * 9 + 128 * 3 * 3 * 64)
+
+
+def test_networks_are_listed_with_descriptions():
+    assert [name for name, _ in describe_networks()] == list(NETWORKS)
+    assert all(description for _, description in describe_networks())

@@ -4,21 +4,29 @@ import json
 
 import pytest
 import torch
-
-from tripletnet import training
-from tripletnet.checkpoint import load_checkpoint
-from tripletnet.config import TrainConfig
-from tripletnet.errors import UserError
-from tripletnet.augment import random_affine, random_shift
-from tripletnet.training import train
-
 from _mnist import assert_same_state, mnist_slice
+
+from tripletnet.augment import random_affine, random_shift
+from tripletnet.config import TrainConfig
+from tripletnet.data import DatasetSplits, stratified_subset
+from tripletnet.errors import ParameterError, UserError
+from tripletnet.evaluation import fast_epoch_metrics
+from tripletnet.models import build_network, embed_images, images_to_input
+from tripletnet.training import (
+    loop,
+    read_records,
+    resolve_device,
+    step,
+    train,
+    validation_loss,
+)
+from tripletnet.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 DATA = mnist_slice()
 
 
 def _config(tmp_path, name="run", **overrides):
-    values = dict(num_images=512, batch_size=64, epochs=3, eval_every=0, num_val_triplets=64, checkpoint_path=str(tmp_path / name))
+    values = {"num_images": 512, "batch_size": 64, "epochs": 3, "eval_every": 0, "num_val_triplets": 64, "checkpoint_path": str(tmp_path / name)}
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -34,18 +42,44 @@ def test_a_few_epochs_lower_the_loss_and_write_every_artifact(tmp_path):
     for name in ("epoch_1.pt", "epoch_2.pt", "epoch_3.pt", "last.pt", "config.json", "metrics.jsonl", "losses.png"):
         assert (run / name).is_file(), name
     assert not list(run.glob("*.tmp")), "no temporary files left behind"
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2, 3]
-    assert "val" in lines[-1] and "precision_at_1" in lines[-1] and "val" not in lines[0]
+    lines = read_records(run / "metrics.jsonl")
+    assert lines == json.loads(json.dumps(history)), "metrics.jsonl holds exactly the returned history"
+    assert "val" not in lines[0] and "val" not in lines[1], "evaluated every 3 epochs only"
+    eval_subset = stratified_subset(DATA.test_labels, len(DATA.test_labels), config.seed)
+    expected = fast_epoch_metrics(embed_images(result.model, DATA.test_images[eval_subset]), DATA.test_labels[eval_subset], far=1e-3)
+    assert lines[-1]["val"] == expected["val"] and lines[-1]["precision_at_1"] == expected["precision_at_1"]
+    assert lines[-1]["precision_at_1"] > 0.5, "three epochs learn far better than chance (0.1)"
     assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == config
 
 
-def test_checkpoints_load_with_weights_only_and_hold_everything(tmp_path):
-    train(_config(tmp_path, epochs=1), data=DATA, log=lambda _: None)
+def test_checkpoints_load_with_weights_only_and_hold_the_run_state(tmp_path):
+    config = _config(tmp_path, epochs=1)
+    result = train(config, data=DATA, log=lambda _: None)
     state = torch.load(tmp_path / "run" / "epoch_1.pt", weights_only=True)
-    for key in ("model", "optimizer", "scheduler", "config", "epoch", "torch_rng", "history"):
-        assert key in state, key
-    assert state["epoch"] == 1 and state["config"]["epochs"] == 1
+    assert state["epoch"] == 1 and state["config"] == config.to_dict()
+    assert state["input_shape"] == [1, 28, 28]
+    assert state["history"] == result.history
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(state["model"][key], value), key
+    steps = config.num_images // config.batch_size
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {steps}, "Adam state after every step of the epoch"
+    assert state["scheduler"]["last_epoch"] == 1
+    assert "torch_rng" not in state, "training never reads torch's global RNG, so the checkpoint does not pretend to restore it"
+    rebuilt, rebuilt_config = model_from_checkpoint(state)
+    assert rebuilt_config == config
+    images = DATA.test_images[:16]
+    # Equal weights; the trained model runs channels-last, whose summation order differs in the last bits.
+    torch.testing.assert_close(embed_images(rebuilt, images), embed_images(result.model, images), rtol=1e-5, atol=1e-6)
+
+
+def test_training_neither_reads_nor_changes_torchs_global_rng(tmp_path):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = train(_config(tmp_path, "a", epochs=1), data=DATA, log=lambda _: None)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(456)
+    b = train(_config(tmp_path, "b", epochs=1), data=DATA, log=lambda _: None)
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
 
 
 def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
@@ -59,8 +93,9 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
 
 def test_resume_ends_where_the_uninterrupted_run_ends(tmp_path):
     # lr drop after epoch 2 and a miner switch inside the run, so both must survive the resume.
-    options = dict(epochs=4, lr_drop_epoch=2, mining="semihard:0.5,hard", augment=True)
+    options = {"epochs": 4, "lr_drop_epoch": 2, "mining": "semihard:0.5,hard", "augment": True}
     full = train(_config(tmp_path, "full", **options), data=DATA, log=lambda _: None)
+    torch.manual_seed(999)  # a different global RNG: resuming must not depend on it
     resumed = train(_config(tmp_path, "resumed", **options), resume=tmp_path / "full" / "epoch_2.pt", data=DATA, log=lambda _: None)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
@@ -84,7 +119,7 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path):
 
 
 def test_collapse_is_reported_loudly(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "is_collapsed", lambda stats, margin: True)
+    monkeypatch.setattr(loop, "is_collapsed", lambda stats, margin: True)
     messages = []
     result = train(_config(tmp_path, epochs=1), data=DATA, log=messages.append)
     assert result.history[0]["collapsed"] is True
@@ -126,14 +161,69 @@ def test_random_affine_keeps_digits_recognisable_and_varies_per_image():
     torch.testing.assert_close(identity, images, atol=1e-5, rtol=0)
 
 
-def test_bf16_training_runs_and_learns(tmp_path):
-    result = train(_config(tmp_path, epochs=2, lr=1e-3, mining="semihard", precision="bf16"), data=DATA, log=lambda _: None)
-    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"] + 0.05
+def test_bf16_training_lowers_the_validation_loss_every_epoch(tmp_path):
+    config = _config(tmp_path, epochs=2, lr=1e-3, mining="semihard", precision="bf16")
+    result = train(config, data=DATA, log=lambda _: None)
+    triplets = loop.draw_validation_triplets(DATA.test_labels, config.num_val_triplets, config.seed)
+    torch.manual_seed(config.seed)
+    untrained = build_network(config.network, config.embedding_dim)  # the run's initial weights
+    losses = [validation_loss(untrained, DATA.test_images, triplets, config.margin)] + [r["val_loss"] for r in result.history]
+    assert losses[2] < losses[1] < losses[0]
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
+def test_validation_loss_is_the_mean_hinge_with_the_margin(tmp_path):
+    torch.manual_seed(0)
+    model = build_network("reference", 8).eval()
+    triplets = loop.draw_validation_triplets(DATA.test_labels, 40, seed=0)
+    with torch.no_grad():
+        emb = model(images_to_input(DATA.test_images[triplets.flatten()])).view(40, 3, -1)
+    d_ap = (emb[:, 0] - emb[:, 1]).norm(dim=1)
+    d_an = (emb[:, 0] - emb[:, 2]).norm(dim=1)
+    for margin in (0.0, 0.3, 3.0):  # 3 exceeds any distance between unit vectors: every hinge is active
+        expected = float(torch.relu(d_ap - d_an + margin).mean())
+        assert validation_loss(model, DATA.test_images, triplets, margin) == pytest.approx(expected, abs=1e-6)
+    assert validation_loss(model, DATA.test_images, triplets, 3.0) == pytest.approx(float((d_ap - d_an).mean()) + 3.0, abs=1e-6)
+
+
+def test_devices_resolve_and_a_missing_one_names_the_parameter():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ParameterError, match="device must be one of auto, cpu, cuda, mps") as caught:
+        resolve_device("tpu")
+    assert caught.value.parameter == "device"
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="no cuda device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the GPU training path is tested where one exists")
+def test_a_cuda_run_trains_and_its_checkpoint_loads_on_the_cpu(tmp_path):
+    result = train(_config(tmp_path, epochs=1, device="cuda"), data=DATA, log=lambda _: None)
+    assert next(result.model.parameters()).device.type == "cuda"
+    model, _ = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "last.pt"))
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_colour_images_of_another_size_train_and_the_checkpoint_rebuilds_the_model(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(256) % 4
+    # Four classes told apart by which colour channel is bright: learnable in one epoch.
+    images = torch.randint(0, 60, (256, 3, 20, 24), dtype=torch.uint8, generator=gen)
+    images[labels < 3, labels[labels < 3]] += 150
+    colour = DatasetSplits(images[:192], labels[:192], images[192:], labels[192:], class_names=("r", "g", "b", "dark"), name="colour")
+    result = train(_config(tmp_path, num_images=128, batch_size=32, epochs=1, augment=False), data=colour, log=lambda _: None)
+    assert result.model.input_shape == (3, 20, 24)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["input_shape"] == [3, 20, 24]
+    model, _ = model_from_checkpoint(state)
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    torch.testing.assert_close(embed_images(model, images[192:]), embed_images(result.model, images[192:]), rtol=1e-5, atol=1e-6)
+
+
 def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_path, monkeypatch):
-    real_step = training.triplet_step
+    real_step = step.triplet_step
 
     def collapsing_step(embeddings, labels, miner, margin):
         loss, stats = real_step(embeddings, labels, miner, margin)
@@ -141,9 +231,9 @@ def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_p
             stats.embedding_spread = 0.01
         return loss, stats
 
-    monkeypatch.setattr(training, "triplet_step", collapsing_step)
+    monkeypatch.setattr(step, "triplet_step", collapsing_step)
     messages = []
-    options = dict(epochs=4, mining="semihard:0.5,hard")
+    options = {"epochs": 4, "mining": "semihard:0.5,hard"}
     result = train(_config(tmp_path, **options), data=DATA, log=messages.append)
     assert [r["miner"] for r in result.history] == ["semihard"] * 4
     assert [r["mining_fallback"] for r in result.history] == [False, False, True, True]

@@ -12,11 +12,11 @@ def random_shift(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> 
     """Shift each image of a (B, 1, H, W) batch by its own whole-pixel offset, zero-filled."""
     b, _, h, w = images.shape
     padded = F.pad(images, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen)
-    dx = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen)
-    rows = dy + torch.arange(h).view(1, h, 1)
-    cols = dx + torch.arange(w).view(1, 1, w)
-    return padded[torch.arange(b).view(b, 1, 1), 0, rows, cols].unsqueeze(1)
+    dy = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen).to(images.device)
+    dx = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen).to(images.device)
+    rows = dy + torch.arange(h, device=images.device).view(1, h, 1)
+    cols = dx + torch.arange(w, device=images.device).view(1, 1, w)
+    return padded[torch.arange(b, device=images.device).view(b, 1, 1), 0, rows, cols].unsqueeze(1)
 
 
 def random_affine(
@@ -29,7 +29,7 @@ def random_affine(
     """Rotate (±max_degrees), scale (1 ± max_scale) and shift (±max_shift px) each image of a
     (B, C, H, W) batch by its own random amount; bilinear, zero (background) outside the image."""
     b, _, h, w = images.shape
-    uniform = lambda low, high: low + (high - low) * torch.rand(b, generator=gen)  # noqa: E731
+    uniform = lambda low, high: low + (high - low) * torch.rand(b, generator=gen)
     angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
     scale = uniform(1 - max_scale, 1 + max_scale)
     # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.
@@ -37,5 +37,6 @@ def random_affine(
     ty = uniform(-max_shift, max_shift) * 2 / h
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    # The draws come from the (CPU) generator; the transform runs where the images are.
+    grid = F.affine_grid(theta.to(device=images.device, dtype=images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

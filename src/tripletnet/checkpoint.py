@@ -1,60 +1,11 @@
-"""Checkpoints: written atomically, read back with ``weights_only=True`` (nothing is unpickled).
+"""Moved to :mod:`tripletnet.training.checkpoint`; this name stays importable until every caller uses the new path."""
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
-``format``, ``epoch``, ``config`` (TrainConfig as a dict), ``model``, ``optimizer``,
-``scheduler``, ``rng`` and ``history`` (the metrics records so far).
-"""
+from .training.checkpoint import (
+    FORMAT,
+    checkpoint_input_shape,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 
-from __future__ import annotations
-
-import pickle
-from pathlib import Path
-from typing import Any
-
-import torch
-
-from .config import TrainConfig
-from .errors import UserError
-from .fileio import atomic_path
-from .models import EmbeddingNet, build_network
-
-FORMAT = "tripletnet-checkpoint-v1"
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a tripletnet checkpoint; any problem is a :class:`UserError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refuses any object that is not plain data: a crafted pickle ends here.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise UserError(f"{path} is not a safe tripletnet checkpoint (refused to unpickle: {first_line})") from None
-    except Exception as exc:  # noqa: BLE001 - arbitrary bytes break the unpickler in arbitrary ways (IndexError, KeyError, ...)
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}); is it truncated or another kind of file?") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not a tripletnet checkpoint (no '{FORMAT}' marker)")
-    for key in ("model", "config", "epoch"):
-        if key not in state:
-            raise UserError(f"{path} is an incomplete tripletnet checkpoint (missing {key!r})")
-    return state
-
-
-def model_from_checkpoint(state: dict[str, Any], source: str = "checkpoint") -> tuple[EmbeddingNet, TrainConfig]:
-    """Rebuild the network a checkpoint was trained with and load its weights (eval mode)."""
-    config = TrainConfig.from_dict(state["config"], source=source)
-    model = build_network(config.network, config.embedding_dim)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        summary = str(exc).strip().splitlines()[0]
-        raise UserError(f"{source}: weights do not fit network {config.network!r}: {summary}") from None
-    model.eval()
-    return model, config
+__all__ = ["FORMAT", "checkpoint_input_shape", "load_checkpoint", "model_from_checkpoint", "save_checkpoint"]

@@ -56,6 +56,7 @@ class TrainConfig:
     lr_drop_factor: float = field(default=0.1, metadata={"help": "learning-rate drop factor"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     precision: str = field(default="bf16", metadata={"help": "training arithmetic: fp32, or bf16 (autocast; faster on CPUs with AVX-512 BF16; evaluation stays fp32)"})
+    device: str = field(default="auto", metadata={"help": "where to train: auto (cuda if available, else cpu), cpu, cuda or mps; model, batches and mining all run there"})
     # bookkeeping
     seed: int = field(default=0, metadata={"help": "random seed: subset, batches, validation triplets and initial weights"})
     num_val_triplets: int = field(default=128, metadata={"help": "fixed random test triplets for the per-epoch validation loss"})

@@ -1,0 +1,49 @@
+"""From the uint8 images the data layer holds to network inputs, and embeddings of many images."""
+
+from __future__ import annotations
+
+import torch
+
+from ..console import progress as progress_bar
+from ..errors import ParameterError
+from .networks import InputShape
+
+
+def input_shape_of(images: torch.Tensor) -> InputShape:
+    """(channels, height, width) of a uint8 image tensor (N, H, W) or (N, C, H, W)."""
+    if images.dim() == 3:
+        return (1, int(images.shape[1]), int(images.shape[2]))
+    if images.dim() == 4:
+        return (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))
+    raise ParameterError("images", f"must be (N, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
+
+
+def images_to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W) or (B, C, H, W) -> float32 (B, C, H, W) in [0, 1], on the images' device."""
+    input_shape_of(images)  # checks the rank
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    return images.to(torch.float32).div_(255.0)
+
+
+@torch.no_grad()
+def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
+    """Embeddings of uint8 images (N, H, W) or (N, C, H, W) in eval mode, batched.
+
+    Args:
+        model: the network; batches are moved to its device.
+        images: uint8 images on any device.
+        batch_size: images per forward pass.
+        progress: show a progress bar on a terminal.
+
+    Returns:
+        (N, embedding_dim) float32 embeddings on the CPU.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    starts = range(0, len(images), batch_size)
+    batches = progress_bar(starts, total=len(starts), desc="embedding", unit="batch") if progress else starts
+    out = [model(images_to_input(images[i : i + batch_size].to(device))).to("cpu") for i in batches]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, getattr(model, "embedding_dim", 0))

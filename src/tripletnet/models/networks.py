@@ -1,0 +1,178 @@
+"""Embedding networks: an image of (channels, height, width) in, an L2-normalised embedding out.
+
+Every network takes float images in [0, 1] of shape (B, C, H, W) and normalises them itself
+(mean 0.5, std 0.5, as the reference does), so training, validation, evaluation and an exported
+model all see the same inputs. Linear heads are sized from the input shape; for MNIST's
+(1, 28, 28) the networks are layer for layer (and, from the same seed, weight for weight) the
+ones tripletnet always built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ParameterError
+
+InputShape = tuple[int, int, int]
+"""(channels, height, width) of the images a network takes."""
+
+MNIST_SHAPE: InputShape = (1, 28, 28)
+
+
+class EmbeddingNet(nn.Module):
+    """A convolutional trunk followed by a linear projection and L2 normalisation.
+
+    Args:
+        trunk: maps (B, C, H, W) images to features (flattened before the head).
+        trunk_features: the number of features per image after flattening.
+        embedding_dim: the embedding size.
+        input_shape: the (channels, height, width) the network was built for.
+    """
+
+    def __init__(self, trunk: nn.Module, trunk_features: int, embedding_dim: int, input_shape: InputShape = MNIST_SHAPE) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(trunk_features, embedding_dim)
+        self.embedding_dim = embedding_dim
+        self.input_shape = tuple(input_shape)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - 0.5) / 0.5
+        x = self.trunk(x).flatten(1)
+        return F.normalize(self.head(x), p=2.0, dim=1)
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def _pooled_area(input_shape: InputShape, poolings: int) -> int:
+    """Height x width after ``poolings`` 2x2 max-pools (each floors odd sizes)."""
+    _, height, width = input_shape
+    if min(height, width) >> poolings < 1:
+        raise ParameterError("input_shape", f"must be at least {1 << poolings} pixels high and wide for this network, got {height}x{width}")
+    return (height >> poolings) * (width >> poolings)
+
+
+def reference_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
+    """The reference project's network: two conv3x3+BN+ReLU+maxpool blocks, avg-pool 7x7, linear."""
+    _pooled_area(input_shape, 2)
+    trunk = nn.Sequential(
+        *_conv_block(input_shape[0], 32), nn.MaxPool2d(2),
+        *_conv_block(32, 64), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d((7, 7)),
+    )
+    return EmbeddingNet(trunk, 64 * 7 * 7, embedding_dim, input_shape)
+
+
+def conv3_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
+    """Three conv3x3+BN+ReLU+maxpool blocks (32, 64, 128 channels) and a linear head: twice the
+    reference's FLOPs, a 3x3x128 map (at 28x28) with a receptive field that covers the whole digit."""
+    trunk = nn.Sequential(
+        *_conv_block(input_shape[0], 32), nn.MaxPool2d(2),
+        *_conv_block(32, 64), nn.MaxPool2d(2),
+        *_conv_block(64, 128), nn.MaxPool2d(2),
+    )
+    return EmbeddingNet(trunk, 128 * _pooled_area(input_shape, 3), embedding_dim, input_shape)
+
+
+def wide_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
+    """A wider, deeper variant: two convs per stage (32, 64, 128 channels), global pooling head."""
+    trunk = nn.Sequential(
+        *_conv_block(input_shape[0], 32), *_conv_block(32, 32), nn.MaxPool2d(2),
+        *_conv_block(32, 64), *_conv_block(64, 64), nn.MaxPool2d(2),
+        *_conv_block(64, 128), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128 * _pooled_area(input_shape, 3), 256), nn.ReLU(inplace=True),
+    )
+    return EmbeddingNet(trunk, 256, embedding_dim, input_shape)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A registered network: its factory and a one-line description (CLI help, README)."""
+
+    name: str
+    description: str
+    build: Callable[[int, InputShape], EmbeddingNet]
+
+
+NETWORKS: dict[str, NetworkSpec] = {
+    spec.name: spec
+    for spec in (
+        NetworkSpec("conv3", "three conv blocks, 15 MFLOPs/image at 28x28", conv3_net),
+        NetworkSpec("reference", "the reference project's two-block CNN, 8 MFLOPs", reference_net),
+        NetworkSpec("wide", "five convs and a 256-wide hidden layer, 44 MFLOPs", wide_net),
+    )
+}
+"""Every network by name (the one list the config, the CLI and the README read)."""
+
+
+def describe_networks() -> list[tuple[str, str]]:
+    """(name, one-line description) of every registered network."""
+    return [(spec.name, spec.description) for spec in NETWORKS.values()]
+
+
+def build_network(name: str, embedding_dim: int, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
+    """Build the registered network ``name`` (fresh weights from torch's global RNG).
+
+    Args:
+        name: a key of :data:`NETWORKS`.
+        embedding_dim: the embedding size.
+        input_shape: (channels, height, width) of the input images.
+
+    Returns:
+        The network, in training mode.
+
+    Raises:
+        ParameterError: for an unknown name or an input too small for the network.
+    """
+    try:
+        spec = NETWORKS[name]
+    except KeyError:
+        raise ParameterError("network", f"must be one of {', '.join(NETWORKS)}, got {name!r}") from None
+    return spec.build(embedding_dim, tuple(input_shape))  # type: ignore[arg-type]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: InputShape | None = None) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass of one image, convs and linears only.
+
+    Args:
+        model: the network.
+        input_shape: (channels, height, width); default the model's own ``input_shape`` (else MNIST's).
+    """
+    shape: InputShape = input_shape if input_shape is not None else getattr(model, "input_shape", MNIST_SHAPE)
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += 2 * kernel * output[0].numel()
+
+    def linear_hook(module: nn.Linear, _inputs, _output) -> None:
+        nonlocal total
+        total += 2 * module.in_features * module.out_features
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model(torch.zeros(1, *shape, device=device))
+    model.train(was_training)
+    for handle in handles:
+        handle.remove()
+    return total

@@ -1,0 +1,123 @@
+"""One training step: augment, embed, then the triplet part (distances once, mine, loss) and the statistics the loop logs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..augment import random_affine
+from ..config import TrainConfig
+from ..distances import pairwise_distances
+from ..losses import counted_distance_sums, triplet_hinges
+from ..mining import get_miner
+from ..models import images_to_input
+
+
+@dataclass
+class StepStats:
+    """What one training step measured (plain floats, ready to log).
+
+    ``mean_pos_dist`` and ``mean_neg_dist`` are NaN when nothing was mined.
+    """
+
+    loss: float
+    active_fraction: float  # share of mined triplets with positive loss
+    mean_pos_dist: float  # mean d(a,p) over mined triplets
+    mean_neg_dist: float  # mean d(a,n) over mined triplets
+    num_triplets: int
+    embedding_spread: float  # mean distance of the embeddings from their batch mean
+
+
+def embedding_spread(embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean distance of the embeddings from their centroid: 0 when every input maps to the same
+    point (collapse); for unit vectors at most 1, and ~1 when they are spread over the sphere."""
+    return (embeddings - embeddings.mean(dim=0)).norm(dim=1).mean()
+
+
+def _nothing_mined(dist: torch.Tensor, spread: torch.Tensor) -> tuple[torch.Tensor, StepStats]:
+    """A zero loss that still backpropagates, and statistics that say nothing was mined."""
+    return dist.sum() * 0.0, StepStats(0.0, 0.0, math.nan, math.nan, 0, float(spread))
+
+
+def triplet_step(
+    embeddings: torch.Tensor, labels: torch.Tensor, miner: str, margin: float, *, use_numpy: bool | None = None
+) -> tuple[torch.Tensor, StepStats]:
+    """Distances once, mine, loss, statistics: what the training loop calls every step.
+
+    The loss is computed as the miner's ``loss_form`` says: from the listed triplets, or from
+    per-pair counts (batch-all, whose triplets are too many to list: ~95 million at batch 1024);
+    both give the same loss, gradient and statistics. One host sync for the statistics.
+
+    Args:
+        embeddings: (B, D) embeddings (any device); the loss backpropagates into them.
+        labels: (B,) labels on the same device.
+        miner: a registered miner name (see :func:`tripletnet.mining.miner_names`).
+        margin: the triplet margin.
+        use_numpy: force the miner's numpy (True) or torch (False) path; default numpy on CPU.
+
+    Returns:
+        The loss (a 0-d tensor) and the step's :class:`StepStats`.
+    """
+    spec = get_miner(miner)
+    dist = pairwise_distances(embeddings)
+    with torch.no_grad():
+        spread = embedding_spread(embeddings.detach())
+    if spec.loss_form == "counts":
+        assert spec.count is not None  # MinerSpec guarantees it
+        counts = spec.count(dist, labels, margin, use_numpy=use_numpy)
+        if counts.total == 0:
+            return _nothing_mined(dist, spread)
+        pos_sum, neg_sum = counted_distance_sums(dist, counts)  # the loss's own terms give the statistics
+        loss = (pos_sum - neg_sum) / counts.total + margin
+        with torch.no_grad():
+            values = torch.stack([loss, pos_sum / counts.total, neg_sum / counts.total, spread]).tolist()
+        # Every counted triplet has positive loss by construction: the active fraction is 1.
+        return loss, StepStats(values[0], 1.0, values[1], values[2], counts.total, values[3])
+
+    triplets = spec.mine(dist, labels, margin, use_numpy=use_numpy)
+    if len(triplets) == 0:
+        return _nothing_mined(dist, spread)
+    hinge, d_ap, d_an = triplet_hinges(dist, triplets, margin)
+    loss = torch.relu(hinge).mean()
+    with torch.no_grad():
+        active = (hinge > 0).float().mean()
+        values = torch.stack([loss.detach(), active, d_ap.mean(), d_an.mean(), spread]).tolist()
+    return loss, StepStats(values[0], values[1], values[2], values[3], len(triplets), values[4])
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    miner: str,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> StepStats:
+    """One optimisation step on a batch of uint8 images: augment, embed, mine, loss, update.
+
+    Args:
+        model: the network, on the device the batch is on.
+        optimizer: its optimiser.
+        images: uint8 (B, H, W) or (B, C, H, W) images on the model's device.
+        labels: (B,) labels on the same device.
+        miner: a registered miner name.
+        config: the run's config (augment, precision, margin).
+        gen: the epoch's CPU generator (augmentation draws from it).
+
+    Returns:
+        The step's statistics.
+    """
+    inputs = images_to_input(images)
+    if config.augment:
+        inputs = random_affine(inputs, gen)
+    # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        embeddings = model(inputs)
+    loss, stats = triplet_step(embeddings.float(), labels, miner, config.margin)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return stats
