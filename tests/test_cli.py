@@ -53,9 +53,9 @@ MISTAKES = [
     (["--batch_size", "2"], "batch_size"),
     (["--margin", "-1"], "margin"),
     (["--epochs", "0"], "epochs"),
-    (["--dataset", "cifar-1000"], "unknown dataset"),
+    (["--dataset", "cifar-1000"], "--dataset must be mnist, fashion-mnist, or a folder"),
     (["--mining", "semihard:0.4,medium"], "unknown miner"),
-    (["--network", "resnet9000"], "unknown network"),
+    (["--network", "resnet9000"], "--network must be one of"),
     (["--num_images", "-5"], "num_images"),
     (["--epochs", "many"], "invalid int value"),
 ]

@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 from tripletnet.data import (
-    DATA_ENV, DATASET_SPECS, DatasetSplits, load_dataset, load_image_folder, read_idx, resolve_data_root, stratified_subset,
+    DATA_ENV, DATASET_SPECS, DATASETS, DatasetSplits, load_dataset, load_image_folder, read_idx, resolve_data_root, stratified_subset,
 )
 from tripletnet.data import datasets as datasets_module
 from tripletnet.data import download as download_module
 from tripletnet.data.datasets import load_registered
-from tripletnet.errors import UserError
+from tripletnet.errors import ParameterError, UserError
 
 from _mnist import SHARED, data_root, mnist
 
@@ -189,13 +189,15 @@ def test_real_fashion_mnist_loads_with_its_class_names():
     assert not torch.equal(data.test_images[:10], mnist().test_images[:10])
 
 
-def test_unknown_dataset_lists_the_choices(tmp_path):
-    with pytest.raises(UserError, match="unknown dataset 'imagenet-28'") as info:
+def test_unknown_dataset_is_a_parameter_error_listing_the_registry_choices(tmp_path):
+    with pytest.raises(ParameterError, match="got 'imagenet-28'") as info:
         load_dataset("imagenet-28")
+    assert info.value.parameter == "dataset"
+    assert DATASETS.describe() in str(info.value)
     assert "mnist" in str(info.value) and "fashion-mnist" in str(info.value)
     a_file = tmp_path / "mnist.txt"
     a_file.write_text("not a folder")
-    with pytest.raises(UserError, match="unknown dataset"):
+    with pytest.raises(ParameterError, match="mnist.txt"):
         load_dataset(str(a_file))
 
 
