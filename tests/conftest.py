@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tripletnet.data import DatasetSplits
+
 from _mnist import fashion_mnist as _fashion_mnist
 from _mnist import mnist as _mnist
 from _mnist import mnist_slice as _mnist_slice
 from _strict_skips import pytest_make_collect_report, pytest_runtest_makereport
-from tripletnet.data import DatasetSplits
 
 __all__ = ["pytest_make_collect_report", "pytest_runtest_makereport"]  # hooks: pytest finds them by name here
 

@@ -35,7 +35,8 @@ def test_kebab_case_spellings_are_the_same_options():
 def test_every_hyperparameter_is_an_option():
     parser = _build_parser()
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
-    for name in ("lr", "lr_drop_epoch", "lr_drop_factor", "embedding_dim", "mining", "seed", "num_val_triplets", "weight_decay", "dataset", "network"):
+    for name in ("lr", "lr_drop_epoch", "lr_drop_factor", "embedding_dim", "mining", "seed", "num_val_triplets", "weight_decay",
+                 "dataset", "network"):
         assert f"--{name}" in help_text
 
 

@@ -18,14 +18,22 @@ import torch
 from PIL import Image
 
 from tripletnet.data import (
-    DATA_ENV, DATASET_SPECS, DATASETS, DatasetSplits, load_dataset, load_image_folder, read_idx, resolve_data_root, stratified_subset,
+    DATA_ENV,
+    DATASET_SPECS,
+    DATASETS,
+    DatasetSplits,
+    load_dataset,
+    load_image_folder,
+    read_idx,
+    resolve_data_root,
+    stratified_subset,
 )
 from tripletnet.data import datasets as datasets_module
 from tripletnet.data import download as download_module
 from tripletnet.data.datasets import load_registered
 from tripletnet.errors import ParameterError, UserError
 
-from _mnist import SHARED, data_root, mnist
+from _mnist import data_root, mnist
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -406,7 +414,10 @@ def test_stratified_subset_keeps_class_shares_exactly_and_reproducibly():
 
 @pytest.mark.parametrize(
     "counts,n,expected",
-    [([5, 3, 2], 5, [3, 1, 1]), ([97, 2, 1], 10, [10, 0, 0]), ([1, 1, 1, 1], 3, [1, 1, 1, 0]), ([2, 5, 3], 5, [1, 3, 1]), ([1, 7, 2], 4, [0, 3, 1])],
+    [
+        ([5, 3, 2], 5, [3, 1, 1]), ([97, 2, 1], 10, [10, 0, 0]), ([1, 1, 1, 1], 3, [1, 1, 1, 0]), ([2, 5, 3], 5, [1, 3, 1]),
+        ([1, 7, 2], 4, [0, 3, 1]),
+    ],
 )
 def test_stratified_subset_rounds_by_largest_remainder(counts, n, expected):
     labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))

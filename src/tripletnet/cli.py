@@ -21,7 +21,7 @@ from dataclasses import fields
 from typing import Any, Literal, NoReturn
 
 from . import __version__
-from .config import PRESETS, ConfigLayer, EvalConfig, TrainConfig, layered_config, load_toml, value_type
+from .config import PRESETS, RESUMABLE_FIELDS, ConfigLayer, EvalConfig, TrainConfig, layered_config, load_toml, value_type
 from .errors import ParameterError, UserError
 
 PROG = "tripletnet"
@@ -69,7 +69,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type[Train
             parser.add_argument(*spellings, dest=f.name, choices=typing.get_args(annotation), default=None, help=help_text)
         else:
             metavar = f.metadata.get("metavar", f.name.upper())
-            parser.add_argument(*spellings, dest=f.name, type=value_type(annotation), default=None, metavar=metavar, help=help_text)
+            parser.add_argument(*spellings, dest=f.name, type=value_type(annotation), default=None, metavar=metavar,
+                                help=help_text)
 
 
 def _given(args: argparse.Namespace, config_class: type[TrainConfig] | type[EvalConfig]) -> dict[str, Any]:
@@ -95,11 +96,12 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     train.add_argument("--config", metavar="FILE.toml",
-                       help="read options from a TOML file (flat, or under [train]; an [eval] table is ignored); the command line wins")
+                       help="read options from a TOML file (flat, or under [train]; an [eval] table is ignored); "
+                            "the command line wins")
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named set of options")
     train.add_argument("--resume", metavar="CHECKPOINT",
                        help="continue a run from its checkpoint (e.g. checkpoints/last.pt) with its recorded settings; only "
-                            "--epochs, --threads, --eval_every, --eval_images, --data_path, --download and --checkpoint_path may change")
+                            f"{', '.join(flag(name) for name in sorted(RESUMABLE_FIELDS))} may change")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --checkpoint_path")
     add_config_options(train, TrainConfig)
     train.set_defaults(handler=_cmd_train)
@@ -113,7 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "EER, plus precision@1, R-precision, MAP@R, recall@k and k-means NMI/AMI."
         ),
     )
-    evaluate.add_argument("--config", metavar="FILE.toml", help="read options from the [eval] table of a TOML file; the command line wins")
+    evaluate.add_argument("--config", metavar="FILE.toml",
+                          help="read options from the [eval] table of a TOML file; the command line wins")
     add_config_options(evaluate, EvalConfig)
     evaluate.set_defaults(handler=_cmd_evaluate)
 
@@ -221,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; completed epochs are saved as checkpoints (resume with --resume .../last.pt)", file=sys.stderr)
+        print(f"{PROG}: interrupted; completed epochs are saved as checkpoints (resume with --resume .../last.pt)",
+              file=sys.stderr)
         return 130
 
 

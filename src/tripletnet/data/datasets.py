@@ -263,7 +263,9 @@ def load_registered(
         assert path is not None  # every missing file was downloaded or we raised
         arrays[role] = parse_idx(_verified_content(path, spec.files[role], spec.name), str(path))
     # np.array copies: frombuffer arrays are read-only, and labels are widened to int64.
-    tensors = {role: torch.from_numpy(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()}
+    tensors = {
+        role: torch.from_numpy(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()
+    }
     return DatasetSplits(
         train_images=tensors["train_images"],
         train_labels=tensors["train_labels"],
