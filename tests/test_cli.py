@@ -1,9 +1,12 @@
 """Command line: reference spellings, kebab-case, config precedence, and user mistakes."""
 
 import contextlib
+import dataclasses
+import json
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,8 @@ from tripletnet.checkpoint import save_checkpoint
 from tripletnet.cli import _build_parser, build_eval_config, build_train_config, main, parameter_message
 from tripletnet.config import LR_MAX, MARGIN_MAX, PRESETS, RESUMABLE_FIELDS, EvalConfig, TrainConfig
 from tripletnet.errors import ParameterError
+
+from _mnist import data_root, require_dataset
 
 REFERENCE_LINE = [
     "train", "--num_images", "59904", "--batch_size", "256", "--epochs", "20", "--margin", "1",
@@ -266,9 +271,16 @@ def _recorded_run(tmp_path, **settings):
 
 def test_a_resumed_run_keeps_its_recorded_settings_including_its_presets(tmp_path):
     recorded, checkpoint = _recorded_run(tmp_path, **PRESETS["reference"], epochs=4, margin=0.5)
-    assert _config(["train", "--resume", checkpoint]) == recorded
-    assert _config(["train", "--resume", checkpoint, "--preset", "reference"]) == recorded, "the run's own preset agrees"
-    assert _config(["train", "--resume", checkpoint, "--margin", "0.5"]) == recorded, "a flag equal to the record is fine"
+    beside_checkpoint = dataclasses.replace(recorded, checkpoint_path=str(Path(checkpoint).parent))
+    assert _config(["train", "--resume", checkpoint]) == beside_checkpoint
+    assert _config(["train", "--resume", checkpoint, "--preset", "reference"]) == beside_checkpoint, "the run's own preset agrees"
+    assert _config(["train", "--resume", checkpoint, "--margin", "0.5"]) == beside_checkpoint, "a flag equal to the record"
+
+
+def test_a_resumed_run_writes_beside_its_checkpoint_unless_told_otherwise(tmp_path):
+    _, checkpoint = _recorded_run(tmp_path, checkpoint_path=str(tmp_path / "where-it-was-trained"))
+    assert _config(["train", "--resume", checkpoint]).checkpoint_path == str(tmp_path / "recorded")
+    assert _config(["train", "--resume", checkpoint, "--checkpoint_path", "elsewhere"]).checkpoint_path == "elsewhere"
 
 
 def test_flags_that_may_change_on_resume_apply(tmp_path):
@@ -298,3 +310,19 @@ def test_a_flag_toml_value_or_preset_contradicting_the_resumed_run_is_refused_na
     assert "network 'reference' (preset reference; the run has 'conv3')" in err
     assert "epochs" not in err.split("only")[0], "epochs may change: not named as a conflict"
     assert not run_dir.exists()
+
+
+def test_train_then_resume_from_the_command_line_continues_the_recorded_run(tmp_path, capsys):
+    require_dataset("mnist")
+    run_dir = tmp_path / "run"
+    small = ["--num_images", "256", "--batch_size", "64", "--eval_every", "0", "--num_val_triplets", "16",
+             "--data_path", data_root(), "--no-download", "--threads", "1"]
+    assert main(["train", *small, "--epochs", "1", "--lr", "0.002", "--checkpoint_path", str(run_dir)]) == 0
+    last = str(run_dir / "last.pt")
+    assert main(["train", "--resume", last, "--lr", "0.5", "--epochs", "2"]) == 2
+    assert "--lr 0.5 (command line; the run has 0.002)" in capsys.readouterr().err
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1, "a refused resume writes nothing"
+    assert main(["train", "--resume", last, "--epochs", "2"]) == 0
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    resumed = json.loads((run_dir / "config.json").read_text())
+    assert (resumed["epochs"], resumed["lr"], resumed["num_images"]) == (2, 0.002, 256)

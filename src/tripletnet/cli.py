@@ -18,6 +18,7 @@ import sys
 import typing
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from . import __version__
@@ -100,7 +101,8 @@ def _build_parser() -> argparse.ArgumentParser:
                             "the command line wins")
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named set of options")
     train.add_argument("--resume", metavar="CHECKPOINT",
-                       help="continue a run from its checkpoint (e.g. checkpoints/last.pt) with its recorded settings; only "
+                       help="continue a run from its checkpoint (e.g. checkpoints/last.pt) with its recorded settings, writing "
+                            "into the checkpoint's folder unless --checkpoint_path says otherwise; only "
                             f"{', '.join(flag(name) for name in sorted(RESUMABLE_FIELDS))} may change")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --checkpoint_path")
     add_config_options(train, TrainConfig)
@@ -137,10 +139,15 @@ def _build_parser() -> argparse.ArgumentParser:
 def build_train_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults < preset < TOML file < command line; a resumed run starts from its recorded config instead.
 
-    On ``--resume``, the layers may change only the resumable fields; any other value they give
-    that differs from the run's is refused with a message naming all of them.
+    On ``--resume``, the run writes into the folder holding the checkpoint unless ``--checkpoint_path``
+    (or the TOML file) names another; the layers may change only the resumable fields, and any other
+    value they give that differs from the run's is refused with a message naming all of them.
     """
     layers = []
+    if args.resume:
+        # A resumed run writes beside its checkpoint, not into the folder its config recorded (that may be
+        # another run's); --checkpoint_path or the TOML file may still say otherwise.
+        layers.append(ConfigLayer("the checkpoint's folder", {"checkpoint_path": str(Path(args.resume).parent)}))
     if args.preset:
         layers.append(ConfigLayer(f"preset {args.preset}", PRESETS[args.preset]))
     if args.config:
