@@ -112,6 +112,7 @@ class TrainConfig:
         parse_schedule(self.mining)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name: what config.json and checkpoints record."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
@@ -119,6 +120,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+        """The defaults with ``values`` applied; ``source`` names where they come from in messages."""
         return cls().updated(values, source=source)
 
     def updated(self, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
@@ -164,10 +166,12 @@ class EvalConfig:
             raise ParameterError("repeats", f"applies only to protocol pairs, got protocol {self.protocol}", related=("protocol",))
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> EvalConfig:
+        """The defaults with ``values`` applied; ``source`` names where they come from in messages."""
         return cls().updated(values, source=source)
 
     def updated(self, values: Mapping[str, Any], *, source: str = "config") -> EvalConfig:
