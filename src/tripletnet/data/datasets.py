@@ -331,11 +331,15 @@ class DatasetRegistry:
         """
         if dataset in self.named:
             return self.named[dataset]
-        path = Path(dataset).expanduser()
-        for kind in self.path_kinds:
-            if kind.matches(path):
-                return lambda _data_path, _download: kind.load(path)
-        raise ParameterError("dataset", f"must be {self.describe()}; got {dataset!r}, which is none of these")
+        try:
+            path = Path(dataset).expanduser()
+            for kind in self.path_kinds:
+                if kind.matches(path):
+                    return lambda _data_path, _download: kind.load(path)
+            why = "which is none of these"
+        except (OSError, RuntimeError) as exc:  # a name too long for the OS; "~user" of an unknown user
+            why = f"which cannot be a path here ({exc.strerror if isinstance(exc, OSError) else exc})"
+        raise ParameterError("dataset", f"must be {self.describe()}; got {dataset!r}, {why}")
 
     def check(self, dataset: str) -> None:
         """Raise :class:`ParameterError` unless :meth:`loader` knows ``dataset``; loads nothing."""
