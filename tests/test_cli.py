@@ -68,6 +68,8 @@ MISTAKES = [
     (["--network", "resnet9000"], "--network must be one of"),
     (["--num_images", "-5"], "num_images"),
     (["--epochs", "many"], "invalid int value"),
+    (["--checkpoint_path", ""], "--checkpoint_path must name a folder (write . for the current one), got "),
+    (["--dataset", ""], "--dataset must be mnist, fashion-mnist, or a folder of class subfolders; got an empty name"),
 ]
 
 

@@ -101,6 +101,8 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("eval_images", self.eval_images >= 0, "must be >= 0"),
             ("threads", self.threads >= 0, "must be >= 0"),
+            # "" would mean the current directory (issue 10): name it "." if that is meant.
+            ("checkpoint_path", self.checkpoint_path.strip() != "", "must name a folder (write . for the current one)"),
         ], self)
         _check_choice("precision", self.precision, typing.get_args(Precision))
         DATASETS.check(self.dataset)

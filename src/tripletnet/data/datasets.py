@@ -331,6 +331,8 @@ class DatasetRegistry:
         """
         if dataset in self.named:
             return self.named[dataset]
+        if not dataset.strip():  # Path("") is the current directory: a slip, not a choice
+            raise ParameterError("dataset", f"must be {self.describe()}; got an empty name")
         try:
             path = Path(dataset).expanduser()
             for kind in self.path_kinds:
