@@ -1,13 +1,22 @@
 """Command line: reference spellings, kebab-case, config precedence, and user mistakes."""
 
 import contextlib
+import dataclasses
+import json
 import subprocess
 import sys
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from tripletnet.cli import _build_parser, build_train_config, main
-from tripletnet.config import TrainConfig
+import tripletnet
+from tripletnet.training.checkpoint import save_checkpoint
+from tripletnet.cli import _build_parser, build_eval_config, build_train_config, main, parameter_message
+from tripletnet.config import LR_MAX, MARGIN_MAX, PRESETS, RESUMABLE_FIELDS, EvalConfig, TrainConfig
+from tripletnet.errors import ParameterError
+
+from _mnist import data_root, require_dataset
 
 REFERENCE_LINE = [
     "train", "--num_images", "59904", "--batch_size", "256", "--epochs", "20", "--margin", "1",
@@ -35,7 +44,8 @@ def test_kebab_case_spellings_are_the_same_options():
 def test_every_hyperparameter_is_an_option():
     parser = _build_parser()
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
-    for name in ("lr", "lr_drop_epoch", "lr_drop_factor", "embedding_dim", "mining", "seed", "num_val_triplets", "weight_decay", "dataset", "network"):
+    for name in ("lr", "lr_drop_epoch", "lr_drop_factor", "embedding_dim", "mining", "seed", "num_val_triplets", "weight_decay",
+                 "dataset", "network"):
         assert f"--{name}" in help_text
 
 
@@ -53,11 +63,13 @@ MISTAKES = [
     (["--batch_size", "2"], "batch_size"),
     (["--margin", "-1"], "margin"),
     (["--epochs", "0"], "epochs"),
-    (["--dataset", "cifar-1000"], "unknown dataset"),
+    (["--dataset", "cifar-1000"], "--dataset must be mnist, fashion-mnist, or a folder"),
     (["--mining", "semihard:0.4,medium"], "unknown miner"),
-    (["--network", "resnet9000"], "unknown network"),
+    (["--network", "resnet9000"], "--network must be one of"),
     (["--num_images", "-5"], "num_images"),
     (["--epochs", "many"], "invalid int value"),
+    (["--checkpoint_path", ""], "--checkpoint_path must name a folder (write . for the current one), got "),
+    (["--dataset", ""], "--dataset must be mnist, fashion-mnist, or a folder of class subfolders; got an empty name"),
 ]
 
 
@@ -92,3 +104,227 @@ def test_console_script_reports_argparse_errors_in_one_line():
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no-such-option" in proc.stderr
 
+
+
+# --- help texts, --version, and where an error points ------------------------------------------
+
+
+def _subcommand_help(name):
+    return _build_parser()._subparsers._group_actions[0].choices[name].format_help()
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tripletnet {tripletnet.__version__}"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_help_states_each_default_once_and_never_none(command):
+    help_text = " ".join(_subcommand_help(command).split())  # argparse wraps lines
+    assert "(default: None)" not in help_text
+    assert "(default: $TRIPLETNET_DATA, else ./data/)" in help_text or "(default: the checkpoint's" in help_text
+    for config_class in (TrainConfig, EvalConfig):
+        for f in fields(config_class):
+            help_of_field = " ".join(f.metadata["help"].replace("%%", "%").split())
+            if help_of_field in help_text:
+                after = help_text.split(help_of_field, 1)[1]
+                assert not (after.startswith(" (default:") and "default" in help_of_field), f.name
+
+
+def test_every_eval_config_field_is_an_evaluate_option_in_both_spellings():
+    help_text = _subcommand_help("evaluate")
+    for f in fields(EvalConfig):
+        assert f"--{f.name}" in help_text
+        if "_" in f.name:
+            assert f"--{f.name.replace('_', '-')}" in help_text
+    parse = _build_parser().parse_args
+    assert parse(["evaluate", "--n-pairs", "5"]).n_pairs == parse(["evaluate", "--n_pairs", "5"]).n_pairs == 5
+    assert parse(["evaluate", "--no-tsne", "--no-clustering"]).tsne is False
+
+
+@pytest.mark.parametrize("command,argv,flag", [
+    ("train", ["--lr", "-1"], "--lr"),
+    ("evaluate", ["--embeddings", "x.npz", "--far", "0"], "--far"),
+])
+def test_an_error_in_a_subcommand_points_at_that_subcommands_help(capsys, command, argv, flag):
+    assert main([command, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tripletnet {command}: error: {flag} ")
+    assert err.rstrip().endswith(f"(see 'tripletnet {command} --help')")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_argparse_errors_of_a_subcommand_point_at_its_help():
+    proc = subprocess.run([sys.executable, "-m", "tripletnet", "evaluate", "--far", "x"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("tripletnet evaluate: error:") and "(see 'tripletnet evaluate --help')" in proc.stderr
+
+
+# --- validation: parameters in the library, flags on the command line ---------------------------
+
+
+@pytest.mark.parametrize("field_name,value", [
+    ("lr", 1e300), ("lr", float("inf")), ("lr", float("nan")), ("lr", LR_MAX * 1.01), ("lr", 0.0),
+    ("margin", 1e300), ("margin", float("nan")), ("margin", MARGIN_MAX + 0.1), ("margin", 0.0),
+    ("weight_decay", float("inf")), ("lr_drop_factor", float("nan")),
+])
+def test_overflowing_or_non_finite_rates_and_margins_are_refused_naming_the_field(field_name, value):
+    with pytest.raises(ParameterError) as info:
+        TrainConfig(**{field_name: value}).validate()
+    assert info.value.parameter == field_name
+
+
+def test_the_bounds_of_lr_and_margin_are_accepted_and_stated_in_the_help():
+    TrainConfig(lr=LR_MAX, margin=MARGIN_MAX).validate()
+    help_text = " ".join(_subcommand_help("train").split())
+    assert f"Adam learning rate, in (0, {LR_MAX:g}]" in help_text and f"triplet margin, in (0, {MARGIN_MAX:g}]" in help_text
+
+
+def test_a_parameter_error_is_spelled_with_flags_including_related_parameters():
+    error = ParameterError("repeats", "applies only to protocol pairs", related=("protocol",))
+    assert parameter_message(error) == "--repeats applies only to --protocol pairs"
+    assert parameter_message(ParameterError("embeddings_file", "is not an .npz file")) == "--embeddings is not an .npz file"
+    assert parameter_message(ParameterError("out_dir", "is a file")) == "--out is a file"
+
+
+def test_a_library_value_error_that_is_not_a_parameter_error_is_not_hidden(monkeypatch):
+    def broken(args):
+        raise ValueError("a bug, not a user mistake")
+
+    monkeypatch.setattr("tripletnet.cli._cmd_train", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["train"])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--embeddings", "e.npz", "--repeats", "5"], "--repeats applies only to --protocol pairs, got --protocol all-pairs"),
+    (["--embeddings", "e.npz", "--protocol", "kfold", "--repeats", "5"], "--repeats applies only to --protocol pairs"),
+    (["--embeddings", "e.npz", "--n_pairs", "100"], "--n_pairs applies to --protocol pairs or kfold"),
+    (["--embeddings", "e.npz", "--checkpoint", "c.pt"], "--checkpoint or --embeddings: give exactly one of the two, got both"),
+    ([], "--checkpoint or --embeddings: give exactly one of the two, got neither"),
+    (["--embeddings", "e.npz", "--protocol", "pairs", "--n_pairs", "1"], "--n_pairs must be at least 2, got 1"),
+    (["--embeddings", "e.npz", "--far", "nan"], "--far must be in (0, 1], got nan"),
+])
+def test_evaluate_refuses_options_its_protocol_ignores_and_bad_values_before_reading_anything(tmp_path, capsys, argv, needle):
+    assert main(["evaluate", *argv]) == 2  # e.npz does not exist: refused before any file is read
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# --- TOML: one table per command ----------------------------------------------------------------
+
+
+def _eval_config(argv):
+    return build_eval_config(_build_parser().parse_args(["evaluate", *argv]))
+
+
+def test_evaluate_reads_the_eval_table_and_the_command_line_wins(tmp_path):
+    toml = tmp_path / "both.toml"
+    toml.write_text('[train]\nepochs = 3\n\n[eval]\nembeddings = "e.npz"\nprotocol = "pairs"\n'
+                    'n_pairs = 500\nrepeats = 4\nfar = 1\n')
+    config = _eval_config(["--config", str(toml), "--n_pairs", "800"])
+    assert (config.embeddings, config.protocol, config.repeats, config.n_pairs) == ("e.npz", "pairs", 4, 800)
+    assert config.far == 1.0 and isinstance(config.far, float)
+    assert _config(["train", "--config", str(toml)]).epochs == 3
+
+
+def test_evaluate_without_an_eval_table_or_with_unknown_keys_is_a_clear_error(tmp_path, capsys):
+    flat = tmp_path / "flat.toml"
+    flat.write_text("epochs = 3\n")
+    assert main(["evaluate", "--config", str(flat)]) == 2
+    assert "has no [eval] table" in capsys.readouterr().err
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[eval]\nembeddings = "e.npz"\nlr = 0.1\n')
+    assert main(["evaluate", "--config", str(unknown)]) == 2
+    assert "unknown option 'lr'" in capsys.readouterr().err
+
+
+def test_train_says_once_that_it_ignores_an_eval_table(tmp_path, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text('epochs = 2\n\n[eval]\nprotocol = "kfold"\n')
+    config = _config(["train", "--config", str(toml)])
+    assert config.epochs == 2
+    err = capsys.readouterr().err
+    assert err.count("warning: ignoring the [eval] table") == 1 and str(toml) in err
+
+
+# --- precedence, and --resume -------------------------------------------------------------------
+
+
+def test_precedence_is_defaults_then_preset_then_file_then_command_line(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("lr = 0.002\nepochs = 4\n")
+    preset = PRESETS["reference"]
+    assert _config(["train", "--preset", "reference"]).lr == preset["lr"]
+    from_file = _config(["train", "--preset", "reference", "--config", str(toml)])
+    assert (from_file.lr, from_file.epochs, from_file.network) == (0.002, 4, preset["network"])
+    assert _config(["train", "--preset", "reference", "--config", str(toml), "--lr", "0.003"]).lr == 0.003
+
+
+def _recorded_run(tmp_path, **settings):
+    config = TrainConfig(**settings)
+    path = tmp_path / "recorded" / "last.pt"
+    path.parent.mkdir()
+    save_checkpoint(path, {"epoch": 2, "config": config.to_dict(), "model": {}})
+    return config, str(path)
+
+
+def test_a_resumed_run_keeps_its_recorded_settings_including_its_presets(tmp_path):
+    recorded, checkpoint = _recorded_run(tmp_path, **PRESETS["reference"], epochs=4, margin=0.5)
+    beside_checkpoint = dataclasses.replace(recorded, checkpoint_path=str(Path(checkpoint).parent))
+    assert _config(["train", "--resume", checkpoint]) == beside_checkpoint
+    assert _config(["train", "--resume", checkpoint, "--preset", "reference"]) == beside_checkpoint, "the run's own preset agrees"
+    assert _config(["train", "--resume", checkpoint, "--margin", "0.5"]) == beside_checkpoint, "a flag equal to the record"
+
+
+def test_a_resumed_run_writes_beside_its_checkpoint_unless_told_otherwise(tmp_path):
+    _, checkpoint = _recorded_run(tmp_path, checkpoint_path=str(tmp_path / "where-it-was-trained"))
+    assert _config(["train", "--resume", checkpoint]).checkpoint_path == str(tmp_path / "recorded")
+    assert _config(["train", "--resume", checkpoint, "--checkpoint_path", "elsewhere"]).checkpoint_path == "elsewhere"
+
+
+def test_flags_that_may_change_on_resume_apply(tmp_path):
+    recorded, checkpoint = _recorded_run(tmp_path, epochs=4)
+    toml = tmp_path / "more.toml"
+    toml.write_text("eval_every = 0\n")
+    config = _config(["train", "--resume", checkpoint, "--config", str(toml), "--epochs", "9", "--threads", "1",
+                      "--eval_images", "0", "--data_path", "elsewhere", "--no-download", "--checkpoint_path", "run2"])
+    assert (config.epochs, config.threads, config.eval_every, config.eval_images) == (9, 1, 0, 0)
+    assert (config.data_path, config.download, config.checkpoint_path) == ("elsewhere", False, "run2")
+    assert {f.name for f in fields(TrainConfig) if getattr(config, f.name) != getattr(recorded, f.name)} <= RESUMABLE_FIELDS
+
+
+def test_a_flag_toml_value_or_preset_contradicting_the_resumed_run_is_refused_naming_each(tmp_path, capsys):
+    _, checkpoint = _recorded_run(tmp_path)
+    toml = tmp_path / "run.toml"
+    toml.write_text("margin = 0.25\nepochs = 30\n")
+    run_dir = tmp_path / "out"
+    argv = ["train", "--resume", checkpoint, "--preset", "reference", "--config", str(toml), "--lr", "0.5",
+            "--network", "wide", "--epochs", "5", "--checkpoint_path", str(run_dir)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--lr 0.5 (command line; the run has 0.001)" in err
+    assert "--network 'wide' (command line; the run has 'conv3')" in err
+    assert f"margin 0.25 ({toml}; the run has 1.0)" in err
+    assert "network 'reference' (preset reference; the run has 'conv3')" in err
+    assert "epochs" not in err.split("only")[0], "epochs may change: not named as a conflict"
+    assert not run_dir.exists()
+
+
+def test_train_then_resume_from_the_command_line_continues_the_recorded_run(tmp_path, capsys):
+    require_dataset("mnist")
+    run_dir = tmp_path / "run"
+    small = ["--num_images", "256", "--batch_size", "64", "--eval_every", "0", "--num_val_triplets", "16",
+             "--data_path", data_root(), "--no-download", "--threads", "1"]
+    assert main(["train", *small, "--epochs", "1", "--lr", "0.002", "--checkpoint_path", str(run_dir)]) == 0
+    last = str(run_dir / "last.pt")
+    assert main(["train", "--resume", last, "--lr", "0.5", "--epochs", "2"]) == 2
+    assert "--lr 0.5 (command line; the run has 0.002)" in capsys.readouterr().err
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1, "a refused resume writes nothing"
+    assert main(["train", "--resume", last, "--epochs", "2"]) == 0
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    resumed = json.loads((run_dir / "config.json").read_text())
+    assert (resumed["epochs"], resumed["lr"], resumed["num_images"]) == (2, 0.002, 256)

@@ -4,12 +4,17 @@ Never the network: downloads go to an http.server on 127.0.0.1 or to a monkeypat
 """
 
 import dataclasses
+import functools
 import gzip
+import hashlib
 import http.server
 import shutil
 import struct
+import sys
 import threading
+import types
 import urllib.error
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +23,23 @@ import torch
 from PIL import Image
 
 from tripletnet.data import (
-    DATA_ENV, DATASET_SPECS, DatasetSplits, load_dataset, load_image_folder, read_idx, resolve_data_root, stratified_subset,
+    DATA_ENV,
+    DATASET_SPECS,
+    DATASETS,
+    DatasetSplits,
+    PathKind,
+    load_dataset,
+    load_image_folder,
+    read_idx,
+    resolve_data_root,
+    stratified_subset,
 )
 from tripletnet.data import datasets as datasets_module
 from tripletnet.data import download as download_module
-from tripletnet.data.datasets import load_registered
-from tripletnet.errors import UserError
+from tripletnet.data.datasets import CSV_FILE, DatasetSpec, has_suffix, load_registered
+from tripletnet.errors import ParameterError, UserError
 
-from _mnist import SHARED, data_root, mnist
+from _mnist import data_root, mnist
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -189,13 +203,15 @@ def test_real_fashion_mnist_loads_with_its_class_names():
     assert not torch.equal(data.test_images[:10], mnist().test_images[:10])
 
 
-def test_unknown_dataset_lists_the_choices(tmp_path):
-    with pytest.raises(UserError, match="unknown dataset 'imagenet-28'") as info:
+def test_unknown_dataset_is_a_parameter_error_listing_the_registry_choices(tmp_path):
+    with pytest.raises(ParameterError, match="got 'imagenet-28'") as info:
         load_dataset("imagenet-28")
+    assert info.value.parameter == "dataset"
+    assert DATASETS.describe() in str(info.value)
     assert "mnist" in str(info.value) and "fashion-mnist" in str(info.value)
     a_file = tmp_path / "mnist.txt"
     a_file.write_text("not a folder")
-    with pytest.raises(UserError, match="unknown dataset"):
+    with pytest.raises(ParameterError, match="mnist.txt"):
         load_dataset(str(a_file))
 
 
@@ -404,7 +420,10 @@ def test_stratified_subset_keeps_class_shares_exactly_and_reproducibly():
 
 @pytest.mark.parametrize(
     "counts,n,expected",
-    [([5, 3, 2], 5, [3, 1, 1]), ([97, 2, 1], 10, [10, 0, 0]), ([1, 1, 1, 1], 3, [1, 1, 1, 0]), ([2, 5, 3], 5, [1, 3, 1]), ([1, 7, 2], 4, [0, 3, 1])],
+    [
+        ([5, 3, 2], 5, [3, 1, 1]), ([97, 2, 1], 10, [10, 0, 0]), ([1, 1, 1, 1], 3, [1, 1, 1, 0]), ([2, 5, 3], 5, [1, 3, 1]),
+        ([1, 7, 2], 4, [0, 3, 1]),
+    ],
 )
 def test_stratified_subset_rounds_by_largest_remainder(counts, n, expected):
     labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
@@ -484,3 +503,99 @@ def test_image_folder_splits_must_agree(tmp_path):
     (tmp_path / "train" / "b").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         load_image_folder(tmp_path)
+
+
+# --- the dataset registry: one list that config validation, CLI help and the loader read ---------
+
+
+def test_the_registry_is_the_one_list_config_help_and_loader_read(tmp_path):
+    from tripletnet.cli import _build_parser
+    from tripletnet.config import TrainConfig
+
+    assert DATASETS.names() == tuple(DATASET_SPECS) == ("mnist", "fashion-mnist")
+    assert DATASETS.describe() == "mnist, fashion-mnist, or a folder of class subfolders"
+    dataset_help = next(f.metadata["help"] for f in fields(TrainConfig) if f.name == "dataset")
+    assert dataset_help == f"dataset: {DATASETS.describe()}"
+    train_help = " ".join(_build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert DATASETS.describe() in train_help
+    for name in DATASETS.names():
+        TrainConfig(dataset=name).validate()
+    TrainConfig(dataset=str(tmp_path)).validate()  # a folder
+    with pytest.raises(ParameterError) as info:
+        TrainConfig(dataset="cifar-10").validate()
+    assert info.value.parameter == "dataset" and DATASETS.describe() in info.value.problem
+
+
+def _save_splits_npz(path: Path, n_per_class: int = 3) -> None:
+    labels = np.repeat(np.arange(2), n_per_class)
+    images = np.arange(len(labels) * 28 * 28, dtype=np.uint8).reshape(-1, 28, 28)
+    with open(path, "wb") as fh:  # a handle: np.savez would append ".npz" to "Tiny.NPZ"
+        np.savez(fh, train_images=images, train_labels=labels, test_images=images[:2], test_labels=labels[:2])
+
+
+def _load_splits_npz(path: Path) -> DatasetSplits:
+    with np.load(path, allow_pickle=False) as arrays:
+        tensors = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
+    return DatasetSplits(class_names=("a", "b"), name=path.stem, **tensors)
+
+
+# The worked example for CONTRIBUTING: a new kind of dataset given by its path is one PathKind.
+NPZ_SPLITS = PathKind("npz", "an .npz of train/test images and labels", has_suffix(".npz"), _load_splits_npz)
+
+
+def test_a_new_kind_of_dataset_is_one_registration_dispatched_by_suffix(tmp_path):
+    registry = dataclasses.replace(DATASETS, path_kinds=(*DATASETS.path_kinds, NPZ_SPLITS))
+    assert registry.describe() == "mnist, fashion-mnist, a folder of class subfolders, or an .npz of train/test images and labels"
+    path = tmp_path / "Tiny.NPZ"  # the suffix matches in any case
+    _save_splits_npz(path)
+    data = registry.load(str(path))
+    assert data.name == "Tiny" and data.train_images.shape == (6, 28, 28) and data.train_labels.tolist() == [0, 0, 0, 1, 1, 1]
+    registry.check(str(tmp_path / "not-yet-written.npz"))  # a kind matched by suffix: its loader reports a missing file
+    with pytest.raises(ParameterError, match="an .npz of train/test images"):
+        registry.check(str(tmp_path / "data.h5"))
+    with pytest.raises(ParameterError):  # the shared registry is unchanged
+        DATASETS.check(str(path))
+
+
+def test_a_registered_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert DATASETS.loader("mnist") is DATASETS.named["mnist"]
+    assert DATASETS.loader("./mnist") is not DATASETS.named["mnist"]
+
+
+def test_the_csv_kind_hands_the_path_to_the_csv_reader(tmp_path, monkeypatch):
+    # The reader is tripletnet.data.csv.load_csv_dataset (the "data" work); registering CSV_FILE is one line.
+    calls = []
+    reader = types.ModuleType("tripletnet.data.csv")
+    reader.load_csv_dataset = lambda path: calls.append(path) or "splits"
+    monkeypatch.setitem(sys.modules, "tripletnet.data.csv", reader)
+    registry = dataclasses.replace(DATASETS, path_kinds=(*DATASETS.path_kinds, CSV_FILE))
+    assert registry.load(str(tmp_path / "labels.csv")) == "splits"
+    assert calls == [tmp_path / "labels.csv"]
+    assert registry.describe().endswith("or a .csv file of image paths and labels")
+
+
+def _tiny_idx_spec(folder: Path) -> DatasetSpec:
+    """A two-class IDX dataset written to ``folder/tiny/``, with the spec that registers it."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_images": rng.integers(0, 256, (8, 28, 28)), "train_labels": np.array([0, 1] * 4),
+        "test_images": rng.integers(0, 256, (4, 28, 28)), "test_labels": np.array([0, 1] * 2),
+    }
+    (folder / "tiny").mkdir(parents=True)
+    files = {}
+    for role, array in arrays.items():
+        content = _idx_bytes(array)
+        name = f"tiny-{role.replace('_', '-')}-ubyte"
+        (folder / "tiny" / name).write_bytes(content)
+        files[role] = datasets_module.IdxFile(name, hashlib.sha256(content).hexdigest(), len(content))
+    return DatasetSpec(name="tiny", folders=("tiny",), files=files, mirrors=("https://example.invalid/",), class_names=("a", "b"))
+
+
+def test_a_new_idx_dataset_is_one_spec_in_the_registry(tmp_path):
+    spec = _tiny_idx_spec(tmp_path)
+    registry = dataclasses.replace(DATASETS, named={**DATASETS.named, "tiny": functools.partial(load_registered, spec)})
+    assert "tiny" in registry.names() and registry.describe().startswith("mnist, fashion-mnist, tiny, or a folder")
+    data = registry.load("tiny", str(tmp_path), download=False)
+    assert data.name == "tiny" and data.train_images.shape == (8, 28, 28) and data.test_labels.tolist() == [0, 1, 0, 1]

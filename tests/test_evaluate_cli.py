@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tripletnet.api import load_embeddings, save_embeddings
-from tripletnet.checkpoint import load_checkpoint, save_checkpoint
+from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 from tripletnet.cli import main
 from tripletnet.config import TrainConfig
 from tripletnet.errors import UserError

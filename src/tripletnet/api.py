@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .training.checkpoint import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig
 from .data import DatasetSplits, load_dataset
 from .errors import UserError

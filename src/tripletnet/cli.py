@@ -1,23 +1,47 @@
 """The ``tripletnet`` command: a thin layer over the library API.
 
-Every option of ``train`` comes from a :class:`~tripletnet.config.TrainConfig` field and is
-accepted both as the reference spells it (``--num_images``) and in kebab-case (``--num-images``).
-Precedence: defaults < ``--preset`` < ``--config FILE.toml`` < command line.
+The options of ``train`` and ``evaluate`` are generated from the fields of
+:class:`~tripletnet.config.TrainConfig` and :class:`~tripletnet.config.EvalConfig`, each accepted
+both as the reference spells it (``--num_images``) and in kebab-case (``--num-images``).
+Precedence: defaults < ``--preset`` < ``--config FILE.toml`` < command line; a resumed run keeps
+its recorded settings (see :func:`~tripletnet.config.layered_config`).
+
+Library functions name their parameters (:class:`~tripletnet.errors.ParameterError`); this module
+turns those names into flags and every user mistake into one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 
-from .config import PRESETS, TrainConfig, load_toml
-from .errors import UserError
-from .evaluation.report import PROTOCOLS
+from . import __version__
+from .config import PRESETS, RESUMABLE_FIELDS, ConfigLayer, EvalConfig, TrainConfig, layered_config, load_toml, value_type
+from .errors import ParameterError, UserError
 
 PROG = "tripletnet"
+
+# Library parameters whose flag is spelled differently; every other parameter `x` is the flag `--x`.
+FLAG_OF_PARAMETER = {"embeddings_file": "--embeddings", "out_dir": "--out"}
+
+
+def flag(parameter: str) -> str:
+    """The command-line flag for a library parameter or config field."""
+    return FLAG_OF_PARAMETER.get(parameter, f"--{parameter}")
+
+
+def parameter_message(error: ParameterError) -> str:
+    """``error`` in the CLI's words: its parameter, and the related ones its problem names, as flags."""
+    problem = error.problem
+    for name in error.related:
+        problem = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag(name), problem)
+    return f"{flag(error.parameter)} {problem}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,15 +51,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    for f in fields(TrainConfig):
+def add_config_options(parser: argparse.ArgumentParser, config_class: type[TrainConfig] | type[EvalConfig]) -> None:
+    """One option per field of ``config_class``: ``--name`` (and ``--kebab-name``), typed, with the field's help.
+
+    Options default to None (not given), so that a layer below the command line shows through.
+    Booleans get ``--name`` / ``--no-name``; ``Literal`` fields list their choices.
+    """
+    types = typing.get_type_hints(config_class)
+    for f in fields(config_class):
         spellings = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
-        if isinstance(f.default, bool):
+        help_text = f.metadata.get("help", "")
+        if f.default is not None and "default" not in help_text:  # never a second default after a stated one
+            help_text += f" (default: {f.default})"
+        annotation = types[f.name]
+        if value_type(annotation) is bool:
             parser.add_argument(*spellings, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-            continue
-        kind: Any = type(f.default) if f.default is not None else str
-        parser.add_argument(*spellings, dest=f.name, type=kind, default=None, metavar=f.name.upper(), help=help_text)
+        elif typing.get_origin(annotation) is Literal:
+            parser.add_argument(*spellings, dest=f.name, choices=typing.get_args(annotation), default=None, help=help_text)
+        else:
+            metavar = f.metadata.get("metavar", f.name.upper())
+            parser.add_argument(*spellings, dest=f.name, type=value_type(annotation), default=None, metavar=metavar,
+                                help=help_text)
+
+
+def _given(args: argparse.Namespace, config_class: type[TrainConfig] | type[EvalConfig]) -> dict[str, Any]:
+    """The config fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(config_class) if getattr(args, f.name) is not None}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -43,6 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Train triplet-loss embedding networks and evaluate them like verification systems.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -54,11 +96,16 @@ def _build_parser() -> argparse.ArgumentParser:
             "Every epoch writes <checkpoint_path>/epoch_<n>.pt, last.pt and a line of metrics.jsonl."
         ),
     )
-    train.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flat, or under [train]); the command line wins")
+    train.add_argument("--config", metavar="FILE.toml",
+                       help="read options from a TOML file (flat, or under [train]; an [eval] table is ignored); "
+                            "the command line wins")
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named set of options")
-    train.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint (e.g. checkpoints/last.pt)")
+    train.add_argument("--resume", metavar="CHECKPOINT",
+                       help="continue a run from its checkpoint (e.g. checkpoints/last.pt) with its recorded settings, writing "
+                            "into the checkpoint's folder unless --checkpoint_path says otherwise; only "
+                            f"{', '.join(flag(name) for name in sorted(RESUMABLE_FIELDS))} may change")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --checkpoint_path")
-    _add_config_options(train)
+    add_config_options(train, TrainConfig)
     train.set_defaults(handler=_cmd_train)
 
     evaluate = sub.add_parser(
@@ -70,46 +117,59 @@ def _build_parser() -> argparse.ArgumentParser:
             "EER, plus precision@1, R-precision, MAP@R, recall@k and k-means NMI/AMI."
         ),
     )
-    source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a tripletnet checkpoint (its dataset's test split is embedded)")
-    source.add_argument("--embeddings", help="an .npz from 'tripletnet embed' (arrays embeddings, labels)")
-    evaluate.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
-    evaluate.add_argument("--protocol", choices=PROTOCOLS, default="all-pairs",
-                          help="all-pairs: every test pair, exact (default); pairs: the reference's random pairs; kfold: LFW-style 10 folds")
-    evaluate.add_argument("--far", type=float, default=1e-3, help="target false-accept rate for the threshold (default: 1e-3)")
-    evaluate.add_argument("--n_pairs", "--n-pairs", dest="n_pairs", type=int, default=None,
-                          help="pairs for --protocol pairs (default 1024) or kfold (default 6000)")
-    evaluate.add_argument("--repeats", type=int, default=1, help="with --protocol pairs: also report mean ± std over this many draws")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed for random pairs and k-means (default: 0)")
-    evaluate.add_argument("--no-clustering", dest="clustering", action="store_false", help="skip k-means NMI/AMI")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    evaluate.add_argument("--out", metavar="DIR", help="write metrics.json and plots (distances, ROC, t-SNE, per-epoch curves) here")
-    evaluate.add_argument("--no-tsne", dest="tsne", action="store_false", help="with --out: skip the t-SNE plot")
+    evaluate.add_argument("--config", metavar="FILE.toml",
+                          help="read options from the [eval] table of a TOML file; the command line wins")
+    add_config_options(evaluate, EvalConfig)
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     embed = sub.add_parser("embed", help="write the embeddings of a dataset split as .npz",
-                           description="Embed a split of the checkpoint's dataset; writes arrays embeddings (N x D float32) and labels (N int64).")
+                           description="Embed a split of the checkpoint's dataset; "
+                                       "writes arrays embeddings (N x D float32) and labels (N int64).")
     embed.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
     embed.add_argument("--split", choices=("train", "test"), default="test", help="which split (default: test)")
     embed.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
-    embed.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+    embed.add_argument("--data_path", "--data-path", dest="data_path",
+                       help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
     embed.set_defaults(handler=_cmd_embed)
+    for name, subparser in sub.choices.items():
+        subparser.set_defaults(prog=f"{PROG} {name}")
     return parser
 
 
 def build_train_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults < preset < resumed checkpoint < TOML file < command line."""
-    config = TrainConfig()
-    if args.preset:
-        config = config.updated(PRESETS[args.preset], source=f"preset {args.preset}")
-    if args.resume:
-        from .checkpoint import load_checkpoint
+    """Defaults < preset < TOML file < command line; a resumed run starts from its recorded config instead.
 
-        config = TrainConfig.from_dict(load_checkpoint(args.resume)["config"], source=args.resume)
+    On ``--resume``, the run writes into the folder holding the checkpoint unless ``--checkpoint_path``
+    (or the TOML file) names another; the layers may change only the resumable fields, and any other
+    value they give that differs from the run's is refused with a message naming all of them.
+    """
+    layers = []
+    if args.resume:
+        # A resumed run writes beside its checkpoint, not into the folder its config recorded (that may be
+        # another run's); --checkpoint_path or the TOML file may still say otherwise.
+        layers.append(ConfigLayer("the checkpoint's folder", {"checkpoint_path": str(Path(args.resume).parent)}))
+    if args.preset:
+        layers.append(ConfigLayer(f"preset {args.preset}", PRESETS[args.preset]))
     if args.config:
-        config = config.updated(load_toml(args.config), source=args.config)
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    config = config.updated(given, source="command line")
+        table = load_toml(args.config, "train")
+        for other in table.other_tables:
+            print(f"{args.prog}: warning: ignoring the [{other}] table of {args.config} (it configures 'tripletnet evaluate')",
+                  file=sys.stderr)
+        layers.append(ConfigLayer(args.config, table.values))
+    layers.append(ConfigLayer("command line", _given(args, TrainConfig), spell=flag))
+    if not args.resume:
+        return layered_config(layers)
+    from .training.checkpoint import load_checkpoint
+
+    return layered_config(layers, load_checkpoint(args.resume)["config"], resumed_source=args.resume)
+
+
+def build_eval_config(args: argparse.Namespace) -> EvalConfig:
+    """Defaults < the ``[eval]`` table of ``--config`` < command line, validated."""
+    config = EvalConfig()
+    if args.config:
+        config = config.updated(load_toml(args.config, "eval").values, source=args.config)
+    config = config.updated(_given(args, EvalConfig), source="command line")
     config.validate()
     return config
 
@@ -131,14 +191,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .api import evaluate, summary
     from .evaluation import format_table
 
-    if not 0 < args.far <= 1:
-        raise UserError(f"--far must be in (0, 1], got {args.far}")
+    config = build_eval_config(args)
     result = evaluate(
-        checkpoint=args.checkpoint, embeddings_file=args.embeddings, data_path=args.data_path, protocol=args.protocol,
-        far=args.far, n_pairs=args.n_pairs, repeats=args.repeats, seed=args.seed, clustering=args.clustering,
-        out_dir=args.out, tsne=args.tsne,
+        checkpoint=config.checkpoint, embeddings_file=config.embeddings, data_path=config.data_path,
+        protocol=config.protocol, far=config.far, n_pairs=config.n_pairs, repeats=config.repeats, seed=config.seed,
+        clustering=config.clustering, out_dir=config.out, tsne=config.tsne,
     )
-    if args.json:
+    if config.json:
         print(json.dumps(summary(result)))
     else:
         print(format_table(result))
@@ -153,7 +212,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .api import embed_checkpoint, save_embeddings
 
     if not args.out.endswith(".npz"):
-        raise UserError(f"--out must name an .npz file, got {args.out!r}")
+        raise ParameterError("out", f"must name an .npz file, got {args.out!r}")
     split = embed_checkpoint(args.checkpoint, args.split, args.data_path)
     path = save_embeddings(args.out, split.embeddings, split.labels)
     print(f"wrote {len(split.embeddings):,} embeddings of size {split.embeddings.shape[1]} ({args.split} split) to {path}")
@@ -164,12 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        return int(args.handler(args))
+    except ParameterError as exc:
+        print(f"{args.prog}: error: {parameter_message(exc)} (see '{args.prog} --help')", file=sys.stderr)
+        return 2
     except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; completed epochs are saved as checkpoints (resume with --resume .../last.pt)", file=sys.stderr)
+        print(f"{PROG}: interrupted; completed epochs are saved as checkpoints (resume with --resume .../last.pt)",
+              file=sys.stderr)
         return 130
 
 

@@ -1,28 +1,46 @@
-"""The single source of truth for every hyperparameter of a training run.
+"""The single source of truth for every option of a training run and of an evaluation.
 
-The CLI builds a :class:`TrainConfig` from defaults, an optional TOML file and command-line
-options (in that order of precedence, last wins); a notebook builds one directly. The config is
-saved as JSON beside every run and inside every checkpoint, so a run can always be re-created.
+The CLI builds a :class:`TrainConfig` (or an :class:`EvalConfig`) from defaults, a preset, an
+optional TOML file and command-line options (in that order of precedence, last wins); a notebook
+builds one directly. Each field's name, type, default and help text generate the command's flag.
+A training config is saved as JSON beside every run and inside every checkpoint, so a run can
+always be re-created; :func:`resumed_config` decides what a resumed run may change.
+
+Validation raises :class:`~tripletnet.errors.ParameterError` naming the field; only the CLI turns
+field names into flags.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from .errors import UserError
+from .data.datasets import DATASETS
+from .errors import ParameterError, UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DATASETS = ("mnist", "fashion-mnist")
-PRECISIONS = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Protocol = Literal["all-pairs", "pairs", "kfold"]
+
+# Upper bounds that keep every step's arithmetic finite (issue 10: --lr 1e300 overflowed).
+LR_MAX = 1.0
+MARGIN_MAX = 2.0  # the largest distance between two L2-normalised embeddings
+
+# What a resumed run may change: where and how long it runs and how often it is evaluated, never
+# what it learns (network, data subset, optimiser, mining), which the checkpoint records.
+RESUMABLE_FIELDS = frozenset({"epochs", "threads", "eval_every", "eval_images", "data_path", "download", "checkpoint_path"})
 
 
 @dataclass
@@ -34,7 +52,7 @@ class TrainConfig:
     """
 
     # data
-    dataset: str = field(default="mnist", metadata={"help": "dataset: mnist, fashion-mnist, or a folder of class subfolders"})
+    dataset: str = field(default="mnist", metadata={"help": f"dataset: {DATASETS.describe()}"})
     data_path: str | None = field(default=None, metadata={"help": "where the dataset files are (default: $TRIPLETNET_DATA, else ./data/)"})
     download: bool = field(default=True, metadata={"help": "download missing dataset files from the public mirrors"})
     num_images: int = field(default=59904, metadata={"help": "training images per epoch: a class-stratified subset drawn from the seed"})
@@ -46,17 +64,17 @@ class TrainConfig:
     network: str = field(default="conv3", metadata={"help": "conv3: three conv blocks, 15 MFLOPs/image; reference: the reference project's two-block CNN, 8 MFLOPs; wide: five convs, 44 MFLOPs"})
     embedding_dim: int = field(default=64, metadata={"help": "size of the L2-normalised embedding"})
     # mining and loss
-    margin: float = field(default=1.0, metadata={"help": "triplet margin"})
+    margin: float = field(default=1.0, metadata={"help": f"triplet margin, in (0, {MARGIN_MAX:g}]: unit-length embeddings are at most 2 apart"})
     mining: str = field(default="semihard:0.4,hard", metadata={"help": "mining schedule, e.g. 'semihard:0.4,hard' = semi-hard for the first 40%% of epochs, then hard (each miner at least one epoch); miners: semihard, hard, batch_all"})
     collapse_fallback: bool = field(default=True, metadata={"help": "if hard mining collapses the embeddings (a batch's spread falls below half of the last epoch's), undo that epoch and continue with semi-hard mining"})
     # optimisation
     epochs: int = field(default=20, metadata={"help": "number of epochs"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    lr: float = field(default=1e-3, metadata={"help": f"Adam learning rate, in (0, {LR_MAX:g}]"})
     lr_drop_epoch: int = field(default=15, metadata={"help": "multiply the learning rate by lr_drop_factor after this many epochs (0 = never)"})
     lr_drop_factor: float = field(default=0.1, metadata={"help": "learning-rate drop factor"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
-    precision: str = field(default="bf16", metadata={"help": "training arithmetic: fp32, or bf16 (autocast; faster on CPUs with AVX-512 BF16; evaluation stays fp32)"})
-    device: str = field(default="auto", metadata={"help": "where to train: auto (cuda if available, else cpu), cpu, cuda or mps; model, batches and mining all run there"})
+    precision: Precision = field(default="bf16", metadata={"help": "training arithmetic: fp32, or bf16 (autocast; faster on CPUs with AVX-512 BF16; evaluation stays fp32)"})
+    device: Device = field(default="auto", metadata={"help": "where to train: auto (cuda if available, else cpu), cpu, cuda or mps; model, batches and mining all run there"})
     # bookkeeping
     seed: int = field(default=0, metadata={"help": "random seed: subset, batches, validation triplets and initial weights"})
     num_val_triplets: int = field(default=128, metadata={"help": "fixed random test triplets for the per-epoch validation loss"})
@@ -66,67 +84,151 @@ class TrainConfig:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def validate(self) -> None:
-        """Raise :class:`UserError` for values no run can use. Called before anything is written."""
-        checks = [
-            (self.num_images > 0, f"--num_images must be positive, got {self.num_images}"),
-            (self.batch_size >= 4, f"--batch_size must be at least 4 (two classes with two images each), got {self.batch_size}"),
-            (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
-            (self.margin > 0, f"--margin must be positive, got {self.margin}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.lr_drop_epoch >= 0, f"--lr_drop_epoch must be >= 0, got {self.lr_drop_epoch}"),
-            (0 < self.lr_drop_factor <= 1, f"--lr_drop_factor must be in (0, 1], got {self.lr_drop_factor}"),
-            (self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.embedding_dim > 0, f"--embedding_dim must be positive, got {self.embedding_dim}"),
-            (self.num_val_triplets > 0, f"--num_val_triplets must be positive, got {self.num_val_triplets}"),
-            (self.num_workers >= 0, f"--num_workers must be >= 0, got {self.num_workers}"),
-            (self.eval_every >= 0, f"--eval_every must be >= 0, got {self.eval_every}"),
-            (self.eval_images >= 0, f"--eval_images must be >= 0, got {self.eval_images}"),
-            (self.threads >= 0, f"--threads must be >= 0, got {self.threads}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.dataset not in DATASETS and not Path(self.dataset).is_dir():
-            raise UserError(
-                f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)} or give a folder of class subfolders"
-            )
-        # Imported here to keep config importable without torch-heavy modules.
-        from .models import NETWORKS
-        from .schedule import parse_schedule
+        """Raise :class:`ParameterError` naming the field of a value no run can use.
 
-        if self.network not in NETWORKS:
-            raise UserError(f"unknown network {self.network!r}: choose one of {', '.join(NETWORKS)}")
+        Called before anything is written.
+        """
+        _check_all([
+            ("num_images", self.num_images > 0, "must be positive"),
+            ("batch_size", self.batch_size >= 4, "must be at least 4 (two classes with two images each)"),
+            ("epochs", self.epochs > 0, "must be positive"),
+            ("margin", _finite_in(self.margin, 0, MARGIN_MAX), f"must be in (0, {MARGIN_MAX:g}]"),
+            ("lr", _finite_in(self.lr, 0, LR_MAX), f"must be in (0, {LR_MAX:g}]"),
+            ("lr_drop_epoch", self.lr_drop_epoch >= 0, "must be >= 0"),
+            ("lr_drop_factor", _finite_in(self.lr_drop_factor, 0, 1), "must be in (0, 1]"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be finite and >= 0"),
+            ("embedding_dim", self.embedding_dim > 0, "must be positive"),
+            ("num_val_triplets", self.num_val_triplets > 0, "must be positive"),
+            ("num_workers", self.num_workers >= 0, "must be >= 0"),
+            ("eval_every", self.eval_every >= 0, "must be >= 0"),
+            ("eval_images", self.eval_images >= 0, "must be >= 0"),
+            ("threads", self.threads >= 0, "must be >= 0"),
+            # "" would mean the current directory (issue 10): name it "." if that is meant.
+            ("checkpoint_path", self.checkpoint_path.strip() != "", "must name a folder (write . for the current one)"),
+        ], self)
+        _check_choice("precision", self.precision, typing.get_args(Precision))
+        _check_choice("device", self.device, typing.get_args(Device))
+        DATASETS.check(self.dataset)
+        # Imported here: the network and miner registries pull in the models.
+        from .models import NETWORKS
+        from .mining import parse_schedule
+
+        _check_choice("network", self.network, tuple(NETWORKS))
         parse_schedule(self.mining)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name: what config.json and checkpoints record."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
+        """The defaults with ``values`` applied; ``source`` names where they come from in messages."""
         return cls().updated(values, source=source)
 
-    def updated(self, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+    def updated(self, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
         """Return a copy with ``values`` applied, checking names and types."""
-        known = {f.name: f for f in fields(self)}
-        changes: dict[str, Any] = {}
-        for raw_key, value in values.items():
-            key = raw_key.replace("-", "_")
-            if key not in known:
-                raise UserError(f"{source}: unknown option {raw_key!r}")
-            changes[key] = _coerce(value, getattr(self, key), key, known[key].type, source)
-        return dataclasses.replace(self, **changes)
+        return _updated(self, values, source)
 
 
-def _coerce(value: Any, default: Any, key: str, annotation: Any, source: str) -> Any:
+@dataclass
+class EvalConfig:
+    """Options of one evaluation (``tripletnet evaluate``, or the TOML table ``[eval]``)."""
+
+    checkpoint: str | None = field(default=None, metadata={"help": "a tripletnet checkpoint (its dataset's test split is embedded); give this or --embeddings", "metavar": "FILE.pt"})
+    embeddings: str | None = field(default=None, metadata={"help": "an .npz from 'tripletnet embed' (arrays embeddings, labels)", "metavar": "FILE.npz"})
+    data_path: str | None = field(default=None, metadata={"help": "dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)"})
+    protocol: Protocol = field(default="all-pairs", metadata={"help": "all-pairs: every test pair, exact; pairs: the reference's random pairs; kfold: LFW-style 10 folds"})
+    far: float = field(default=1e-3, metadata={"help": "target false-accept rate for the threshold, in (0, 1]"})
+    n_pairs: int | None = field(default=None, metadata={"help": "pairs for --protocol pairs (default 1024) or kfold (default 6000); all-pairs uses every pair"})
+    repeats: int = field(default=1, metadata={"help": "with --protocol pairs: also report mean ± std over this many draws"})
+    seed: int = field(default=0, metadata={"help": "seed for random pairs and k-means"})
+    clustering: bool = field(default=True, metadata={"help": "k-means NMI/AMI (--no-clustering skips them)"})
+    json: bool = field(default=False, metadata={"help": "print one JSON object instead of the table"})
+    out: str | None = field(default=None, metadata={"help": "write metrics.json and plots (distances, ROC, t-SNE, per-epoch curves) here", "metavar": "DIR"})
+    tsne: bool = field(default=True, metadata={"help": "with --out: the t-SNE plot (--no-tsne skips it)"})
+
+    def validate(self) -> None:
+        """Raise :class:`ParameterError` naming the field of a value, or a combination, no evaluation can use.
+
+        Options the chosen protocol would ignore are refused rather than silently dropped.
+        """
+        if (self.checkpoint is None) == (self.embeddings is None):
+            given = "both" if self.checkpoint is not None else "neither"
+            raise ParameterError("checkpoint", f"or embeddings: give exactly one of the two, got {given}", related=("embeddings",))
+        _check_choice("protocol", self.protocol, typing.get_args(Protocol))
+        _check_all([
+            ("far", _finite_in(self.far, 0, 1), "must be in (0, 1]"),
+            ("n_pairs", self.n_pairs is None or self.n_pairs >= 2, "must be at least 2"),
+            ("repeats", self.repeats >= 1, "must be at least 1"),
+        ], self)
+        if self.n_pairs is not None and self.protocol == "all-pairs":
+            raise ParameterError("n_pairs", "applies to protocol pairs or kfold; all-pairs evaluates every pair",
+                                 related=("protocol",))
+        if self.repeats != 1 and self.protocol != "pairs":
+            raise ParameterError("repeats", f"applies only to protocol pairs, got protocol {self.protocol}", related=("protocol",))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> EvalConfig:
+        """The defaults with ``values`` applied; ``source`` names where they come from in messages."""
+        return cls().updated(values, source=source)
+
+    def updated(self, values: Mapping[str, Any], *, source: str = "config") -> EvalConfig:
+        """Return a copy with ``values`` applied, checking names and types."""
+        return _updated(self, values, source)
+
+
+ConfigT = TypeVar("ConfigT", TrainConfig, EvalConfig)
+
+
+def _finite_in(value: float, low: float, high: float) -> bool:
+    """``low < value <= high`` and finite (False for NaN, whose comparisons are all False)."""
+    return math.isfinite(value) and low < value <= high
+
+
+def _check_all(checks: Iterable[tuple[str, bool, str]], config: object) -> None:
+    for name, ok, problem in checks:
+        if not ok:
+            raise ParameterError(name, f"{problem}, got {getattr(config, name)}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
+    if value not in choices:
+        raise ParameterError(name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _updated(config: ConfigT, values: Mapping[str, Any], source: str) -> ConfigT:
+    """A copy of ``config`` with ``values`` (keys in snake- or kebab-case) applied, names and types checked."""
+    known = {f.name for f in fields(config)}
+    types = typing.get_type_hints(type(config))
+    changes: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        if key not in known:
+            raise UserError(f"{source}: unknown option {raw_key!r}")
+        changes[key] = _coerce(value, types[key], key, source)
+    return dataclasses.replace(config, **changes)
+
+
+def value_type(annotation: Any) -> type:
+    """The Python type a field's values have: ``int | None`` -> int, ``Literal["a", "b"]`` -> str."""
+    if typing.get_origin(annotation) is Literal:
+        return type(typing.get_args(annotation)[0])
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return value_type(args[0]) if args else annotation
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     """Check a value from TOML/JSON against the field's type (ints may stand for floats)."""
-    if value is None and "None" in str(annotation):
+    if value is None and type(None) in typing.get_args(annotation):
         return None
-    expected = type(default) if default is not None else str
+    expected = value_type(annotation)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
@@ -134,8 +236,31 @@ def _coerce(value: Any, default: Any, key: str, annotation: Any, source: str) ->
     return value
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; a flat table or one under ``[train]``."""
+# --- TOML files: one table per command ------------------------------------------------------------
+
+TABLES = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class TomlTable:
+    """The options a TOML file holds for one command, and the other commands' tables it also holds."""
+
+    values: dict[str, Any]
+    other_tables: tuple[str, ...]
+
+
+def load_toml(path: str | Path, table: Literal["train", "eval"] = "train") -> TomlTable:
+    """Read one command's options from a TOML config file.
+
+    Args:
+        path: the file.
+        table: ``"train"`` reads ``[train]`` or, in a file without tables, its top-level keys;
+            ``"eval"`` reads ``[eval]``, which it requires.
+
+    Returns:
+        The table's options, and which of the other commands' tables the file also holds (so the
+        caller can say it ignores them).
+    """
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -145,9 +270,75 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
-    if isinstance(data.get("train"), dict):
-        data = data["train"]
-    return data
+    others = tuple(name for name in TABLES if name != table and isinstance(data.get(name), dict))
+    if isinstance(data.get(table), dict):
+        return TomlTable(data[table], others)
+    if table != "train":
+        raise UserError(f"config file {path} has no [{table}] table")
+    return TomlTable({key: value for key, value in data.items() if key not in others}, others)
+
+
+# --- precedence, and what a resumed run may change ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigLayer:
+    """Options from one source, in precedence order (later layers win).
+
+    Args:
+        source: where they come from, as a message names it ("preset reference", "run.toml",
+            "command line").
+        values: field name (snake or kebab case) -> value.
+        spell: how a message names a field from this source (e.g. ``lambda n: "--" + n`` for flags).
+    """
+
+    source: str
+    values: Mapping[str, Any]
+    spell: Callable[[str], str] = str
+
+
+def layered_config(layers: Iterable[ConfigLayer], resumed: Mapping[str, Any] | None = None, *,
+                   resumed_source: str = "checkpoint") -> TrainConfig:
+    """Defaults < each layer in turn; or, for a resumed run, the run's recorded config < the layers' resumable fields.
+
+    A resumed run keeps every setting it recorded (its preset's included). Layers may change the
+    fields in :data:`RESUMABLE_FIELDS`; any other value that differs from the recorded one is
+    refused, all of them named in one message, rather than silently dropped.
+
+    Args:
+        layers: option sources, lowest precedence first.
+        resumed: the checkpoint's recorded config, when resuming.
+        resumed_source: how messages name the checkpoint.
+
+    Returns:
+        The validated config.
+    """
+    if resumed is None:
+        config = TrainConfig()
+        for layer in layers:
+            config = config.updated(layer.values, source=layer.source)
+        config.validate()
+        return config
+    recorded = TrainConfig.from_dict(resumed, source=resumed_source)
+    config = recorded
+    conflicts: list[str] = []
+    for layer in layers:
+        wanted = recorded.updated(layer.values, source=layer.source)  # checks names and types
+        for raw_key in layer.values:
+            key = raw_key.replace("-", "_")
+            new, old = getattr(wanted, key), getattr(recorded, key)
+            if key in RESUMABLE_FIELDS:
+                config = dataclasses.replace(config, **{key: new})
+            elif new != old:
+                conflicts.append(f"{layer.spell(key)} {new!r} ({layer.source}; the run has {old!r})")
+    if conflicts:
+        allowed = ", ".join(sorted(RESUMABLE_FIELDS))
+        raise UserError(
+            f"a resumed run keeps its recorded settings, so {resumed_source} cannot take {'; '.join(conflicts)}; "
+            f"on resume only {allowed} may change (start a new run for other settings)"
+        )
+    config.validate()
+    return config
 
 
 # Named starting points. "reference" reproduces the reference MNIST-triplet project's settings.

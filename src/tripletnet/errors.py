@@ -1,5 +1,9 @@
 """The exceptions that mean "the caller asked for something we cannot do"."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class UserError(Exception):
     """A mistake in the user's input (files, data, a combination of options).
@@ -18,9 +22,13 @@ class ParameterError(ValueError):
     Args:
         parameter: the parameter's name as the function (or config field) spells it.
         problem: what is wrong with its value, e.g. ``"must be positive, got 0"``.
+        related: other parameters that ``problem`` names (a combination of values), so that the
+            CLI can spell them as flags too, e.g. ``ParameterError("repeats", "applies only to
+            protocol pairs", related=("protocol",))``.
     """
 
-    def __init__(self, parameter: str, problem: str) -> None:
+    def __init__(self, parameter: str, problem: str, *, related: Sequence[str] = ()) -> None:
         super().__init__(f"{parameter} {problem}")
         self.parameter = parameter
         self.problem = problem
+        self.related = tuple(related)

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..errors import UserError
-from .datasets import DATA_ENV, DATASET_SPECS, DatasetSplits, load_registered, resolve_data_root
+from .datasets import DATA_ENV, DATASET_SPECS, DATASETS, DatasetRegistry, DatasetSplits, PathKind, resolve_data_root
 from .folder import load_image_folder
 from .idx import read_idx
 from .subset import stratified_subset
 
 
-def load_dataset(name: str, data_path: str | None = None, download: bool = True) -> DatasetSplits:
-    """Load a registered dataset (``mnist``, ``fashion-mnist``) or, given a folder, an image folder.
+def load_dataset(dataset: str, data_path: str | None = None, download: bool = True) -> DatasetSplits:
+    """Load a registered dataset (``mnist``, ``fashion-mnist``) or a dataset given by its path (an image folder).
 
     A registered name wins over a folder of the same name; write ``./mnist`` to mean the folder.
+
+    Args:
+        dataset: a name or path that :data:`DATASETS` knows.
+        data_path: where registered datasets' files are (default ``$TRIPLETNET_DATA``, else ``./data/``).
+        download: fetch a registered dataset's missing files from its mirrors.
+
+    Returns:
+        The train and test splits in memory.
+
+    Raises:
+        ParameterError: ``dataset`` is neither a registered name nor a path of a registered kind.
+        UserError: the dataset's files are missing, damaged or unreadable.
     """
-    if name in DATASET_SPECS:
-        return load_registered(DATASET_SPECS[name], data_path, download)
-    if Path(name).expanduser().is_dir():
-        return load_image_folder(name)
-    raise UserError(
-        f"unknown dataset {name!r}: choose one of {', '.join(DATASET_SPECS)}, or give a folder with one subfolder of images per class"
-    )
+    return DATASETS.load(dataset, data_path, download)
 
 
-__all__ = ["DATA_ENV", "DATASET_SPECS", "DatasetSplits", "load_dataset", "load_image_folder", "read_idx", "resolve_data_root", "stratified_subset"]
+__all__ = [
+    "DATASETS", "DATASET_SPECS", "DATA_ENV", "DatasetRegistry", "DatasetSplits", "PathKind",
+    "load_dataset", "load_image_folder", "read_idx", "resolve_data_root", "stratified_subset",
+]

@@ -1,4 +1,10 @@
-"""The MNIST-style datasets tripletnet knows: where their files are, what they must contain, how to get them."""
+"""The datasets tripletnet knows, in one registry that the config, the CLI help and the loader read.
+
+:data:`DATASETS` holds the datasets known by name (the MNIST-style IDX sets: where their files are,
+what they must contain, how to get them) and the kinds of dataset given by a path (an image folder).
+Adding a dataset is one registration: a :class:`DatasetSpec` in :data:`DATASET_SPECS` for an IDX
+set, or a :class:`PathKind` in :data:`DATASETS` for a new file format.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from .download import DownloadError, Opener, fetch_verified, sha256_of
 from .idx import parse_idx, read_bytes
@@ -218,12 +224,12 @@ def _download_missing(
     target = found[0].parent if found else root / spec.name
     created = [folder for folder in (target, *target.parents) if not folder.exists()]
     missing = sorted((role for role, path in paths.items() if path is None), key=lambda role: spec.files[role].size)
-    options = {"progress": progress} if progress else {}
+    options: dict[str, Callable[[str], None]] = {"progress": progress} if progress else {}
     try:
         for role in missing:  # smallest first: when offline, fail on a 10 kB file, not after a 10 MB one
             file = spec.files[role]
             dest = target / (file.filename + ".gz")
-            fetch_verified(file.filename + ".gz", spec.mirrors, dest, _download_check(file), opener=opener, **options)
+            fetch_verified(file.filename + ".gz", spec.mirrors, dest, _download_check(file), opener=opener, **options)  # type: ignore[arg-type]
             paths[role] = dest
     except (DownloadError, OSError) as exc:
         _remove_empty(created)
@@ -257,7 +263,9 @@ def load_registered(
         assert path is not None  # every missing file was downloaded or we raised
         arrays[role] = parse_idx(_verified_content(path, spec.files[role], spec.name), str(path))
     # np.array copies: frombuffer arrays are read-only, and labels are widened to int64.
-    tensors = {role: torch.from_numpy(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()}
+    tensors = {
+        role: torch.from_numpy(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()
+    }
     return DatasetSplits(
         train_images=tensors["train_images"],
         train_labels=tensors["train_labels"],
@@ -266,3 +274,109 @@ def load_registered(
         class_names=spec.class_names,
         name=spec.name,
     )
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+NamedLoader = Callable[[str | None, bool], DatasetSplits]  # (data_path, download) -> splits
+PathLoader = Callable[[Path], DatasetSplits]
+
+
+@dataclass(frozen=True)
+class PathKind:
+    """A kind of dataset given by its path, e.g. a folder of class subfolders.
+
+    Args:
+        kind: a short name ("folder", "csv").
+        description: how the CLI help lists it ("a folder of class subfolders").
+        matches: whether a path (which may not exist yet) is this kind; the first match loads it.
+        load: reads the dataset at the path; a problem with the files is a :class:`UserError`.
+    """
+
+    kind: str
+    description: str
+    matches: Callable[[Path], bool]
+    load: PathLoader
+
+
+def has_suffix(suffix: str) -> Callable[[Path], bool]:
+    """A :attr:`PathKind.matches` for files named ``*<suffix>`` (any case); the loader reports a missing file."""
+    return lambda path: path.suffix.lower() == suffix.lower()
+
+
+@dataclass(frozen=True)
+class DatasetRegistry:
+    """Datasets known by name, then kinds of dataset given by a path, searched in that order.
+
+    A registered name wins over a folder of the same name; write ``./mnist`` to mean the folder.
+    """
+
+    named: Mapping[str, NamedLoader]
+    path_kinds: tuple[PathKind, ...]
+
+    def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order."""
+        return tuple(self.named)
+
+    def describe(self) -> str:
+        """Every choice in one phrase, for help texts: ``"mnist, fashion-mnist, or a folder of class subfolders"``."""
+        choices = [*self.named, *(kind.description for kind in self.path_kinds)]
+        return choices[0] if len(choices) == 1 else ", ".join(choices[:-1]) + ", or " + choices[-1]
+
+    def loader(self, dataset: str) -> Callable[[str | None, bool], DatasetSplits]:
+        """How to load ``dataset`` (a registered name or a path), as ``load(data_path, download)``.
+
+        Raises:
+            ParameterError: ``dataset`` is neither a registered name nor a path of a registered kind.
+        """
+        if dataset in self.named:
+            return self.named[dataset]
+        if not dataset.strip():  # Path("") is the current directory: a slip, not a choice
+            raise ParameterError("dataset", f"must be {self.describe()}; got an empty name")
+        try:
+            path = Path(dataset).expanduser()
+            for kind in self.path_kinds:
+                if kind.matches(path):
+                    return lambda _data_path, _download: kind.load(path)
+            why = "which is none of these"
+        except (OSError, RuntimeError) as exc:  # a name too long for the OS; "~user" of an unknown user
+            why = f"which cannot be a path here ({exc.strerror if isinstance(exc, OSError) else exc})"
+        raise ParameterError("dataset", f"must be {self.describe()}; got {dataset!r}, {why}")
+
+    def check(self, dataset: str) -> None:
+        """Raise :class:`ParameterError` unless :meth:`loader` knows ``dataset``; loads nothing."""
+        self.loader(dataset)
+
+    def load(self, dataset: str, data_path: str | None = None, download: bool = True) -> DatasetSplits:
+        """Load ``dataset``: a registered name (from ``data_path``, downloading if allowed) or a path.
+
+        Args:
+            dataset: a registered name or a path of a registered kind.
+            data_path: where registered datasets' files are (default ``$TRIPLETNET_DATA``, else ``./data/``).
+            download: fetch a registered dataset's missing files.
+
+        Returns:
+            The train and test splits in memory.
+        """
+        return self.loader(dataset)(data_path, download)
+
+
+def _load_image_folder(path: Path) -> DatasetSplits:
+    from .folder import load_image_folder  # imported when used: folder.py imports this module
+
+    return load_image_folder(path)
+
+
+def _load_csv(path: Path) -> DatasetSplits:
+    from .csv import load_csv_dataset  # type: ignore[import-not-found,unused-ignore]  # written by the "data" work
+
+    return load_csv_dataset(path)  # type: ignore[no-any-return,unused-ignore]
+
+
+IMAGE_FOLDER = PathKind("folder", "a folder of class subfolders", lambda path: path.is_dir(), _load_image_folder)
+CSV_FILE = PathKind("csv", "a .csv file of image paths and labels", has_suffix(".csv"), _load_csv)
+
+DATASETS = DatasetRegistry(
+    named=MappingProxyType({name: functools.partial(load_registered, spec) for name, spec in DATASET_SPECS.items()}),
+    path_kinds=(IMAGE_FOLDER,),
+)

@@ -11,6 +11,7 @@ resumed run needs no RNG state.
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..config import TrainConfig
+from ..config import Device, TrainConfig
 from ..console import Logger, log_stderr, progress
 from ..data import DatasetSplits, load_dataset, stratified_subset
 from ..errors import ParameterError, UserError
@@ -32,7 +33,7 @@ from .runlog import RunLog
 from .step import StepStats, train_step
 from .validation import draw_validation_triplets, validation_loss
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = typing.get_args(Device)
 
 
 @dataclass
