@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tripletnet.errors import UserError
+from tripletnet.errors import ParameterError, UserError
 from tripletnet.evaluation import (
     all_pairs,
     allowed_false_accepts,
@@ -56,7 +56,9 @@ def _by_definition(d, same, far):
     ok = [t for t in candidates if np.count_nonzero(neg < t) / len(neg) <= far]
     t = max(ok)
     tp, fp = np.count_nonzero(pos < t), np.count_nonzero(neg < t)
-    return t, tp / len(pos), fp / len(neg), (tp + len(neg) - fp) / len(d)
+    # A target below one false accept (and above 0) cannot be resolved: VAL is not reported.
+    val = None if 0 < far < 1 / len(neg) else tp / len(pos)
+    return t, val, fp / len(neg), (tp + len(neg) - fp) / len(d)
 
 
 def _eer_from_sklearn(d, same):
@@ -204,9 +206,12 @@ def test_ties_at_the_threshold_are_rejected():
 def test_a_far_too_small_for_one_false_accept():
     pos, neg = np.array([0.2, 0.3, 0.9, 0.95]), np.array([0.9, 1.0, 1.1])
     tiny = verify_distances(pos, neg, far=1e-9)
-    # t = the smallest negative; the positive tied with it is not accepted.
-    assert (tiny.threshold, tiny.val, tiny.far_reached) == (0.9, 0.5, 0.0)
-    assert "cannot resolve" in tiny.warning
+    # t = the smallest negative; the positive tied with it is not accepted. Three negatives cannot
+    # tell FAR 1e-9 from FAR 0, so VAL is not reported at 1e-9; at FAR 0 itself it is.
+    assert (tiny.threshold, tiny.val, tiny.far_reached) == (0.9, None, 0.0)
+    assert "cannot resolve" in tiny.warning and tiny.val_at_far == {"0.01": None, "0.001": None, "0.0001": None, "1e-05": None}
+    zero = verify_distances(pos, neg, far=0.0)
+    assert (zero.threshold, zero.val, zero.far_reached, zero.warning) == (0.9, 0.5, 0.0, None)
     everything = verify_distances(pos, neg, far=1.0)
     assert math.isinf(everything.threshold) and (everything.val, everything.far_reached) == (1.0, 1.0)
     assert everything.warning is None
@@ -215,12 +220,14 @@ def test_a_far_too_small_for_one_false_accept():
 def test_perfect_separation_and_a_single_image_class():
     labels = torch.tensor([0, 0, 0, 1, 1, 2])  # class 2 has one image: it forms no positive pair
     emb = torch.eye(3)[labels] + 0.01 * torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
-    result = all_pairs(emb, labels, far=1e-3)
+    result = all_pairs(emb, labels, far=0.0)
     assert (result.n_positive, result.n_negative) == (3 + 1, 15 - 4)
     assert (result.val, result.auc, result.accuracy, result.eer, result.far_reached) == (1.0, 1.0, 1.0, 0.0, 0.0)
     i, j = torch.triu_indices(6, 6, 1)
     assert result.threshold == pytest.approx(float(torch.pdist(emb)[labels[i] != labels[j]].min()), abs=1e-6)
-    assert "cannot resolve" in result.warning  # 11 negatives cannot resolve 1e-3
+    unresolved = all_pairs(emb, labels, far=1e-3)
+    assert "cannot resolve" in unresolved.warning  # 11 negatives cannot resolve 1e-3
+    assert unresolved.val is None and (unresolved.threshold, unresolved.far_reached) == (result.threshold, 0.0)
 
 
 def test_allowed_false_accepts_uses_the_division_sklearn_uses():
@@ -247,14 +254,15 @@ def test_bad_inputs_are_user_errors():
         all_pairs(emb, torch.zeros(20, dtype=torch.int64))  # one class: no negatives
     with pytest.raises(UserError, match="positive and negative"):
         all_pairs(emb, torch.arange(20))  # all singletons: no positives
-    with pytest.raises(UserError):
+    with pytest.raises(ParameterError, match=r"far must be in \[0, 1\], got 1.5") as raised:
         all_pairs(emb, labels, far=1.5)
+    assert raised.value.parameter == "far" and not isinstance(raised.value, UserError)
 
 
 def test_result_dict_is_json_ready_and_has_a_log_far_roc():
     emb, labels = _clustered(400, spread=0.7)
     result = all_pairs(emb, labels).to_dict()
-    json.dumps(result)
+    json.dumps(result, allow_nan=False)
     far, val = np.array(result["roc_far"]), np.array(result["roc_val"])
     assert 20 <= len(far) <= 401 and np.all(np.diff(far) >= 0) and np.all(np.diff(val) >= 0)
     assert far[-1] == 1.0 and val[-1] == 1.0 and far[0] <= 1e-4
@@ -318,8 +326,8 @@ def test_repeated_random_pairs_average_the_single_draws():
     emb, labels = _clustered(300)
     summary = repeated_random_pairs(emb, labels, n_pairs=512, far=1e-2, repeats=5, seed=7)
     vals = [random_pairs(emb, labels, n_pairs=512, far=1e-2, seed=7 + r).val for r in range(5)]
-    assert summary["val"]["mean"] == pytest.approx(np.mean(vals)) and summary["val"]["std"] == pytest.approx(np.std(vals))
-    assert summary["val"]["std"] > 0 and set(summary) >= {"threshold", "accuracy", "auc", "far_reached"}
+    assert summary.mean["val"] == pytest.approx(np.mean(vals)) and summary.std["val"] == pytest.approx(np.std(vals))
+    assert summary.std["val"] > 0 and set(summary.mean) >= {"threshold", "accuracy", "auc", "far_reached"}
 
 
 def test_kfold_chooses_each_threshold_without_its_test_fold():
@@ -362,15 +370,16 @@ def test_evaluate_embeddings_has_every_documented_key_for_every_protocol():
             "val_at_far", "recall_at_k", "roc_far", "roc_val")
     expected_pairs = {"all-pairs": 300 * 299 // 2, "pairs": 1024, "kfold": 6000}
     for protocol, n_pairs in expected_pairs.items():
-        result = evaluate_embeddings(emb, labels, protocol=protocol, far=1e-2)
+        evaluated = evaluate_embeddings(emb, labels, protocol=protocol, far=1e-2)
+        result = evaluated.to_dict(include_curves=True)
         for key in keys:
             assert result.get(key) is not None, (protocol, key)
         assert "warning" in result and result["protocol"] == protocol and result["n_pairs"] == n_pairs
-        table = format_table(result)
+        table = format_table(evaluated)
         for text in ("Target FAR", "Threshold", "Accuracy", "VAL", "Positive distances", "MAP@R", "NMI"):
             assert text in table
-    assert evaluate_embeddings(emb, labels, protocol="pairs", n_pairs=100, retrieval=False, clustering=False)["n_pairs"] == 100
-    with pytest.raises(UserError, match="unknown protocol"):
+    assert evaluate_embeddings(emb, labels, protocol="pairs", n_pairs=100, retrieval=False, clustering=False).verification.n_pairs == 100
+    with pytest.raises(ParameterError, match="protocol 'lfw' is unknown"):
         evaluate_embeddings(emb, labels, protocol="lfw")
 
 
@@ -386,8 +395,8 @@ def test_format_table_aligns_values_and_shows_warnings():
 
 def test_fast_epoch_metrics_match_the_full_evaluation():
     emb, labels = _clustered(500, spread=1.0)
-    fast = fast_epoch_metrics(emb, labels, far=1e-3)
-    full = evaluate_embeddings(emb, labels, far=1e-3, clustering=False)
+    fast = fast_epoch_metrics(emb, labels, far=1e-3).to_dict()
+    full = evaluate_embeddings(emb, labels, far=1e-3, clustering=False).to_dict()
     for key in ("threshold", "val", "accuracy", "far_reached", "eer", "precision_at_1", "map_at_r"):
         assert fast[key] == full[key]
     assert fast["auc"] == pytest.approx(full["auc"], abs=1e-4)

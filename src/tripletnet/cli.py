@@ -128,7 +128,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .api import evaluate, summary
+    from .api import evaluate
     from .evaluation import format_table
 
     if not 0 < args.far <= 1:
@@ -138,14 +138,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         far=args.far, n_pairs=args.n_pairs, repeats=args.repeats, seed=args.seed, clustering=args.clustering,
         out_dir=args.out, tsne=args.tsne,
     )
-    if args.json:
-        print(json.dumps(summary(result)))
-    else:
-        print(format_table(result))
-        if "repeated" in result:
-            rep = result["repeated"]
-            print(f"over {rep['repeats']} draws of {result['n_pairs']} pairs: "
-                  + ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in rep.items() if isinstance(v, dict)))
+    print(json.dumps(result.to_dict(), allow_nan=False) if args.json else format_table(result))
     return 0
 
 

@@ -206,7 +206,7 @@ def train(
 
             eval_started = time.perf_counter()
             metrics = fast_epoch_metrics(embed_images(model, eval_images), eval_labels, far=1e-3)
-            record.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None})
+            record.update(metrics.to_dict())
             record["eval_seconds"] = time.perf_counter() - eval_started
             record["eval_images"] = n_eval
         epoch_stats = StepStats(
