@@ -267,7 +267,8 @@ def roc_figure(
     ax.set_ylabel("validation rate (VAL = TP / all same-class pairs)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    # Below the axes, not inside: inside, some curve shape always puts a VAL label under it.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=9, frameon=False)
     return fig
 
 
@@ -415,7 +416,14 @@ def losses_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
 def _finish_epoch_axes(ax: Axes, history: Sequence[Mapping[str, Any]], ylabel: str, title: str, legend_loc: str) -> None:
     """What every per-epoch figure shares: change markers, integer epochs, labels, grid, legend."""
     _mark_changes(ax, history)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = [e for e in _epochs(history) if isinstance(e, (int, float))]
+    if epochs and max(epochs) - min(epochs) < 2:
+        # One or two epochs: matplotlib's default view is a sliver around them with ticks like
+        # 0.975, and MaxNLocator(integer=True) cannot help inside a sliver. Widen to whole epochs.
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.set_xticks(range(int(min(epochs)), int(max(epochs)) + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
