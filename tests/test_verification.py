@@ -400,3 +400,87 @@ def test_fast_epoch_metrics_match_the_full_evaluation():
     for key in ("threshold", "val", "accuracy", "far_reached", "eer", "precision_at_1", "map_at_r"):
         assert fast[key] == full[key]
     assert fast["auc"] == pytest.approx(full["auc"], abs=1e-4)
+
+
+# --------------------------------------------------------------------------- the streaming engine's update / + / compute
+
+
+@pytest.mark.parametrize("split", ["halves", "interleaved"])
+def test_accumulators_over_two_shares_of_the_rows_add_up_to_one_pass(split):
+    from tripletnet.evaluation.verification import CoarseHistograms, PairTiles, accumulate, compute_all_pairs, plan_refinement
+
+    emb, labels = _quantised(300, seed=2)
+    tiles = PairTiles(emb.float(), labels, tile_rows=16, tile_cols=64)
+    blocks = tiles.row_blocks()
+    # Two "processes": the first and second half of the row blocks, or every other block.
+    shares = (blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]) if split == "halves" else (blocks[::2], blocks[1::2])
+    whole = accumulate(tiles, CoarseHistograms(tiles.key_count))
+    merged = accumulate(tiles, CoarseHistograms(tiles.key_count), shares[0]) + accumulate(tiles, CoarseHistograms(tiles.key_count), shares[1])
+    assert torch.equal(merged.positive_counts, whole.positive_counts)
+    assert torch.equal(merged.negative_counts, whole.negative_counts)
+    for ours, one_pass in ((merged.positive_moments, whole.positive_moments), (merged.negative_moments, whole.negative_moments)):
+        assert ours.count == one_pass.count
+        assert ours.mean == pytest.approx(one_pass.mean, rel=1e-12) and ours.std == pytest.approx(one_pass.std, rel=1e-9)
+
+    fars = (0.05, 1e-2, 1e-3, 1e-4, 1e-5)
+    plan = plan_refinement(merged, fars)
+    fine_whole = accumulate(tiles, plan.fine_histograms(tiles.key_count))
+    fine_merged = accumulate(tiles, plan.fine_histograms(tiles.key_count), shares[0]) + accumulate(
+        tiles, plan.fine_histograms(tiles.key_count), shares[1]
+    )
+    assert np.array_equal(fine_merged.positive_counts, fine_whole.positive_counts)
+    assert np.array_equal(fine_merged.negative_counts, fine_whole.negative_counts)
+
+    result = compute_all_pairs(merged, fine_merged, far=0.05, fars=fars[1:])
+    reference = all_pairs(emb, labels, far=0.05, fars=fars[1:], tile_rows=16, tile_cols=64)
+    for key in ("n_pairs", "threshold", "val", "far_reached", "accuracy", "auc", "eer", "val_at_far", "threshold_at_far", "histogram"):
+        assert getattr(result, key) == getattr(reference, key), key
+    d, same = _brute_force(emb, labels)
+    assert (result.threshold, result.val, result.far_reached, result.accuracy) == _by_definition(d, same, 0.05)
+    assert result.auc == pytest.approx(sklearn_metrics.roc_auc_score(same, -d), abs=1e-12)
+
+
+def test_accumulators_of_different_shapes_refuse_to_add():
+    from tripletnet.evaluation.verification import CoarseHistograms, FineHistograms
+
+    with pytest.raises(ValueError, match="same PairTiles"):
+        CoarseHistograms(10) + CoarseHistograms(11)
+    with pytest.raises(ValueError, match="same plan"):
+        FineHistograms(np.array([1, 2]), 10) + FineHistograms(np.array([1, 3]), 10)
+
+
+def test_compute_refuses_fine_histograms_that_miss_a_needed_key():
+    from tripletnet.evaluation.verification import CoarseHistograms, PairTiles, accumulate, compute_all_pairs, plan_refinement
+
+    emb, labels = _quantised(120, seed=3)
+    tiles = PairTiles(emb.float(), labels)
+    coarse = accumulate(tiles, CoarseHistograms(tiles.key_count))
+    plan = plan_refinement(coarse, (0.3,), exact_auc=False)  # planned for FAR 0.3 only
+    fine = accumulate(tiles, plan.fine_histograms(tiles.key_count))
+    with pytest.raises(ValueError, match="was not refined"):
+        compute_all_pairs(coarse, fine, far=1e-3, fars=())
+
+
+# --------------------------------------------------------------------------- a FAR the pairs cannot resolve
+
+
+def test_kfold_with_too_few_training_negatives_reports_val_as_not_reached():
+    emb, labels = _clustered(300)
+    # 200 pairs: 100 negatives, 90 per fold's training share, cannot resolve 1e-3 (one false accept = 1.1e-2).
+    result = kfold(emb, labels, n_pairs=200, far=1e-3)
+    assert result.val is None and result.val_std is None
+    assert all(fold["val"] is None for fold in result.per_fold)
+    assert "90 training negatives per fold cannot resolve FAR 0.001" in result.warning
+    assert result.pooled.val is None and result.pooled.val_at_far["0.001"] is None
+    # The threshold actually chosen (the smallest training negative) is still reported and measured.
+    assert math.isfinite(result.threshold) and all(fold["far_reached"] is not None for fold in result.per_fold)
+    resolved = kfold(emb, labels, n_pairs=200, far=0.05)
+    assert resolved.val is not None and resolved.warning is None
+
+
+def test_random_pairs_leave_unresolvable_fars_out_of_val_at_far():
+    emb, labels = _clustered(300)
+    result = random_pairs(emb, labels, n_pairs=1024, far=1e-2)  # 512 negatives resolve 1e-2, not 1e-3
+    assert result.val is not None and result.val_at_far["0.01"] == result.val
+    assert result.val_at_far["0.001"] is None and result.val_at_far["0.0001"] is None
+    assert all(math.isfinite(t) for t in result.threshold_at_far.values())

@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any, NoReturn
 
 from .config import PRESETS, TrainConfig, load_toml
-from .errors import UserError
+from .errors import ParameterError, UserError
 from .evaluation.report import PROTOCOLS
 
 PROG = "tripletnet"
@@ -160,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except ParameterError as exc:  # a library argument is the flag of the same name
+        print(f"{PROG}: error: --{exc.parameter} {exc.problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; completed epochs are saved as checkpoints (resume with --resume .../last.pt)", file=sys.stderr)

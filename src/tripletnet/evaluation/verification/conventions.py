@@ -153,6 +153,18 @@ def log_spaced_roc(far: np.ndarray, val: np.ndarray, points: int = 400) -> tuple
     return far[idx].tolist(), val[idx].tolist()
 
 
+def mean_and_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Population mean and std of a metric over folds or draws; (None, None) if any value is None.
+
+    An infinite value (the threshold at FAR 1) gives an infinite mean and a NaN std, without a warning.
+    """
+    if any(value is None for value in values):
+        return None, None
+    array = np.array(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf
+        return float(array.mean()), float(array.std())
+
+
 def check_embeddings(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings as a finite (N, D) float32 CPU tensor and labels as (N,) int64; bad data is a UserError."""
     embeddings = torch.as_tensor(embeddings)

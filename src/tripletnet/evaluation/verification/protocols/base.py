@@ -12,7 +12,8 @@ from ...results import KFoldResult, VerificationResult
 
 # Peak memory of drawing, measuring and scoring random pairs, per pair (int64 indices and their
 # temporaries in draw_pairs, float64 distances, the sorted copies and ROC arrays of
-# verify_distances), rounded up from a measured ~190 bytes at 2 to 8 million pairs.
+# verify_distances): the peak RSS grew by 100-130 bytes per pair at 2 and 8 million pairs (pairs
+# and k-fold, 10,000 x 64 embeddings); twice that leaves room for other allocators and inputs.
 BYTES_PER_PAIR = 256
 # 2 GiB of pairs (8.4 million) keeps a draw well inside a laptop's memory; the exhaustive answer for
 # more pairs is the all-pairs protocol, whose memory does not grow with the number of pairs.

@@ -7,20 +7,13 @@ import torch
 
 from ....errors import ParameterError, UserError
 from ...results import KFoldResult
-from ..conventions import check_embeddings, check_far, far_warning, operating_point
+from ..conventions import check_embeddings, check_far, far_is_resolved, far_warning, mean_and_std, operating_point
 from ..exact import threshold_at_far, verify_distances
 from .base import Protocol
 from .random_pairs import draw_pairs, pair_distances
 
 KFOLD_PAIRS = 6000  # LFW's ten folds of 600
 FOLDS = 10
-
-
-def _mean_and_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    if any(value is None for value in values):
-        return None, None
-    array = np.array(values, dtype=np.float64)
-    return float(array.mean()), float(array.std())
 
 
 def kfold_distances(distances: np.ndarray, is_positive: np.ndarray, folds: int = FOLDS, far: float = 1e-3) -> KFoldResult:
@@ -59,17 +52,17 @@ def kfold_distances(distances: np.ndarray, is_positive: np.ndarray, folds: int =
         training_negatives = d[~test & ~positive]
         threshold = threshold_at_far(training_negatives, far)
         accepted = d[test] < threshold
+        true_accepts, test_positives = int(np.count_nonzero(accepted & positive[test])), int(positive[test].sum())
         point = operating_point(
-            far, threshold,
-            int(np.count_nonzero(accepted & positive[test])), int(np.count_nonzero(accepted & ~positive[test])),
-            int(positive[test].sum()), int((~positive[test]).sum()),
+            far, threshold, true_accepts, int(np.count_nonzero(accepted & ~positive[test])),
+            test_positives, int((~positive[test]).sum()),
         )
-        # VAL is resolved by the negatives the threshold was chosen on, not by the held-out ones.
-        val = point.val if far_warning(far, len(training_negatives)) is None else None
+        # VAL is resolved by the negatives the threshold was chosen on, not by the few held-out ones.
+        val = true_accepts / test_positives if far_is_resolved(far, len(training_negatives)) else None
         per_fold.append({"threshold": threshold, "val": val, "far_reached": point.far, "accuracy": point.accuracy})
     stats: dict[str, float | None] = {}
     for key in ("threshold", "val", "accuracy", "far_reached"):
-        stats[key], stats[f"{key}_std"] = _mean_and_std([record[key] for record in per_fold])
+        stats[key], stats[f"{key}_std"] = mean_and_std([record[key] for record in per_fold])
     smallest_training = min(int((~positive & (fold_of != f)).sum()) for f in range(folds))
     return KFoldResult(
         protocol="kfold",

@@ -7,7 +7,7 @@ import torch
 
 from ....errors import ParameterError, UserError
 from ...results import RepeatedPairsResult, VerificationResult
-from ..conventions import check_embeddings
+from ..conventions import check_embeddings, mean_and_std
 from ..exact import verify_distances
 from .base import Protocol, check_pair_budget
 
@@ -123,12 +123,7 @@ def repeated_random_pairs(
     mean: dict[str, float | None] = {}
     std: dict[str, float | None] = {}
     for key in REPEATED_KEYS:
-        values = [getattr(run, key) for run in runs]
-        if any(value is None for value in values):
-            mean[key] = std[key] = None
-            continue
-        array = np.array(values, dtype=np.float64)
-        mean[key], std[key] = float(array.mean()), float(array.std())
+        mean[key], std[key] = mean_and_std([getattr(run, key) for run in runs])
     return RepeatedPairsResult(repeats=repeats, mean=mean, std=std)
 
 
