@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from tripletnet.evaluation import ami, clustering_metrics, contingency_table, expected_mutual_information, mutual_information, nmi
+from tripletnet.evaluation import (
+    ami,
+    clustering_metrics,
+    contingency_table,
+    expected_mutual_information,
+    mutual_information,
+    nmi,
+)
 
 sk = pytest.importorskip("sklearn.metrics")
 

@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from _mnist import data_root, mnist_slice
 
 from tripletnet.api import load_embeddings, save_embeddings
 from tripletnet.checkpoint import load_checkpoint, save_checkpoint
@@ -13,8 +14,6 @@ from tripletnet.cli import main
 from tripletnet.config import TrainConfig
 from tripletnet.errors import UserError
 from tripletnet.training import train
-
-from _mnist import data_root, mnist_slice
 
 
 @pytest.fixture(scope="module")

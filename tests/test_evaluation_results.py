@@ -6,7 +6,12 @@ import math
 import pytest
 import torch
 
-from tripletnet.evaluation import EvaluationResult, evaluate_embeddings, fast_epoch_metrics, json_safe
+from tripletnet.evaluation import (
+    EvaluationResult,
+    evaluate_embeddings,
+    fast_epoch_metrics,
+    json_safe,
+)
 
 EPOCH_KEYS = {"threshold", "val", "accuracy", "far_reached", "auc", "eer", "positive_mean", "negative_mean",
               "precision_at_1", "map_at_r"}

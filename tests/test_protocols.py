@@ -6,8 +6,20 @@ import torch
 
 from tripletnet import api
 from tripletnet.errors import ParameterError, UserError
-from tripletnet.evaluation import PROTOCOLS, draw_pairs, evaluate_embeddings, get_protocol, kfold, random_pairs
-from tripletnet.evaluation.verification.protocols import BYTES_PER_PAIR, MAX_PAIRS, MAX_REPEATED_PAIRS, PAIR_MEMORY_LIMIT
+from tripletnet.evaluation import (
+    PROTOCOLS,
+    draw_pairs,
+    evaluate_embeddings,
+    get_protocol,
+    kfold,
+    random_pairs,
+)
+from tripletnet.evaluation.verification.protocols import (
+    BYTES_PER_PAIR,
+    MAX_PAIRS,
+    MAX_REPEATED_PAIRS,
+    PAIR_MEMORY_LIMIT,
+)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

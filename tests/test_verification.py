@@ -28,6 +28,14 @@ from tripletnet.evaluation import (
     threshold_at_far,
     verify_distances,
 )
+from tripletnet.evaluation.verification import (
+    CoarseHistograms,
+    FineHistograms,
+    PairTiles,
+    accumulate,
+    compute_all_pairs,
+    plan_refinement,
+)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -407,8 +415,6 @@ def test_fast_epoch_metrics_match_the_full_evaluation():
 
 @pytest.mark.parametrize("split", ["halves", "interleaved"])
 def test_accumulators_over_two_shares_of_the_rows_add_up_to_one_pass(split):
-    from tripletnet.evaluation.verification import CoarseHistograms, PairTiles, accumulate, compute_all_pairs, plan_refinement
-
     emb, labels = _quantised(300, seed=2)
     tiles = PairTiles(emb.float(), labels, tile_rows=16, tile_cols=64)
     blocks = tiles.row_blocks()
@@ -441,8 +447,6 @@ def test_accumulators_over_two_shares_of_the_rows_add_up_to_one_pass(split):
 
 
 def test_accumulators_of_different_shapes_refuse_to_add():
-    from tripletnet.evaluation.verification import CoarseHistograms, FineHistograms
-
     with pytest.raises(ValueError, match="same PairTiles"):
         CoarseHistograms(10) + CoarseHistograms(11)
     with pytest.raises(ValueError, match="same plan"):
@@ -450,8 +454,6 @@ def test_accumulators_of_different_shapes_refuse_to_add():
 
 
 def test_compute_refuses_fine_histograms_that_miss_a_needed_key():
-    from tripletnet.evaluation.verification import CoarseHistograms, PairTiles, accumulate, compute_all_pairs, plan_refinement
-
     emb, labels = _quantised(120, seed=3)
     tiles = PairTiles(emb.float(), labels)
     coarse = accumulate(tiles, CoarseHistograms(tiles.key_count))

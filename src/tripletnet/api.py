@@ -14,8 +14,8 @@ import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig
-from .data import DatasetSplits, load_dataset
 from .console import Logger, log_stderr
+from .data import DatasetSplits, load_dataset
 from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .fileio import atomic_path, atomic_write_text

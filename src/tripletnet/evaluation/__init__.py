@@ -14,18 +14,18 @@ from .results import (
     ClusteringResult,
     EpochMetrics,
     EvaluationResult,
-    KFoldResult,
-    RepeatedPairsResult,
     RetrievalResult,
-    VerificationResult,
     json_safe,
 )
 from .retrieval import RECALL_KS, retrieval_metrics
 from .verification import (
     DEFAULT_FARS,
     PROTOCOLS,
+    KFoldResult,
     OperatingPoint,
     Protocol,
+    RepeatedPairsResult,
+    VerificationResult,
     all_pairs,
     allowed_false_accepts,
     check_far,

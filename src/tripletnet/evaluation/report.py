@@ -10,7 +10,13 @@ import torch
 from .clustering import clustering_metrics
 from .results import EpochMetrics, EvaluationResult, KFoldResult
 from .retrieval import retrieval_metrics
-from .verification import PROTOCOLS, all_pairs, check_far, get_protocol, repeated_random_pairs
+from .verification import (
+    PROTOCOLS,
+    all_pairs,
+    check_far,
+    get_protocol,
+    repeated_random_pairs,
+)
 
 __all__ = ["PROTOCOLS", "evaluate_embeddings", "fast_epoch_metrics", "format_table"]
 

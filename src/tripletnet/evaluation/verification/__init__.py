@@ -5,7 +5,13 @@ The conventions every number follows are in :mod:`.conventions`.
 """
 
 from ..results import KFoldResult, RepeatedPairsResult, VerificationResult
-from .conventions import DEFAULT_FARS, OperatingPoint, allowed_false_accepts, check_far, far_is_resolved
+from .conventions import (
+    DEFAULT_FARS,
+    OperatingPoint,
+    allowed_false_accepts,
+    check_far,
+    far_is_resolved,
+)
 from .exact import threshold_at_far, verify_distances
 from .protocols import (
     PROTOCOLS,
@@ -18,7 +24,15 @@ from .protocols import (
     random_pairs,
     repeated_random_pairs,
 )
-from .streaming import CoarseHistograms, FineHistograms, PairTiles, accumulate, all_pairs, compute_all_pairs, plan_refinement
+from .streaming import (
+    CoarseHistograms,
+    FineHistograms,
+    PairTiles,
+    accumulate,
+    all_pairs,
+    compute_all_pairs,
+    plan_refinement,
+)
 
 __all__ = [
     "DEFAULT_FARS", "PROTOCOLS", "CoarseHistograms", "FineHistograms", "KFoldResult", "OperatingPoint", "PairTiles",

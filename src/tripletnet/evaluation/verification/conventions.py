@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ...errors import ParameterError, UserError
+from ..results import VerificationResult
 
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4, 1e-5)
 
@@ -66,7 +67,7 @@ def allowed_false_accepts(far: float, n_negative: int) -> int:
         return 0
     if far >= 1:
         return n_negative
-    k = min(n_negative, max(0, int(math.floor(far * n_negative))))
+    k = min(n_negative, max(0, math.floor(far * n_negative)))
     # far * n can land one ulp off an integer; settle it with the same division sklearn's FPR uses.
     while k < n_negative and (k + 1) / n_negative <= far:
         k += 1
@@ -110,6 +111,49 @@ def operating_point(
     val = true_accepts / n_positive if far_is_resolved(far_target, n_negative) else None
     accuracy = (true_accepts + n_negative - false_accepts) / (n_positive + n_negative)
     return OperatingPoint(far_target, threshold, val, false_accepts / n_negative, accuracy, true_accepts, false_accepts)
+
+
+def verification_result(
+    protocol: str,
+    main: OperatingPoint,
+    points: dict[str, OperatingPoint],
+    *,
+    n_positive: int,
+    n_negative: int,
+    auc: float,
+    auc_error_bound: float,
+    eer: float,
+    positive_stats: tuple[float, float],
+    negative_stats: tuple[float, float],
+    roc: tuple[list[float], list[float]],
+    histogram: dict[str, list[float]],
+) -> VerificationResult:
+    """Assemble a VerificationResult from the headline operating point, the points at the standard
+    FARs (keyed "0.001"), and the curve and distance statistics ((mean, std) of each class)."""
+    return VerificationResult(
+        protocol=protocol,
+        n_pairs=n_positive + n_negative,
+        n_positive=n_positive,
+        n_negative=n_negative,
+        far=main.far_target,
+        threshold=main.threshold,
+        val=main.val,
+        accuracy=main.accuracy,
+        far_reached=main.far,
+        auc=auc,
+        auc_error_bound=auc_error_bound,
+        eer=eer,
+        positive_mean=positive_stats[0],
+        positive_std=positive_stats[1],
+        negative_mean=negative_stats[0],
+        negative_std=negative_stats[1],
+        val_at_far={key: point.val for key, point in points.items()},
+        threshold_at_far={key: point.threshold for key, point in points.items()},
+        roc_far=roc[0],
+        roc_val=roc[1],
+        histogram=histogram,
+        warning=far_warning(main.far_target, n_negative),
+    )
 
 
 def first_crossing(accepted_negatives: np.ndarray, accepted_positives: np.ndarray, n_negative: int, n_positive: int) -> int:

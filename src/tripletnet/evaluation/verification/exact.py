@@ -15,10 +15,10 @@ from .conventions import (
     allowed_false_accepts,
     check_far,
     equal_error_rate,
-    far_warning,
     first_crossing,
     log_spaced_roc,
     operating_point,
+    verification_result,
 )
 
 PLOT_BINS = 100
@@ -97,33 +97,20 @@ def verify_distances(
     not_above = np.searchsorted(negatives, positives, side="right")
     wins = float((n_negative - not_above).sum()) + 0.5 * float((not_above - below).sum())
 
-    curve_far, curve_val = log_spaced_roc(accepted_negatives / n_negative, accepted_positives / n_positive)
     edges = np.linspace(0.0, float(values[-1]) * 1.02 or 1.0, PLOT_BINS + 1)
-    return VerificationResult(
-        protocol=protocol,
-        n_pairs=n_positive + n_negative,
+    return verification_result(
+        protocol, main, points,
         n_positive=n_positive,
         n_negative=n_negative,
-        far=far,
-        threshold=main.threshold,
-        val=main.val,
-        accuracy=main.accuracy,
-        far_reached=main.far,
         auc=wins / (float(n_positive) * n_negative),
         auc_error_bound=0.0,
         eer=eer,
-        positive_mean=float(positives.mean()),
-        positive_std=float(positives.std()),
-        negative_mean=float(negatives.mean()),
-        negative_std=float(negatives.std()),
-        val_at_far={key: p.val for key, p in points.items()},
-        threshold_at_far={key: p.threshold for key, p in points.items()},
-        roc_far=curve_far,
-        roc_val=curve_val,
+        positive_stats=(float(positives.mean()), float(positives.std())),
+        negative_stats=(float(negatives.mean()), float(negatives.std())),
+        roc=log_spaced_roc(accepted_negatives / n_negative, accepted_positives / n_positive),
         histogram={
             "bin_edges": edges.tolist(),
             "positive": np.histogram(positives, edges)[0].tolist(),
             "negative": np.histogram(negatives, edges)[0].tolist(),
         },
-        warning=far_warning(far, n_negative),
     )

@@ -37,10 +37,10 @@ from .conventions import (
     check_embeddings,
     check_far,
     equal_error_rate,
-    far_warning,
     first_crossing,
     log_spaced_roc,
     operating_point,
+    verification_result,
 )
 
 # A distance's coarse key is its float32 bit pattern >> FINE_BITS. Bit patterns order non-negative
@@ -389,33 +389,20 @@ def compute_all_pairs(
     tied_in_unrefined = float((bins.positives[unrefined].astype(np.float64) * bins.negatives[unrefined]).sum())
     pairs = float(n_positive) * float(n_negative)
 
-    curve_far, curve_val = log_spaced_roc(
-        np.concatenate([[0.0], bins.accepted_negatives / n_negative]), np.concatenate([[0.0], bins.accepted_positives / n_positive])
-    )
-    moments_positive, moments_negative = coarse.positive_moments, coarse.negative_moments
-    return VerificationResult(
-        protocol="all-pairs",
-        n_pairs=n_positive + n_negative,
+    positive_moments, negative_moments = coarse.positive_moments, coarse.negative_moments
+    return verification_result(
+        "all-pairs", main, points,
         n_positive=n_positive,
         n_negative=n_negative,
-        far=far,
-        threshold=main.threshold,
-        val=main.val,
-        accuracy=main.accuracy,
-        far_reached=main.far,
         auc=(wins + 0.5 * tied_in_unrefined) / pairs,
         auc_error_bound=0.5 * tied_in_unrefined / pairs,
         eer=eer,
-        positive_mean=moments_positive.mean,
-        positive_std=moments_positive.std,
-        negative_mean=moments_negative.mean,
-        negative_std=moments_negative.std,
-        val_at_far={key: pt.val for key, pt in points.items()},
-        threshold_at_far={key: pt.threshold for key, pt in points.items()},
-        roc_far=curve_far,
-        roc_val=curve_val,
+        positive_stats=(positive_moments.mean, positive_moments.std),
+        negative_stats=(negative_moments.mean, negative_moments.std),
+        roc=log_spaced_roc(
+            np.concatenate([[0.0], bins.accepted_negatives / n_negative]), np.concatenate([[0.0], bins.accepted_positives / n_positive])
+        ),
         histogram=_plot_histogram(bins),
-        warning=far_warning(far, n_negative),
     )
 
 

@@ -13,9 +13,23 @@ from types import MappingProxyType
 
 from ....errors import ParameterError
 from .all_pairs import ALL_PAIRS
-from .base import BYTES_PER_PAIR, MAX_PAIRS, MAX_REPEATED_PAIRS, PAIR_MEMORY_LIMIT, Protocol, check_pair_budget
+from .base import (
+    BYTES_PER_PAIR,
+    MAX_PAIRS,
+    MAX_REPEATED_PAIRS,
+    PAIR_MEMORY_LIMIT,
+    Protocol,
+    check_pair_budget,
+)
 from .kfold import FOLDS, KFOLD, KFOLD_PAIRS, kfold, kfold_distances
-from .random_pairs import PAIRS, RANDOM_PAIRS, draw_pairs, pair_distances, random_pairs, repeated_random_pairs
+from .random_pairs import (
+    PAIRS,
+    RANDOM_PAIRS,
+    draw_pairs,
+    pair_distances,
+    random_pairs,
+    repeated_random_pairs,
+)
 
 _REGISTERED = (ALL_PAIRS, PAIRS, KFOLD)
 

@@ -7,7 +7,14 @@ import torch
 
 from ....errors import ParameterError, UserError
 from ...results import KFoldResult
-from ..conventions import check_embeddings, check_far, far_is_resolved, far_warning, mean_and_std, operating_point
+from ..conventions import (
+    check_embeddings,
+    check_far,
+    far_is_resolved,
+    far_warning,
+    mean_and_std,
+    operating_point,
+)
 from ..exact import threshold_at_far, verify_distances
 from .base import Protocol
 from .random_pairs import draw_pairs, pair_distances
@@ -95,13 +102,9 @@ def kfold(
     return kfold_distances(pair_distances(embeddings, pairs), is_positive.numpy(), folds=folds, far=far)
 
 
-def _run(embeddings: torch.Tensor, labels: torch.Tensor, *, far: float, n_pairs: int | None, seed: int) -> KFoldResult:
-    return kfold(embeddings, labels, n_pairs=n_pairs, far=far, seed=seed)
-
-
 KFOLD = Protocol(
     name="kfold",
     description=f"LFW-style: n_pairs random pairs (default {KFOLD_PAIRS}) in {FOLDS} folds, each fold's threshold chosen on the others",
-    run=_run,
+    run=kfold,
     default_n_pairs=KFOLD_PAIRS,
 )

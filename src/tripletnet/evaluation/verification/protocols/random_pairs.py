@@ -127,14 +127,10 @@ def repeated_random_pairs(
     return RepeatedPairsResult(repeats=repeats, mean=mean, std=std)
 
 
-def _run(embeddings: torch.Tensor, labels: torch.Tensor, *, far: float, n_pairs: int | None, seed: int) -> VerificationResult:
-    return random_pairs(embeddings, labels, n_pairs=n_pairs, far=far, seed=seed)
-
-
 PAIRS = Protocol(
     name="pairs",
     description=f"the reference's protocol: n_pairs random pairs (default {RANDOM_PAIRS}), half same-class",
-    run=_run,
+    run=random_pairs,
     default_n_pairs=RANDOM_PAIRS,
     repeatable=True,
 )
