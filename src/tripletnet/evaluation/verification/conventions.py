@@ -31,6 +31,7 @@ pairs of a test set and gives exactly the numbers of sorting all its float32 dis
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +57,7 @@ def check_far(far: float, *, zero_allowed: bool = True) -> float:
         ParameterError: naming ``far`` when it is outside [0, 1] (or (0, 1]) or not a number.
     """
     low = "[0" if zero_allowed else "(0"
-    if not isinstance(far, (int, float)) or isinstance(far, bool) or not (0 <= far <= 1) or (far == 0 and not zero_allowed):
+    if not isinstance(far, numbers.Real) or isinstance(far, bool) or not (0 <= far <= 1) or (far == 0 and not zero_allowed):
         raise ParameterError("far", f"must be in {low}, 1], got {far}")
     return float(far)
 
