@@ -56,9 +56,11 @@ def check_far(far: float, *, zero_allowed: bool = True) -> float:
     Raises:
         ParameterError: naming ``far`` when it is outside [0, 1] (or (0, 1]) or not a number.
     """
-    low = "[0" if zero_allowed else "(0"
-    if not isinstance(far, numbers.Real) or isinstance(far, bool) or not (0 <= far <= 1) or (far == 0 and not zero_allowed):
-        raise ParameterError("far", f"must be in {low}, 1], got {far}")
+    interval = "[0, 1]" if zero_allowed else "(0, 1]"
+    if not isinstance(far, numbers.Real) or isinstance(far, bool):
+        raise ParameterError("far", f"must be a number in {interval}, got {far!r}")
+    if not (0 <= far <= 1) or (far == 0 and not zero_allowed):
+        raise ParameterError("far", f"must be in {interval}, got {far}")
     return float(far)
 
 
