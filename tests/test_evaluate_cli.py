@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from _mnist import data_root, mnist_slice
 
 from tripletnet.api import load_embeddings, save_embeddings
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
@@ -13,8 +14,6 @@ from tripletnet.cli import main
 from tripletnet.config import TrainConfig
 from tripletnet.errors import UserError
 from tripletnet.training import train
-
-from _mnist import data_root, mnist_slice
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +152,29 @@ def test_bad_far_and_protocol(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--embeddings", "x.npz", "--protocol", "nope"])
     assert exc.value.code == 2
+
+
+def test_json_output_keeps_file_names_and_writes_null_for_non_finite_values(tmp_path, capsys):
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(120) % 3
+    emb = torch.nn.functional.normalize(torch.randn(3, 8, generator=gen)[labels] + torch.randn(120, 8, generator=gen), dim=1)
+    npz = save_embeddings(tmp_path / "NaN-Infinity.npz", emb, labels)
+    # FAR 1 accepts everything: the threshold is +inf, which JSON can only say as null.
+    code, out, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--json", "--no-clustering", "--far", "1")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["source"] == str(npz) and result["source"].endswith("NaN-Infinity.npz")
+    assert result["threshold"] is None and result["val"] == 1.0
+    json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+
+def test_impossible_pair_counts_and_ignored_options_are_one_line_errors(tmp_path, capsys):
+    npz = save_embeddings(tmp_path / "e.npz", torch.randn(40, 4), torch.arange(40) % 4)
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--protocol", "pairs", "--n_pairs", "100000000")
+    _assert_one_line_error(code, err, "--n_pairs of 100,000,000 needs about 23.8 GiB")
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--protocol", "pairs", "--repeats", "100000", "--n_pairs", "1000000")
+    _assert_one_line_error(code, err, "--repeats x n_pairs")
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--n_pairs", "500")
+    _assert_one_line_error(code, err, "--n_pairs is not used by protocol 'all-pairs'")
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--protocol", "kfold", "--repeats", "3")
+    _assert_one_line_error(code, err, "--repeats is not used by protocol 'kfold'")

@@ -51,10 +51,10 @@ def test_retrieval_matches_pytorch_metric_learning(n, signal, block, singletons)
         knn_func=CustomKNN(LpDistance(normalize_embeddings=False)),
     )
     theirs = calculator.get_accuracy(emb, labels, ref_includes_query=True)
-    assert ours["n_queries"] == n - singletons
-    assert ours["precision_at_1"] == pytest.approx(theirs["precision_at_1"], abs=1e-6)
-    assert ours["r_precision"] == pytest.approx(theirs["r_precision"], abs=1e-6)
-    assert ours["map_at_r"] == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-6)
+    assert ours.n_queries == n - singletons
+    assert ours.precision_at_1 == pytest.approx(theirs["precision_at_1"], abs=1e-6)
+    assert ours.r_precision == pytest.approx(theirs["r_precision"], abs=1e-6)
+    assert ours.map_at_r == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-6)
 
 
 @pytest.mark.parametrize("seed,classes,block", [(0, 7, 1 << 23), (1, 30, 997), (2, 3, 1)])
@@ -63,11 +63,11 @@ def test_retrieval_matches_a_brute_force_with_recall(seed, classes, block):
     labels[0] = 1000  # one singleton class
     p1, rp, mapr, recall, m = _brute_force(emb, labels)
     ours = retrieval_metrics(emb, labels, block_elements=block)
-    assert ours["n_queries"] == m == 199
-    assert ours["precision_at_1"] == pytest.approx(p1, abs=1e-12)
-    assert ours["r_precision"] == pytest.approx(rp, abs=1e-12)
-    assert ours["map_at_r"] == pytest.approx(mapr, abs=1e-12)
-    assert ours["recall_at_k"] == pytest.approx(recall, abs=1e-12)
+    assert ours.n_queries == m == 199
+    assert ours.precision_at_1 == pytest.approx(p1, abs=1e-12)
+    assert ours.r_precision == pytest.approx(rp, abs=1e-12)
+    assert ours.map_at_r == pytest.approx(mapr, abs=1e-12)
+    assert ours.recall_at_k == pytest.approx(recall, abs=1e-12)
 
 
 def test_hand_made_retrieval_case():
@@ -77,11 +77,11 @@ def test_hand_made_retrieval_case():
     result = retrieval_metrics(emb, labels, recall_ks=(1, 2, 8))
     # Neighbours in order: 0 -> [1+, 2.4, 4, 6+]; 1 -> [0+, 2.4, 4, 6+]; 6 -> [4, 2.4, 1+, 0+];
     # 2.4 -> [1, 4+]; 4 -> [2.4+]. R = 2, 2, 2, 1, 1. AP@R: 1/2, 1/2, 0, 0, 1. recall@8 is capped at 5.
-    assert result["n_queries"] == 5
-    assert result["precision_at_1"] == pytest.approx(3 / 5)
-    assert result["r_precision"] == pytest.approx((1 / 2 + 1 / 2 + 0 + 0 + 1) / 5)
-    assert result["map_at_r"] == pytest.approx((1 / 2 + 1 / 2 + 0 + 0 + 1) / 5)
-    assert result["recall_at_k"] == {"1": pytest.approx(3 / 5), "2": pytest.approx(4 / 5), "8": 1.0}
+    assert result.n_queries == 5
+    assert result.precision_at_1 == pytest.approx(3 / 5)
+    assert result.r_precision == pytest.approx((1 / 2 + 1 / 2 + 0 + 0 + 1) / 5)
+    assert result.map_at_r == pytest.approx((1 / 2 + 1 / 2 + 0 + 0 + 1) / 5)
+    assert result.recall_at_k == {"1": pytest.approx(3 / 5), "2": pytest.approx(4 / 5), "8": 1.0}
 
 
 def test_map_at_r_rewards_order_within_the_first_r():
@@ -91,10 +91,10 @@ def test_map_at_r_rewards_order_within_the_first_r():
     result = retrieval_metrics(emb, labels)
     # R = 2 for 0, 1, 3. Query 0: [1+, 1.5] -> R-precision 1/2, AP@R 1/2. Query 1: [1.5, 0+] -> 1/2 and
     # (1/2)/2 = 1/4. Query 3: [1.5, 1+] -> 1/2 and 1/4. Queries 10 and 11: 1 and 1.
-    assert result["n_queries"] == 5
-    assert result["r_precision"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 2 + 1 + 1) / 5)
-    assert result["map_at_r"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 4 + 1 + 1) / 5)
-    assert result["precision_at_1"] == pytest.approx(3 / 5)
+    assert result.n_queries == 5
+    assert result.r_precision == pytest.approx((1 / 2 + 1 / 2 + 1 / 2 + 1 + 1) / 5)
+    assert result.map_at_r == pytest.approx((1 / 2 + 1 / 4 + 1 / 4 + 1 + 1) / 5)
+    assert result.precision_at_1 == pytest.approx(3 / 5)
 
 
 def test_no_possible_query_is_a_user_error():
@@ -107,6 +107,6 @@ def test_ten_thousand_separated_embeddings_retrieve_perfectly():
     labels = torch.arange(10_000) % 10
     emb = torch.nn.functional.normalize(4 * torch.eye(16)[labels] + 0.2 * torch.randn(10_000, 16, generator=gen), dim=1)
     result = retrieval_metrics(emb, labels)
-    assert result["n_queries"] == 10_000
-    assert result["precision_at_1"] == result["r_precision"] == result["map_at_r"] == 1.0
-    assert set(result["recall_at_k"].values()) == {1.0}
+    assert result.n_queries == 10_000
+    assert result.precision_at_1 == result.r_precision == result.map_at_r == 1.0
+    assert set(result.recall_at_k.values()) == {1.0}

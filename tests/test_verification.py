@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tripletnet.errors import UserError
+from tripletnet.errors import ParameterError, UserError
 from tripletnet.evaluation import (
     all_pairs,
     allowed_false_accepts,
@@ -27,6 +27,14 @@ from tripletnet.evaluation import (
     repeated_random_pairs,
     threshold_at_far,
     verify_distances,
+)
+from tripletnet.evaluation.verification import (
+    CoarseHistograms,
+    FineHistograms,
+    PairTiles,
+    accumulate,
+    compute_all_pairs,
+    plan_refinement,
 )
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -56,7 +64,9 @@ def _by_definition(d, same, far):
     ok = [t for t in candidates if np.count_nonzero(neg < t) / len(neg) <= far]
     t = max(ok)
     tp, fp = np.count_nonzero(pos < t), np.count_nonzero(neg < t)
-    return t, tp / len(pos), fp / len(neg), (tp + len(neg) - fp) / len(d)
+    # A target below one false accept (and above 0) cannot be resolved: VAL is not reported.
+    val = None if 0 < far < 1 / len(neg) else tp / len(pos)
+    return t, val, fp / len(neg), (tp + len(neg) - fp) / len(d)
 
 
 def _eer_from_sklearn(d, same):
@@ -204,9 +214,12 @@ def test_ties_at_the_threshold_are_rejected():
 def test_a_far_too_small_for_one_false_accept():
     pos, neg = np.array([0.2, 0.3, 0.9, 0.95]), np.array([0.9, 1.0, 1.1])
     tiny = verify_distances(pos, neg, far=1e-9)
-    # t = the smallest negative; the positive tied with it is not accepted.
-    assert (tiny.threshold, tiny.val, tiny.far_reached) == (0.9, 0.5, 0.0)
-    assert "cannot resolve" in tiny.warning
+    # t = the smallest negative; the positive tied with it is not accepted. Three negatives cannot
+    # tell FAR 1e-9 from FAR 0, so VAL is not reported at 1e-9; at FAR 0 itself it is.
+    assert (tiny.threshold, tiny.val, tiny.far_reached) == (0.9, None, 0.0)
+    assert "cannot resolve" in tiny.warning and tiny.val_at_far == {"0.01": None, "0.001": None, "0.0001": None, "1e-05": None}
+    zero = verify_distances(pos, neg, far=0.0)
+    assert (zero.threshold, zero.val, zero.far_reached, zero.warning) == (0.9, 0.5, 0.0, None)
     everything = verify_distances(pos, neg, far=1.0)
     assert math.isinf(everything.threshold) and (everything.val, everything.far_reached) == (1.0, 1.0)
     assert everything.warning is None
@@ -215,12 +228,14 @@ def test_a_far_too_small_for_one_false_accept():
 def test_perfect_separation_and_a_single_image_class():
     labels = torch.tensor([0, 0, 0, 1, 1, 2])  # class 2 has one image: it forms no positive pair
     emb = torch.eye(3)[labels] + 0.01 * torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
-    result = all_pairs(emb, labels, far=1e-3)
+    result = all_pairs(emb, labels, far=0.0)
     assert (result.n_positive, result.n_negative) == (3 + 1, 15 - 4)
     assert (result.val, result.auc, result.accuracy, result.eer, result.far_reached) == (1.0, 1.0, 1.0, 0.0, 0.0)
     i, j = torch.triu_indices(6, 6, 1)
     assert result.threshold == pytest.approx(float(torch.pdist(emb)[labels[i] != labels[j]].min()), abs=1e-6)
-    assert "cannot resolve" in result.warning  # 11 negatives cannot resolve 1e-3
+    unresolved = all_pairs(emb, labels, far=1e-3)
+    assert "cannot resolve" in unresolved.warning  # 11 negatives cannot resolve 1e-3
+    assert unresolved.val is None and (unresolved.threshold, unresolved.far_reached) == (result.threshold, 0.0)
 
 
 def test_allowed_false_accepts_uses_the_division_sklearn_uses():
@@ -247,14 +262,15 @@ def test_bad_inputs_are_user_errors():
         all_pairs(emb, torch.zeros(20, dtype=torch.int64))  # one class: no negatives
     with pytest.raises(UserError, match="positive and negative"):
         all_pairs(emb, torch.arange(20))  # all singletons: no positives
-    with pytest.raises(UserError):
+    with pytest.raises(ParameterError, match=r"far must be in \[0, 1\], got 1.5") as raised:
         all_pairs(emb, labels, far=1.5)
+    assert raised.value.parameter == "far" and not isinstance(raised.value, UserError)
 
 
 def test_result_dict_is_json_ready_and_has_a_log_far_roc():
     emb, labels = _clustered(400, spread=0.7)
     result = all_pairs(emb, labels).to_dict()
-    json.dumps(result)
+    json.dumps(result, allow_nan=False)
     far, val = np.array(result["roc_far"]), np.array(result["roc_val"])
     assert 20 <= len(far) <= 401 and np.all(np.diff(far) >= 0) and np.all(np.diff(val) >= 0)
     assert far[-1] == 1.0 and val[-1] == 1.0 and far[0] <= 1e-4
@@ -318,8 +334,8 @@ def test_repeated_random_pairs_average_the_single_draws():
     emb, labels = _clustered(300)
     summary = repeated_random_pairs(emb, labels, n_pairs=512, far=1e-2, repeats=5, seed=7)
     vals = [random_pairs(emb, labels, n_pairs=512, far=1e-2, seed=7 + r).val for r in range(5)]
-    assert summary["val"]["mean"] == pytest.approx(np.mean(vals)) and summary["val"]["std"] == pytest.approx(np.std(vals))
-    assert summary["val"]["std"] > 0 and set(summary) >= {"threshold", "accuracy", "auc", "far_reached"}
+    assert summary.mean["val"] == pytest.approx(np.mean(vals)) and summary.std["val"] == pytest.approx(np.std(vals))
+    assert summary.std["val"] > 0 and set(summary.mean) >= {"threshold", "accuracy", "auc", "far_reached"}
 
 
 def test_kfold_chooses_each_threshold_without_its_test_fold():
@@ -362,15 +378,16 @@ def test_evaluate_embeddings_has_every_documented_key_for_every_protocol():
             "val_at_far", "recall_at_k", "roc_far", "roc_val")
     expected_pairs = {"all-pairs": 300 * 299 // 2, "pairs": 1024, "kfold": 6000}
     for protocol, n_pairs in expected_pairs.items():
-        result = evaluate_embeddings(emb, labels, protocol=protocol, far=1e-2)
+        evaluated = evaluate_embeddings(emb, labels, protocol=protocol, far=1e-2)
+        result = evaluated.to_dict(include_curves=True)
         for key in keys:
             assert result.get(key) is not None, (protocol, key)
         assert "warning" in result and result["protocol"] == protocol and result["n_pairs"] == n_pairs
-        table = format_table(result)
+        table = format_table(evaluated)
         for text in ("Target FAR", "Threshold", "Accuracy", "VAL", "Positive distances", "MAP@R", "NMI"):
             assert text in table
-    assert evaluate_embeddings(emb, labels, protocol="pairs", n_pairs=100, retrieval=False, clustering=False)["n_pairs"] == 100
-    with pytest.raises(UserError, match="unknown protocol"):
+    assert evaluate_embeddings(emb, labels, protocol="pairs", n_pairs=100, retrieval=False, clustering=False).verification.n_pairs == 100
+    with pytest.raises(ParameterError, match="protocol 'lfw' is unknown"):
         evaluate_embeddings(emb, labels, protocol="lfw")
 
 
@@ -386,8 +403,86 @@ def test_format_table_aligns_values_and_shows_warnings():
 
 def test_fast_epoch_metrics_match_the_full_evaluation():
     emb, labels = _clustered(500, spread=1.0)
-    fast = fast_epoch_metrics(emb, labels, far=1e-3)
-    full = evaluate_embeddings(emb, labels, far=1e-3, clustering=False)
+    fast = fast_epoch_metrics(emb, labels, far=1e-3).to_dict()
+    full = evaluate_embeddings(emb, labels, far=1e-3, clustering=False).to_dict()
     for key in ("threshold", "val", "accuracy", "far_reached", "eer", "precision_at_1", "map_at_r"):
         assert fast[key] == full[key]
     assert fast["auc"] == pytest.approx(full["auc"], abs=1e-4)
+
+
+# --------------------------------------------------------------------------- the streaming engine's update / + / compute
+
+
+@pytest.mark.parametrize("split", ["halves", "interleaved"])
+def test_accumulators_over_two_shares_of_the_rows_add_up_to_one_pass(split):
+    emb, labels = _quantised(300, seed=2)
+    tiles = PairTiles(emb.float(), labels, tile_rows=16, tile_cols=64)
+    blocks = tiles.row_blocks()
+    # Two "processes": the first and second half of the row blocks, or every other block.
+    shares = (blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]) if split == "halves" else (blocks[::2], blocks[1::2])
+    whole = accumulate(tiles, CoarseHistograms(tiles.key_count))
+    merged = accumulate(tiles, CoarseHistograms(tiles.key_count), shares[0]) + accumulate(tiles, CoarseHistograms(tiles.key_count), shares[1])
+    assert torch.equal(merged.positive_counts, whole.positive_counts)
+    assert torch.equal(merged.negative_counts, whole.negative_counts)
+    for ours, one_pass in ((merged.positive_moments, whole.positive_moments), (merged.negative_moments, whole.negative_moments)):
+        assert ours.count == one_pass.count
+        assert ours.mean == pytest.approx(one_pass.mean, rel=1e-12) and ours.std == pytest.approx(one_pass.std, rel=1e-9)
+
+    fars = (0.05, 1e-2, 1e-3, 1e-4, 1e-5)
+    plan = plan_refinement(merged, fars)
+    fine_whole = accumulate(tiles, plan.fine_histograms(tiles.key_count))
+    fine_merged = accumulate(tiles, plan.fine_histograms(tiles.key_count), shares[0]) + accumulate(
+        tiles, plan.fine_histograms(tiles.key_count), shares[1]
+    )
+    assert np.array_equal(fine_merged.positive_counts, fine_whole.positive_counts)
+    assert np.array_equal(fine_merged.negative_counts, fine_whole.negative_counts)
+
+    result = compute_all_pairs(merged, fine_merged, far=0.05, fars=fars[1:])
+    reference = all_pairs(emb, labels, far=0.05, fars=fars[1:], tile_rows=16, tile_cols=64)
+    for key in ("n_pairs", "threshold", "val", "far_reached", "accuracy", "auc", "eer", "val_at_far", "threshold_at_far", "histogram"):
+        assert getattr(result, key) == getattr(reference, key), key
+    d, same = _brute_force(emb, labels)
+    assert (result.threshold, result.val, result.far_reached, result.accuracy) == _by_definition(d, same, 0.05)
+    assert result.auc == pytest.approx(sklearn_metrics.roc_auc_score(same, -d), abs=1e-12)
+
+
+def test_accumulators_of_different_shapes_refuse_to_add():
+    with pytest.raises(ValueError, match="same PairTiles"):
+        CoarseHistograms(10) + CoarseHistograms(11)
+    with pytest.raises(ValueError, match="same plan"):
+        FineHistograms(np.array([1, 2]), 10) + FineHistograms(np.array([1, 3]), 10)
+
+
+def test_compute_refuses_fine_histograms_that_miss_a_needed_key():
+    emb, labels = _quantised(120, seed=3)
+    tiles = PairTiles(emb.float(), labels)
+    coarse = accumulate(tiles, CoarseHistograms(tiles.key_count))
+    plan = plan_refinement(coarse, (0.3,), exact_auc=False)  # planned for FAR 0.3 only
+    fine = accumulate(tiles, plan.fine_histograms(tiles.key_count))
+    with pytest.raises(ValueError, match="was not refined"):
+        compute_all_pairs(coarse, fine, far=1e-3, fars=())
+
+
+# --------------------------------------------------------------------------- a FAR the pairs cannot resolve
+
+
+def test_kfold_with_too_few_training_negatives_reports_val_as_not_reached():
+    emb, labels = _clustered(300)
+    # 200 pairs: 100 negatives, 90 per fold's training share, cannot resolve 1e-3 (one false accept = 1.1e-2).
+    result = kfold(emb, labels, n_pairs=200, far=1e-3)
+    assert result.val is None and result.val_std is None
+    assert all(fold["val"] is None for fold in result.per_fold)
+    assert "90 training negatives per fold cannot resolve FAR 0.001" in result.warning
+    assert result.pooled.val is None and result.pooled.val_at_far["0.001"] is None
+    # The threshold actually chosen (the smallest training negative) is still reported and measured.
+    assert math.isfinite(result.threshold) and all(fold["far_reached"] is not None for fold in result.per_fold)
+    resolved = kfold(emb, labels, n_pairs=200, far=0.05)
+    assert resolved.val is not None and resolved.warning is None
+
+
+def test_random_pairs_leave_unresolvable_fars_out_of_val_at_far():
+    emb, labels = _clustered(300)
+    result = random_pairs(emb, labels, n_pairs=1024, far=1e-2)  # 512 negatives resolve 1e-2, not 1e-3
+    assert result.val is not None and result.val_at_far["0.01"] == result.val
+    assert result.val_at_far["0.001"] is None and result.val_at_far["0.0001"] is None
+    assert all(math.isfinite(t) for t in result.threshold_at_far.values())

@@ -5,30 +5,23 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from .training.checkpoint import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig
+from .console import Logger, log_stderr
 from .data import DatasetSplits, load_dataset
-from .errors import UserError
-from .evaluation import evaluate_embeddings, repeated_random_pairs
+from .errors import ParameterError, UserError
+from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .fileio import atomic_path, atomic_write_text
 from .models import embed_images
 
 SPLITS = ("train", "test")
-BULKY_KEYS = ("roc_far", "roc_val", "histogram", "per_fold")
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -45,7 +38,7 @@ def embed_checkpoint(
 ) -> EmbeddedSplit:
     """Load a checkpoint and embed the ``split`` of the dataset it was trained on."""
     if split not in SPLITS:
-        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ParameterError("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
     state = load_checkpoint(checkpoint)
     model, config = model_from_checkpoint(state, source=str(checkpoint))
     if data is None:
@@ -98,37 +91,60 @@ def evaluate(
     clustering: bool = True,
     out_dir: str | Path | None = None,
     tsne: bool = True,
-    log: Callable[[str], None] = _stderr,
-) -> dict[str, Any]:
+    log: Logger = log_stderr,
+) -> EvaluationResult:
     """Evaluate a checkpoint (on its dataset's test split) or an embeddings file; optionally write a report folder.
 
-    With ``out_dir``: metrics.json, curves.json (ROC and histogram data), distances.png, roc.png,
-    tsne.png (unless ``tsne`` is False) and, for a checkpoint whose run folder has them, the
-    per-epoch metrics and losses plots.
+    Args:
+        checkpoint: a tripletnet checkpoint; its dataset's test split is embedded.
+        embeddings_file: an .npz from ``tripletnet embed`` (give exactly one of the two).
+        data_path: where the checkpoint's dataset lies (default: the checkpoint's).
+        protocol: a name in ``evaluation.PROTOCOLS`` (all-pairs, pairs, kfold).
+        far: the target false-accept rate, in (0, 1].
+        n_pairs: pairs to draw for protocols that draw pairs (None: their default).
+        repeats: draws to average, for repeatable protocols (pairs).
+        seed: the seed of drawn pairs, k-means and t-SNE.
+        clustering: compute k-means NMI and AMI.
+        out_dir: write metrics.json, curves.json, distances.png, roc.png, tsne.png (unless ``tsne``
+            is False) and, for a checkpoint whose run folder has them, the per-epoch metrics and
+            losses plots.
+        tsne: draw the t-SNE map (with ``out_dir``).
+        log: where progress messages go.
+
+    Returns:
+        The EvaluationResult; ``to_dict()`` is what metrics.json and ``--json`` hold.
+
+    Raises:
+        ParameterError: for a bad far, protocol, n_pairs or repeats, before anything is loaded.
+        UserError: for a missing or unreadable checkpoint, embeddings file or dataset.
     """
+    # Every option is checked before a checkpoint is embedded: a typo costs no minutes.
+    check_far(far, zero_allowed=False)
+    get_protocol(protocol).check_options(n_pairs=n_pairs, repeats=repeats)
     if (checkpoint is None) == (embeddings_file is None):
-        raise UserError("give exactly one of --checkpoint or --embeddings")
-    if repeats < 1:
-        raise UserError(f"--repeats must be at least 1, got {repeats}")
-    split = embed_checkpoint(checkpoint, "test", data_path) if checkpoint else load_embeddings(embeddings_file)
+        raise UserError("give exactly one of a checkpoint or an embeddings file")
+    split = embed_checkpoint(checkpoint, "test", data_path) if checkpoint else load_embeddings(embeddings_file)  # type: ignore[arg-type]
     result = evaluate_embeddings(
-        split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, seed=seed, clustering=clustering
+        split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, repeats=repeats, seed=seed,
+        clustering=clustering,
     )
-    result["source"] = str(checkpoint or embeddings_file)
-    if protocol == "pairs" and repeats > 1:
-        result["repeated"] = {"repeats": repeats, **repeated_random_pairs(split.embeddings, split.labels, n_pairs, far, repeats, seed)}
+    result.source = str(checkpoint or embeddings_file)
     if out_dir is not None:
         write_report(Path(out_dir), result, split, tsne=tsne, seed=seed, log=log)
     return result
 
 
-def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """The result without the bulky curve arrays, with non-finite floats as null (valid JSON)."""
-    clean = {key: value for key, value in result.items() if key not in BULKY_KEYS}
-    return json.loads(json.dumps(clean, default=str).replace("Infinity", "null").replace("NaN", "null"))
+def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, tsne: bool, seed: int, log: Logger = log_stderr) -> None:
+    """Write metrics.json, curves.json and the plots of ``result`` into the folder ``out``.
 
-
-def write_report(out: Path, result: dict[str, Any], split: EmbeddedSplit, *, tsne: bool, seed: int, log: Callable[[str], None]) -> None:
+    Args:
+        out: the report folder (created if needed).
+        result: the evaluation of ``split``; gains ``tsne_seconds`` when the t-SNE map is drawn.
+        split: the embeddings evaluated (for the t-SNE map and the run folder's history).
+        tsne: draw the t-SNE map.
+        seed: t-SNE's seed.
+        log: where progress messages go.
+    """
     from . import plots
 
     out.mkdir(parents=True, exist_ok=True)
@@ -138,22 +154,26 @@ def write_report(out: Path, result: dict[str, Any], split: EmbeddedSplit, *, tsn
 
         log(f"t-SNE of {len(split.embeddings):,} embeddings ...")
         points, seconds = tsne_2d(split.embeddings.numpy(), seed=seed)
-        result["tsne_seconds"] = seconds
+        result.tsne_seconds = seconds
         plots.plot_embedding_2d(points, split.labels.numpy(), out / "tsne.png", class_names=split.class_names,
                                 title=f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)")
         written.append("tsne.png")
-    atomic_write_text(out / "metrics.json", json.dumps(summary(result), indent=2) + "\n")
-    atomic_write_text(out / "curves.json", json.dumps({k: result[k] for k in BULKY_KEYS if k in result}) + "\n")
-    histogram = result["histogram"]
-    threshold = result["threshold"] if math.isfinite(result["threshold"]) else None
+    atomic_write_text(out / "metrics.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "curves.json", json.dumps(result.curves(), allow_nan=False) + "\n")
+    verification = result.verification
+    histogram = verification.histogram
     plots.plot_distance_histograms_from_counts(
-        np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]), threshold,
-        out / "distances.png", far=result["far"], title=f"Pair distances ({result['protocol']}, {result['n_pairs']:,} pairs)",
-        pos_summary=f"{result['positive_mean']:.3f} ± {result['positive_std']:.3f}",
-        neg_summary=f"{result['negative_mean']:.3f} ± {result['negative_std']:.3f}",
+        np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]),
+        verification.threshold if math.isfinite(verification.threshold) else None,
+        out / "distances.png", far=verification.far,
+        title=f"Pair distances ({verification.protocol}, {verification.n_pairs:,} pairs)",
+        pos_summary=f"{verification.positive_mean:.3f} ± {verification.positive_std:.3f}",
+        neg_summary=f"{verification.negative_mean:.3f} ± {verification.negative_std:.3f}",
     )
-    marks = {float(k): v for k, v in (result.get("val_at_far") or {}).items()}
-    plots.plot_roc(np.asarray(result["roc_far"]), np.asarray(result["roc_val"]), out / "roc.png", auc=result.get("auc"), eer=result.get("eer"), marks=marks)
+    # A FAR the pairs cannot resolve has no VAL: no dot is drawn for it.
+    marks = {float(key): val for key, val in verification.val_at_far.items() if val is not None}
+    plots.plot_roc(np.asarray(verification.roc_far), np.asarray(verification.roc_val), out / "roc.png",
+                   auc=verification.auc, eer=verification.eer, marks=marks)
     history_file = split.run_dir / "metrics.jsonl" if split.run_dir else None
     if history_file and history_file.is_file():
         history = plots.load_metrics_jsonl(history_file)

@@ -188,7 +188,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .api import evaluate, summary
+    from .api import evaluate
     from .evaluation import format_table
 
     config = build_eval_config(args)
@@ -197,14 +197,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         protocol=config.protocol, far=config.far, n_pairs=config.n_pairs, repeats=config.repeats, seed=config.seed,
         clustering=config.clustering, out_dir=config.out, tsne=config.tsne,
     )
-    if config.json:
-        print(json.dumps(summary(result)))
-    else:
-        print(format_table(result))
-        if "repeated" in result:
-            rep = result["repeated"]
-            print(f"over {rep['repeats']} draws of {result['n_pairs']} pairs: "
-                  + ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in rep.items() if isinstance(v, dict)))
+    print(json.dumps(result.to_dict(), allow_nan=False) if config.json else format_table(result))
     return 0
 
 

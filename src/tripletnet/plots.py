@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib import colormaps
@@ -26,21 +27,21 @@ from .errors import UserError
 from .fileio import atomic_path
 
 __all__ = [
-    "POSITIVE_COLOR",
     "NEGATIVE_COLOR",
-    "save_figure",
+    "POSITIVE_COLOR",
     "distance_histogram_figure",
-    "plot_distance_histograms_from_counts",
-    "plot_distance_histograms",
-    "roc_figure",
-    "plot_roc",
     "embedding_2d_figure",
-    "plot_embedding_2d",
-    "losses_figure",
-    "plot_losses",
     "epoch_metrics_figure",
-    "plot_epoch_metrics",
     "load_metrics_jsonl",
+    "losses_figure",
+    "plot_distance_histograms",
+    "plot_distance_histograms_from_counts",
+    "plot_embedding_2d",
+    "plot_epoch_metrics",
+    "plot_losses",
+    "plot_roc",
+    "roc_figure",
+    "save_figure",
 ]
 
 POSITIVE_COLOR = "#1f77b4"  # same-class pairs, in every figure
@@ -267,7 +268,8 @@ def roc_figure(
     ax.set_ylabel("validation rate (VAL = TP / all same-class pairs)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    # Below the axes, not inside: inside, some curve shape always puts a VAL label under it.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=9, frameon=False)
     return fig
 
 
@@ -363,7 +365,7 @@ def _mark_changes(ax: Axes, history: Sequence[Mapping[str, Any]]) -> int:
     """Dotted vertical lines where the learning rate or the miner changes; returns how many."""
     epochs = _epochs(history)
     marked = 0
-    for (prev, cur), epoch in zip(zip(history, history[1:]), epochs[1:]):
+    for (prev, cur), epoch in zip(pairwise(history), epochs[1:]):
         notes = []
         if "lr" in cur and "lr" in prev and cur["lr"] != prev["lr"]:
             notes.append(f"lr {_format_lr(prev['lr'])} → {_format_lr(cur['lr'])}")
@@ -394,7 +396,7 @@ def losses_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
         raise ValueError("no epochs to plot")
     fig = Figure(figsize=(9, 5))
     ax = fig.add_subplot()
-    drawn = 0
+    drawn: list[float] = []
     for key, color, marker, label in (
         ("train_loss", TRAIN_COLOR, "o", "training loss (mean over the epoch)"),
         ("val_loss", VALIDATION_COLOR, "s", "validation loss (fixed test triplets)"),
@@ -402,20 +404,29 @@ def losses_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
         xs, ys = _series(history, key)
         if xs:
             ax.plot(xs, ys, marker=marker, color=color, linewidth=1.8, markersize=5, label=label)
-            drawn += 1
+            drawn += ys
     if not drawn:
         raise ValueError("the records have neither 'train_loss' nor 'val_loss'")
     # Losses are >= 0; head-room on top keeps the change labels off the curves.
-    top = max(max(line.get_ydata()) for line in ax.get_lines())
+    top = max(drawn)
     ax.set_ylim(0.0, top * 1.3 if top > 0 else 1.0)
     _finish_epoch_axes(ax, history, "triplet loss", "Training and validation loss per epoch", "lower left")
     return fig
 
 
-def _finish_epoch_axes(ax: Axes, history: Sequence[Mapping[str, Any]], ylabel: str, title: str, legend_loc: str) -> None:
+def _finish_epoch_axes(
+    ax: Axes, history: Sequence[Mapping[str, Any]], ylabel: str, title: str, legend_loc: Literal["lower left", "lower right"]
+) -> None:
     """What every per-epoch figure shares: change markers, integer epochs, labels, grid, legend."""
     _mark_changes(ax, history)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = [e for e in _epochs(history) if isinstance(e, (int, float))]
+    if epochs and max(epochs) - min(epochs) < 2:
+        # One or two epochs: matplotlib's default view is a sliver around them with ticks like
+        # 0.975, and MaxNLocator(integer=True) cannot help inside a sliver. Widen to whole epochs.
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.set_xticks(range(int(min(epochs)), int(max(epochs)) + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from .results import ClusteringResult
+
 
 def contingency_table(labels_true: np.ndarray, labels_pred: np.ndarray) -> np.ndarray:
     """Counts n_ij of items in true class i and predicted cluster j (classes in sorted order)."""
@@ -120,9 +122,18 @@ def kmeans_labels(embeddings: torch.Tensor, k: int, seed: int = 0, n_init: int =
     return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x)
 
 
-def clustering_metrics(embeddings: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict[str, float | int]:
-    """k-means with k = number of classes, then NMI and AMI of the clusters against the labels."""
+def clustering_metrics(embeddings: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> ClusteringResult:
+    """k-means with k = number of classes, then NMI and AMI of the clusters against the labels.
+
+    Args:
+        embeddings: (N, D) embeddings.
+        labels: (N,) labels.
+        seed: k-means' random state.
+
+    Returns:
+        A ClusteringResult.
+    """
     truth = torch.as_tensor(labels).detach().cpu().numpy()
     k = len(np.unique(truth))
     predicted = kmeans_labels(embeddings, k, seed)
-    return {"nmi": nmi(truth, predicted), "ami": ami(truth, predicted), "n_clusters": k}
+    return ClusteringResult(nmi=nmi(truth, predicted), ami=ami(truth, predicted), n_clusters=k)

@@ -7,12 +7,18 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
 from .clustering import clustering_metrics
+from .results import EpochMetrics, EvaluationResult, KFoldResult
 from .retrieval import retrieval_metrics
-from .verification import all_pairs, kfold, random_pairs
+from .verification import (
+    PROTOCOLS,
+    all_pairs,
+    check_far,
+    get_protocol,
+    repeated_random_pairs,
+)
 
-PROTOCOLS = ("all-pairs", "pairs", "kfold")
+__all__ = ["PROTOCOLS", "evaluate_embeddings", "fast_epoch_metrics", "format_table"]
 
 
 def evaluate_embeddings(
@@ -22,58 +28,69 @@ def evaluate_embeddings(
     protocol: str = "all-pairs",
     far: float = 1e-3,
     n_pairs: int | None = None,
+    repeats: int = 1,
     seed: int = 0,
     retrieval: bool = True,
     clustering: bool = True,
-) -> dict[str, Any]:
-    """Verification under ``protocol``, then retrieval and clustering metrics, as one flat dict.
+) -> EvaluationResult:
+    """Verification under ``protocol``, then retrieval and clustering metrics.
 
-    protocol: "all-pairs" (every pair of the set, exact), "pairs" (``n_pairs`` random pairs, half
-    positive, default 1024) or "kfold" (``n_pairs`` random pairs in 10 folds, default 6000).
-    ``n_pairs`` is ignored by all-pairs; in the result, ``n_pairs`` is the number of pairs evaluated.
-    Keys: protocol, n_pairs, n_positive, n_negative, far, threshold, val, accuracy, far_reached, auc,
-    auc_error_bound, eer, positive_mean/std, negative_mean/std, val_at_far, threshold_at_far,
-    warning, the bulky roc_far, roc_val and histogram (for plots), k-fold's *_std, folds and
-    per_fold, and unless disabled precision_at_1, r_precision, map_at_r, recall_at_k, n_queries,
-    nmi, ami, n_clusters.
+    Args:
+        embeddings: (N, D) embeddings.
+        labels: (N,) integer labels.
+        protocol: a name in ``PROTOCOLS``: "all-pairs" (every pair, exact), "pairs" (``n_pairs``
+            random pairs, half positive, default 1024) or "kfold" (``n_pairs`` random pairs in 10
+            folds, default 6000).
+        far: the target false-accept rate, in (0, 1].
+        n_pairs: pairs to draw, for protocols that draw pairs (None: the protocol's default);
+            refused by protocols that do not.
+        repeats: with a repeatable protocol (pairs), also the mean and std over this many draws.
+        seed: the seed of the drawn pairs and of k-means.
+        retrieval: compute precision@1, R-precision, MAP@R and recall@k.
+        clustering: compute k-means NMI and AMI.
+
+    Returns:
+        An EvaluationResult; ``to_dict()`` gives the flat keys of metrics.json.
+
+    Raises:
+        ParameterError: for a bad ``far``, ``protocol``, ``n_pairs`` or ``repeats``, before any work.
     """
-    if protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    if not 0 < far <= 1:
-        raise UserError(f"--far must be in (0, 1], got {far}")
-    if n_pairs is not None and n_pairs < 2:
-        raise UserError(f"--n_pairs must be at least 2, got {n_pairs}")
-    result: dict[str, Any]
-    if protocol == "all-pairs":
-        result = all_pairs(embeddings, labels, far=far).to_dict()
-    elif protocol == "pairs":
-        result = random_pairs(embeddings, labels, n_pairs=n_pairs, far=far, seed=seed).to_dict()
-    else:
-        result = kfold(embeddings, labels, n_pairs=n_pairs, far=far, seed=seed).to_dict()
+    check_far(far, zero_allowed=False)
+    chosen = get_protocol(protocol)
+    pairs = chosen.check_options(n_pairs=n_pairs, repeats=repeats)
+    outcome = chosen.run(embeddings, labels, far=far, n_pairs=pairs, seed=seed)
+    result = EvaluationResult(outcome.pooled, kfold=outcome) if isinstance(outcome, KFoldResult) else EvaluationResult(outcome)
+    if repeats > 1:
+        result.repeated = repeated_random_pairs(embeddings, labels, pairs, far, repeats, seed)
     if retrieval:
-        result.update(retrieval_metrics(embeddings, labels))
+        result.retrieval = retrieval_metrics(embeddings, labels)
     if clustering:
-        result.update(clustering_metrics(embeddings, labels, seed=seed))
+        result.clustering = clustering_metrics(embeddings, labels, seed=seed)
     return result
 
 
-def fast_epoch_metrics(embeddings: torch.Tensor, labels: torch.Tensor, far: float = 1e-3) -> dict[str, Any]:
+def fast_epoch_metrics(embeddings: torch.Tensor, labels: torch.Tensor, far: float = 1e-3) -> EpochMetrics:
     """Per-epoch evaluation during training: exact all-pairs verification (AUC from the fine
-    histogram, within ``auc_error_bound``), precision@1 and MAP@R; no clustering."""
+    histogram, within ``auc_error_bound``), precision@1 and MAP@R; no clustering.
+
+    Returns:
+        EpochMetrics; ``to_dict()`` has the keys threshold, val, accuracy, far_reached, auc, eer,
+        positive_mean, negative_mean, precision_at_1 and map_at_r.
+    """
     verification = all_pairs(embeddings, labels, far=far, exact_auc=False)
     retrieval = retrieval_metrics(embeddings, labels)
-    return {
-        "threshold": verification.threshold,
-        "val": verification.val,
-        "accuracy": verification.accuracy,
-        "far_reached": verification.far_reached,
-        "auc": verification.auc,
-        "eer": verification.eer,
-        "positive_mean": verification.positive_mean,
-        "negative_mean": verification.negative_mean,
-        "precision_at_1": retrieval["precision_at_1"],
-        "map_at_r": retrieval["map_at_r"],
-    }
+    return EpochMetrics(
+        threshold=verification.threshold,
+        val=verification.val,
+        accuracy=verification.accuracy,
+        far_reached=verification.far_reached,
+        auc=verification.auc,
+        eer=verification.eer,
+        positive_mean=verification.positive_mean,
+        negative_mean=verification.negative_mean,
+        precision_at_1=retrieval.precision_at_1,
+        map_at_r=retrieval.map_at_r,
+    )
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -84,53 +101,70 @@ def _number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _with_std(result: dict[str, Any], key: str, digits: int = 4) -> str:
-    text = _number(result.get(key), digits)
-    return text + (f" ± {result[key + '_std']:.{digits}f}" if f"{key}_std" in result else "")
+def _with_std(flat: dict[str, Any], key: str, digits: int = 4) -> str:
+    if flat.get(key) is None and key == "val":
+        return "not reached (see the warning)"
+    text = _number(flat.get(key), digits)
+    return text + (f" ± {_number(flat[key + '_std'], digits)}" if flat.get(f"{key}_std") is not None else "")
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """The result as aligned text: the reference's verification table, then retrieval and clustering."""
+def format_table(result: EvaluationResult) -> str:
+    """The result as aligned text: the reference's verification table, then retrieval, clustering,
+    the repeated draws and the warning.
+
+    Args:
+        result: what ``evaluate_embeddings`` (or ``api.evaluate``) returned.
+
+    Returns:
+        Lines of text without a trailing newline.
+    """
+    verification = result.verification
+    flat = result.to_dict()
     rows: list[tuple[str, str]] = []
-    pairs = result.get("n_pairs")
-    title = f"Verification ({result['protocol']}"
-    if isinstance(pairs, int):
-        title += f", {pairs:,} pairs"
-        if "n_positive" in result:
-            title += f": {result['n_positive']:,} positive, {result['n_negative']:,} negative"
-    if "folds" in result:
-        title += f", {result['folds']} folds: mean ± std over held-out folds"
+    title = f"Verification ({verification.protocol}, {verification.n_pairs:,} pairs: "
+    title += f"{verification.n_positive:,} positive, {verification.n_negative:,} negative"
+    if result.kfold is not None:
+        title += f", {result.kfold.folds} folds: mean ± std over held-out folds"
     sections = [(title + ")", rows)]
     rows += [
-        ("Target FAR", f"{result['far']:g}"),
-        ("Threshold", _with_std(result, "threshold")),
-        ("FAR reached", _with_std(result, "far_reached", 6)),
-        ("Accuracy", _with_std(result, "accuracy")),
-        ("VAL", _with_std(result, "val")),
-        ("Positive distances", f"{result['positive_mean']:.4f} ± {result['positive_std']:.4f}"),
-        ("Negative distances", f"{result['negative_mean']:.4f} ± {result['negative_std']:.4f}"),
-        ("ROC AUC", _number(result.get("auc"), 6)),
-        ("EER", _number(result.get("eer"))),
+        ("Target FAR", f"{verification.far:g}"),
+        ("Threshold", _with_std(flat, "threshold")),
+        ("FAR reached", _with_std(flat, "far_reached", 6)),
+        ("Accuracy", _with_std(flat, "accuracy")),
+        ("VAL", _with_std(flat, "val")),
+        ("Positive distances", f"{verification.positive_mean:.4f} ± {verification.positive_std:.4f}"),
+        ("Negative distances", f"{verification.negative_mean:.4f} ± {verification.negative_std:.4f}"),
+        ("ROC AUC", _number(verification.auc, 6)),
+        ("EER", _number(verification.eer)),
     ]
-    thresholds = result.get("threshold_at_far") or {}
-    for key, val in (result.get("val_at_far") or {}).items():
-        rows.append((f"VAL @ FAR {key}", f"{_number(val)}  (threshold {_number(thresholds.get(key))})"))
-    if "precision_at_1" in result:
+    for key, val in verification.val_at_far.items():
+        shown = "not reached" if val is None else _number(val)
+        rows.append((f"VAL @ FAR {key}", f"{shown}  (threshold {_number(verification.threshold_at_far.get(key))})"))
+    if result.retrieval is not None:
+        retrieval = result.retrieval
         retrieval_rows = [
-            ("precision@1", _number(result["precision_at_1"])),
-            ("R-precision", _number(result["r_precision"])),
-            ("MAP@R", _number(result["map_at_r"])),
+            ("precision@1", _number(retrieval.precision_at_1)),
+            ("R-precision", _number(retrieval.r_precision)),
+            ("MAP@R", _number(retrieval.map_at_r)),
         ]
-        retrieval_rows += [(f"recall@{k}", _number(v)) for k, v in (result.get("recall_at_k") or {}).items()]
-        sections.append((f"Retrieval ({result.get('n_queries', '?'):,} queries)", retrieval_rows))
-    if "nmi" in result:
-        k = result.get("n_clusters")
-        sections.append((f"Clustering (k-means, k = {k})", [("NMI", _number(result["nmi"])), ("AMI", _number(result["ami"]))]))
+        retrieval_rows += [(f"recall@{k}", _number(v)) for k, v in retrieval.recall_at_k.items()]
+        sections.append((f"Retrieval ({retrieval.n_queries:,} queries)", retrieval_rows))
+    if result.clustering is not None:
+        clustering = result.clustering
+        sections.append((f"Clustering (k-means, k = {clustering.n_clusters})",
+                         [("NMI", _number(clustering.nmi)), ("AMI", _number(clustering.ami))]))
+    if result.repeated is not None:
+        repeated = result.repeated
+        sections.append((f"Repeated random pairs, over {repeated.repeats} draws of {verification.n_pairs:,} pairs (mean ± std)", [
+            (key, "not reached" if repeated.mean[key] is None else f"{repeated.mean[key]:.4f} ± {repeated.std[key]:.4f}")
+            for key in repeated.mean
+        ]))
     width = max(len(name) for _, section in sections for name, _ in section)
     lines = []
-    for title, section in sections:
-        lines.append(title)
+    for section_title, section in sections:
+        lines.append(section_title)
         lines += [f"  {name:<{width}}  {value}" for name, value in section]
-    if result.get("warning"):
-        lines.append(f"warning: {result['warning']}")
+    warning = flat.get("warning")
+    if warning:
+        lines.append(f"warning: {warning}")
     return "\n".join(lines)

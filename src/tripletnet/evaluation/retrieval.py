@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import ParameterError, UserError
+from .results import RetrievalResult
 
 RECALL_KS = (1, 2, 4, 8)
 
@@ -30,18 +31,27 @@ def retrieval_metrics(
     labels: torch.Tensor,
     recall_ks: tuple[int, ...] = RECALL_KS,
     block_elements: int = 1 << 23,
-) -> dict[str, float | int | dict[str, float]]:
+) -> RetrievalResult:
     """precision@1, R-precision, MAP@R and recall@k, by chunked exact k-nearest-neighbour search.
 
     Queries are processed in blocks of about ``block_elements`` distances; each block keeps as many
     neighbours as its largest R (or largest recall k) needs.
+
+    Args:
+        embeddings: (N, D) embeddings.
+        labels: (N,) integer labels.
+        recall_ks: the k of recall@k.
+        block_elements: distances per block of queries (bounds memory).
+
+    Returns:
+        A RetrievalResult.
     """
     x = torch.as_tensor(embeddings).detach().to(torch.float32).cpu()
     labels = torch.as_tensor(labels).detach().cpu().to(torch.int64)
     if x.ndim != 2 or labels.ndim != 1 or len(labels) != len(x):
         raise UserError(f"need an N x D embedding matrix and N labels, got {tuple(x.shape)} and {tuple(labels.shape)}")
     if not recall_ks or min(recall_ks) < 1:
-        raise ValueError("recall_ks must be positive integers")
+        raise ParameterError("recall_ks", f"must be positive integers, got {recall_ks}")
     n = len(x)
     _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     r_all = counts[inverse] - 1  # other members of each item's class
@@ -75,10 +85,10 @@ def retrieval_metrics(
         for i, kk in enumerate(ks):
             hits[i] += float(relevant[:, :kk].any(axis=1).sum())
     m = len(queries)
-    return {
-        "precision_at_1": precision_at_1 / m,
-        "r_precision": r_precision / m,
-        "map_at_r": map_at_r / m,
-        "recall_at_k": {str(k): h / m for k, h in zip(recall_ks, hits)},
-        "n_queries": m,
-    }
+    return RetrievalResult(
+        precision_at_1=precision_at_1 / m,
+        r_precision=r_precision / m,
+        map_at_r=map_at_r / m,
+        recall_at_k={str(k): h / m for k, h in zip(recall_ks, hits)},
+        n_queries=m,
+    )

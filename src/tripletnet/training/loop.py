@@ -282,7 +282,7 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
 
         eval_started = time.perf_counter()
         metrics = fast_epoch_metrics(embed_images(run.model, run.eval_images), run.eval_labels, far=1e-3)
-        record.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None})
+        record.update(metrics.to_dict())
         record["eval_seconds"] = time.perf_counter() - eval_started
         record["eval_images"] = len(run.eval_labels)
     epoch_stats = StepStats(
