@@ -199,9 +199,9 @@ def test_a_library_value_error_that_is_not_a_parameter_error_is_not_hidden(monke
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--embeddings", "e.npz", "--repeats", "5"], "--repeats applies only to --protocol pairs, got --protocol all-pairs"),
-    (["--embeddings", "e.npz", "--protocol", "kfold", "--repeats", "5"], "--repeats applies only to --protocol pairs"),
-    (["--embeddings", "e.npz", "--n_pairs", "100"], "--n_pairs applies to --protocol pairs or kfold"),
+    (["--embeddings", "e.npz", "--repeats", "5"], "--repeats is not used by protocol 'all-pairs'"),
+    (["--embeddings", "e.npz", "--protocol", "kfold", "--repeats", "5"], "--repeats is not used by protocol 'kfold'"),
+    (["--embeddings", "e.npz", "--n_pairs", "100"], "--n_pairs is not used by protocol 'all-pairs'"),
     (["--embeddings", "e.npz", "--checkpoint", "c.pt"], "--checkpoint or --embeddings: give exactly one of the two, got both"),
     ([], "--checkpoint or --embeddings: give exactly one of the two, got neither"),
     (["--embeddings", "e.npz", "--protocol", "pairs", "--n_pairs", "1"], "--n_pairs must be at least 2, got 1"),

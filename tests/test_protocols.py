@@ -119,3 +119,11 @@ def test_api_evaluate_checks_options_before_loading_anything(tmp_path):
         api.evaluate(embeddings_file=missing, far=2)
     with pytest.raises(UserError, match="not found"):
         api.evaluate(embeddings_file=missing)
+
+
+def test_the_config_literal_of_protocols_is_the_registry():
+    import typing
+
+    from tripletnet.config import Protocol as ProtocolName
+
+    assert typing.get_args(ProtocolName) == tuple(PROTOCOLS)

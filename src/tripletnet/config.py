@@ -159,16 +159,11 @@ class EvalConfig:
             given = "both" if self.checkpoint is not None else "neither"
             raise ParameterError("checkpoint", f"or embeddings: give exactly one of the two, got {given}", related=("embeddings",))
         _check_choice("protocol", self.protocol, typing.get_args(Protocol))
-        _check_all([
-            ("far", _finite_in(self.far, 0, 1), "must be in (0, 1]"),
-            ("n_pairs", self.n_pairs is None or self.n_pairs >= 2, "must be at least 2"),
-            ("repeats", self.repeats >= 1, "must be at least 1"),
-        ], self)
-        if self.n_pairs is not None and self.protocol == "all-pairs":
-            raise ParameterError("n_pairs", "applies to protocol pairs or kfold; all-pairs evaluates every pair",
-                                 related=("protocol",))
-        if self.repeats != 1 and self.protocol != "pairs":
-            raise ParameterError("repeats", f"applies only to protocol pairs, got protocol {self.protocol}", related=("protocol",))
+        _check_all([("far", _finite_in(self.far, 0, 1), "must be in (0, 1]")], self)
+        # The protocol registry knows which options each protocol reads and how many pairs fit in memory.
+        from .evaluation.verification.protocols import get_protocol
+
+        get_protocol(self.protocol).check_options(n_pairs=self.n_pairs, repeats=self.repeats)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name."""
