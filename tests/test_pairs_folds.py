@@ -1,5 +1,6 @@
 """The k-fold pairs protocol against a brute-force reference, scikit-learn's ROC, and its own test folds."""
 
+import itertools
 import math
 
 import numpy as np
@@ -23,7 +24,7 @@ def _data(seed: int, n: int = 120, n_folds: int = 5, levels: int | None = None):
 def _brute_threshold(d, s):
     """Try every candidate of the documented rule one by one, counting pairs in Python."""
     values = sorted(set(d.tolist()))
-    candidates = [values[0]] + [(a + b) / 2 for a, b in zip(values, values[1:])] + [float(np.nextafter(values[-1], np.inf))]
+    candidates = [values[0]] + [(a + b) / 2 for a, b in itertools.pairwise(values)] + [float(np.nextafter(values[-1], np.inf))]
     best, best_t = -1, None
     for t in candidates:  # in increasing order: a later candidate must be strictly better to win
         correct = sum((di < t) == si for di, si in zip(d.tolist(), s.tolist()))

@@ -63,7 +63,7 @@ def _allowed_false_accepts(far: float, n_negative: int) -> int:
     """The largest k in [0, n_negative] with k / n_negative <= far, the division done in float64."""
     if far >= 1:
         return n_negative
-    k = min(n_negative, int(math.floor(far * n_negative)))
+    k = min(n_negative, math.floor(far * n_negative))
     while k < n_negative and (k + 1) / n_negative <= far:  # far * n may land one ulp off an integer
         k += 1
     while k > 0 and k / n_negative > far:
