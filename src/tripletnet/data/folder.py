@@ -145,7 +145,9 @@ class _Probe:
 def _pillow_errors(where: str) -> Iterator[None]:
     """Turn whatever Pillow raises on one file into a UserError naming it."""
     with warnings.catch_warnings():
-        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse both alike.
+        # Damaged metadata (EXIF, TIFF tags) makes Pillow warn while the pixels may be fine: the
+        # pixels decide. Pillow only warns between MAX_IMAGE_PIXELS and twice that: we refuse both alike.
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             yield
