@@ -7,7 +7,7 @@ import torch
 from synthetic_images import identity_name, make_synthetic_dataset
 
 from tripletnet.data.csv import load_csv_dataset, read_image_list_csv
-from tripletnet.data.folder import load_image_folder
+from tripletnet.data.folder import ImageOptions, load_image_folder
 from tripletnet.errors import UserError
 
 
@@ -41,7 +41,7 @@ def test_a_csv_without_header_or_splits_is_split_by_identity_like_a_folder(tmp_p
     train = {data.class_names[i] for i in data.train_labels.tolist()}
     test = {data.class_names[i] for i in data.test_labels.tolist()}
     assert not train & test and len(test) == 2
-    by_image = load_csv_dataset(tmp_path / "list.csv", split_by="image", image_size=28, log=_quiet)
+    by_image = load_csv_dataset(tmp_path / "list.csv", ImageOptions(split_by="image", image_size=28), log=_quiet)
     assert by_image.split == "image" and by_image.train_images.shape[1:] == (3, 28, 28)
 
 

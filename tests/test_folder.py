@@ -13,7 +13,12 @@ from synthetic_images import (
     write_identity_images,
 )
 
-from tripletnet.data.folder import ImageSplits, load_image_folder, read_image
+from tripletnet.data.folder import (
+    ImageOptions,
+    ImageSplits,
+    load_image_folder,
+    read_image,
+)
 from tripletnet.data.transforms import channel_mean_std
 from tripletnet.errors import ParameterError, UserError
 
@@ -61,15 +66,15 @@ def test_split_folders_sharing_identities_are_a_closed_set(tmp_path):
 
 def test_a_flat_folder_splits_by_identity_by_default_and_always_the_same_way(tmp_path):
     make_synthetic_dataset(tmp_path, n_train=10, n_test=0, images_per_identity=2, split_folders=False)
-    data = load_image_folder(tmp_path, image_size=32, log=_quiet)
+    data = load_image_folder(tmp_path, ImageOptions(image_size=32), log=_quiet)
     assert data.split == "identity" and data.train_images.shape[2:] == (32, 32)
     train, test = _names(data, data.train_labels), _names(data, data.test_labels)
     assert not train & test and len(train | test) == 10 and len(test) == 2  # 20% of 10 identities
-    again = load_image_folder(tmp_path, image_size=32, log=_quiet)
+    again = load_image_folder(tmp_path, ImageOptions(image_size=32), log=_quiet)
     assert again.test_paths == data.test_paths
-    other = {load_image_folder(tmp_path, image_size=32, seed=seed, log=_quiet).test_paths for seed in range(1, 5)}
+    other = {load_image_folder(tmp_path, ImageOptions(image_size=32, seed=seed), log=_quiet).test_paths for seed in range(1, 5)}
     assert len(other | {data.test_paths}) > 1, "the seed chooses the test identities"
-    half = load_image_folder(tmp_path, image_size=32, test_fraction=0.5, log=_quiet)
+    half = load_image_folder(tmp_path, ImageOptions(image_size=32, test_fraction=0.5), log=_quiet)
     assert len(_names(half, half.test_labels)) == 5
 
 
@@ -78,7 +83,7 @@ def test_a_flat_folder_split_by_image_is_stratified(tmp_path):
     _write(tmp_path / "dogs", 5, 200, suffix=".bmp", mode="L")
     _write(tmp_path / "owl", 1, 90)
     (tmp_path / "dogs" / "notes.txt").write_text("not an image: ignored")
-    data = load_image_folder(tmp_path, split_by="image", image_size=28, log=_quiet)
+    data = load_image_folder(tmp_path, ImageOptions(split_by="image", image_size=28), log=_quiet)
     assert data.split == "image" and data.class_names == ("cats", "dogs", "owl")
     assert torch.bincount(data.test_labels, minlength=3).tolist() == [2, 1, 0], "20% of each, none of a single image"
     assert torch.bincount(data.train_labels).tolist() == [8, 4, 1]
@@ -111,7 +116,7 @@ def test_too_few_identities_to_split_by_identity_is_refused(tmp_path):
         _write(tmp_path / name, 3)
     with pytest.raises(UserError, match="too few to split by identity"):
         load_image_folder(tmp_path, log=_quiet)
-    assert load_image_folder(tmp_path, split_by="image", log=_quiet).split == "image"
+    assert load_image_folder(tmp_path, ImageOptions(split_by="image"), log=_quiet).split == "image"
 
 
 def test_mixed_grey_and_colour_become_rgb_and_it_is_said_once(tmp_path):
@@ -120,22 +125,22 @@ def test_mixed_grey_and_colour_become_rgb_and_it_is_said_once(tmp_path):
     _write(tmp_path / "c", 2, mode="L")
     _write(tmp_path / "d", 2, mode="L")
     lines: list[str] = []
-    data = load_image_folder(tmp_path, split_by="image", log=lines.append)
+    data = load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
     assert data.channels == 3 and len(data.mean) == 3
     assert [line for line in lines if "converted" in line] == [f"{tmp_path.name}: 7 of 10 images are grey, converted to RGB (grey replicated) (the data mixes grey and colour)"]
-    forced = load_image_folder(tmp_path, split_by="image", channels=1, log=_quiet)
+    forced = load_image_folder(tmp_path, ImageOptions(split_by="image", channels=1), log=_quiet)
     assert forced.train_images.shape[1] == 1 and forced.channels == 1
 
 
 def test_grey_data_stays_one_channel_and_small_images_default_to_28(tmp_path):
     for name in "abcd":
         _write(tmp_path / name, 3, size=(20, 16), mode="L")
-    data = load_image_folder(tmp_path, split_by="image", log=_quiet)
+    data = load_image_folder(tmp_path, ImageOptions(split_by="image"), log=_quiet)
     assert data.channels == 1 and data.image_size == 28 and data.train_images.shape[1:] == (1, 28, 28)
     big = tmp_path / "big"
     for name in "abcd":
         _write(big / name, 3, size=(300, 200))
-    assert load_image_folder(big, split_by="image", log=_quiet).image_size == 64
+    assert load_image_folder(big, ImageOptions(split_by="image"), log=_quiet).image_size == 64
 
 
 def test_an_unreadable_image_is_named_or_skipped_and_counted(tmp_path):
@@ -152,7 +157,7 @@ def test_an_unreadable_image_is_named_or_skipped_and_counted(tmp_path):
         load_image_folder(tmp_path, log=_quiet)
     broken.write_bytes(b"not an image at all")
     lines: list[str] = []
-    data = load_image_folder(tmp_path, skip_bad_images=True, log=lines.append)
+    data = load_image_folder(tmp_path, ImageOptions(skip_bad_images=True), log=lines.append)
     assert len(data.skipped) == 2 and len(data.train_labels) == 9
     assert not any("broken" in p or "truncated" in p for p in data.train_paths)
     assert sum("skipped 2 unreadable images" in line for line in lines) == 1
@@ -168,7 +173,7 @@ def test_a_decompression_bomb_is_reported_as_such(tmp_path, monkeypatch, pixels)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 40x30 images pass, 48x48 warns, 80x80 errors in Pillow
     with pytest.raises(UserError, match=r"bomb\.png: refused as a possible decompression bomb.*MAX_IMAGE_PIXELS = 2,000"):
         load_image_folder(tmp_path, log=_quiet)
-    data = load_image_folder(tmp_path, skip_bad_images=True, log=_quiet)
+    data = load_image_folder(tmp_path, ImageOptions(skip_bad_images=True), log=_quiet)
     assert len(data.skipped) == 1 and "decompression bomb" in data.skipped[0]
 
 
@@ -196,4 +201,4 @@ def test_bad_options_name_their_parameter(tmp_path):
     for options, parameter in (({"split_by": "random"}, "split_by"), ({"test_fraction": 1.0}, "test_fraction"),
                                ({"channels": 4}, "channels"), ({"image_size": 0}, "image_size")):
         with pytest.raises(ParameterError, match=parameter):
-            load_image_folder(tmp_path, log=_quiet, **options)
+            load_image_folder(tmp_path, ImageOptions(**options), log=_quiet)

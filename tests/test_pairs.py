@@ -57,7 +57,7 @@ def test_a_single_count_header_is_one_fold(tmp_path):
     ("1 1\nA 1 x\nA 1 B 1\n", "line 2: an image number must be a positive whole number, got 'x'"),
     ("1 1\nA 1 0\nA 1 B 1\n", "line 2: an image number"),
     ("1 1\n../A 1 2\nA 1 B 1\n", "line 2: '../A' is not an identity name"),
-    ("1 1\nA 1 3\nA 1 C 1\n", "2 images it names do not exist .*line 2: A/A_0003.\\*; line 3: C/C_0001.\\*"),
+    ("1 1\nA 1 3\nA 1 C 1\n", "2 listed images do not exist .*line 2: A/A_0003.\\*; line 3: C/C_0001.\\*"),
 ])
 def test_broken_lfw_files_are_named_by_line(tmp_path, text, message):
     _lfw_folder(tmp_path, {"A": 2, "B": 1})
@@ -87,7 +87,7 @@ def test_csv_pairs_with_and_without_folds(tmp_path):
     ("A/A_0001.jpg,A/A_0002.jpg,1,x\n", "line 1: fold must be a whole number"),
     ("A/A_0001.jpg,,1\n", "line 1: empty image path"),
     ("path_a,path_b,same\n", "lists no pairs"),
-    ("A/A_0001.jpg,A/nope.jpg,1\nA/A_0001.jpg,B/gone.jpg,0\n", "2 images it names do not exist .*line 1: A/nope.jpg; line 2: B/gone.jpg"),
+    ("A/A_0001.jpg,A/nope.jpg,1\nA/A_0001.jpg,B/gone.jpg,0\n", "2 listed images do not exist .*line 1: A/nope.jpg; line 2: B/gone.jpg"),
 ])
 def test_broken_csv_pairs_are_named_by_line(tmp_path, text, message):
     _lfw_folder(tmp_path, {"A": 2, "B": 1})

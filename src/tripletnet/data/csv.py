@@ -13,16 +13,16 @@ unknown split, and the images that do not exist (all of them counted, the first 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from ..console import Logger, log_stderr
 from ..errors import UserError
 from .folder import (
-    SPLIT_SEED,
-    TEST_FRACTION,
+    DEFAULT_OPTIONS,
     ImageEntry,
+    ImageOptions,
     ImageSplits,
-    SplitBy,
     load_image_list,
 )
 
@@ -31,33 +31,46 @@ _HEADERS = (["path", "label"], ["path", "label", "split"])
 _SHOWN_MISSING = 3  # how many missing images an error names; the rest are counted
 
 
-def _rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, trimmed fields) of each non-blank row."""
+def read_text(path: Path, what: str) -> str:
+    """A user's UTF-8 text file (a BOM, as spreadsheets write, is dropped); every failure a UserError."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: spreadsheets often write a BOM
-            reader = csv.reader(fh, strict=True)  # strict: a stray quote is an error, not a silently merged row
-            rows = []
-            try:
-                for fields in reader:
-                    trimmed = [field.strip() for field in fields]
-                    if any(trimmed):
-                        rows.append((reader.line_num, trimmed))
-            except csv.Error as exc:
-                raise UserError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise UserError(f"CSV file not found: {path}") from None
+        raise UserError(f"{what} not found: {path}") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def csv_rows(path: Path, what: str, headers: tuple[list[str], ...]) -> list[tuple[int, list[str]]]:
+    """(line number, trimmed fields) of each non-blank row, without a first row equal to one of ``headers``."""
+    reader = csv.reader(io.StringIO(read_text(path, what), newline=""), strict=True)  # strict: a stray quote is an error
+    rows = []
+    try:
+        for fields in reader:
+            trimmed = [field.strip() for field in fields]
+            if any(trimmed):
+                rows.append((reader.line_num, trimmed))
+    except csv.Error as exc:
+        raise UserError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
+    if rows and [field.lower() for field in rows[0][1]] in headers:
+        return rows[1:]
     return rows
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a name too long or holding a NUL byte is simply not one."""
     try:
         return path.is_file()
-    except (OSError, ValueError):  # a name too long, or holding a NUL byte: no such file either
+    except (OSError, ValueError):
         return False
+
+
+def missing_files_error(source: Path, missing: list[str], where: Path) -> UserError:
+    """One line for the files a list names that do not exist: counted, the first few shown."""
+    shown = "; ".join(missing[:_SHOWN_MISSING]) + ("; ..." if len(missing) > _SHOWN_MISSING else "")
+    return UserError(f"{source}: {len(missing)} listed images do not exist in {where}: {shown}")
 
 
 def read_image_list_csv(path: str | Path) -> list[ImageEntry]:
@@ -73,9 +86,7 @@ def read_image_list_csv(path: str | Path) -> list[ImageEntry]:
         UserError: a bad row (with its line number), listed images that do not exist, or no rows at all.
     """
     path = Path(path).expanduser().absolute()
-    rows = _rows(path)
-    if rows and [field.lower() for field in rows[0][1]] in _HEADERS:
-        rows = rows[1:]
+    rows = csv_rows(path, "CSV file", _HEADERS)
     if not rows:
         raise UserError(f"{path} lists no images: expected rows path,label or path,label,split")
     with_split = len(rows[0][1]) == 3
@@ -93,44 +104,25 @@ def read_image_list_csv(path: str | Path) -> list[ImageEntry]:
         if split is not None and split not in SPLITS:
             raise UserError(f"{where}: unknown split {fields[2]!r} (use {' or '.join(SPLITS)})")
         image_path = path.parent / image
-        if not _is_file(image_path):
+        if not is_file(image_path):
             missing.append(f"line {line}: {image}")
         entries.append(ImageEntry(image_path, label, split, f"{where} ({image})"))
     if missing:
-        shown = "; ".join(missing[:_SHOWN_MISSING]) + ("; ..." if len(missing) > _SHOWN_MISSING else "")
-        raise UserError(f"{path}: {len(missing)} listed images do not exist (relative paths start at {path.parent}): {shown}")
+        raise missing_files_error(path, missing, path.parent)
     return entries
 
 
-def load_csv_dataset(
-    path: str | Path,
-    *,
-    image_size: int | None = None,
-    channels: int | None = None,
-    split_by: SplitBy = "identity",
-    test_fraction: float = TEST_FRACTION,
-    seed: int = SPLIT_SEED,
-    skip_bad_images: bool = False,
-    log: Logger = log_stderr,
-) -> ImageSplits:
+def load_csv_dataset(path: str | Path, options: ImageOptions = DEFAULT_OPTIONS, log: Logger = log_stderr) -> ImageSplits:
     """Load the images a CSV file lists; the size, channel and split rules are those of image folders.
 
     Args:
         path: the CSV file (see the module doc for its rows).
-        image_size: side of the square images; None: the training images' median short side within [28, 64].
-        channels: 1 or 3; None: from the data (any colour image -> 3).
-        split_by: ``"identity"`` or ``"image"``, used when the rows give no split.
-        test_fraction: share of identities (or of each identity's images) drawn for test.
-        seed: seed of that draw.
-        skip_bad_images: skip and count unreadable images instead of stopping at the first.
+        options: size, channels and split rules (see :class:`~tripletnet.data.folder.ImageOptions`);
+            the split options are used when the rows give no split.
         log: where progress lines and warnings go.
 
     Returns:
         :class:`~tripletnet.data.folder.ImageSplits`, paths relative to the CSV file's folder.
     """
     csv_path = Path(path).expanduser().absolute()
-    entries = read_image_list_csv(csv_path)
-    return load_image_list(
-        entries, name=csv_path.stem, root=csv_path.parent, image_size=image_size, channels=channels,
-        split_by=split_by, test_fraction=test_fraction, seed=seed, skip_bad_images=skip_bad_images, log=log,
-    )
+    return load_image_list(read_image_list_csv(csv_path), csv_path.stem, csv_path.parent, options, log)

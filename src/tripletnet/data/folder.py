@@ -79,6 +79,45 @@ SplitBy = Literal["identity", "image"]
 SPLIT_BY_CHOICES: tuple[str, ...] = ("identity", "image")
 
 
+def check_split_options(split_by: str, test_fraction: float) -> None:
+    if split_by not in SPLIT_BY_CHOICES:
+        raise ParameterError("split_by", f"must be one of {', '.join(SPLIT_BY_CHOICES)}, got {split_by!r}")
+    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise ParameterError("test_fraction", f"must be between 0 and 1 (exclusive), got {test_fraction!r}")
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How image files become a dataset; shared by folders and CSV lists (validated on creation).
+
+    Attributes:
+        image_size: side of the square images; None: the training images' median short side,
+            kept within [28, 64].
+        channels: 1 or 3; None: from the data (any colour image -> 3, all grey -> 1).
+        split_by: ``"identity"`` (open set, the default) or ``"image"``; used only when the data
+            does not give its split.
+        test_fraction: share of identities (or of each identity's images) drawn for test.
+        seed: seed of that draw.
+        skip_bad_images: skip and count unreadable images instead of stopping at the first.
+    """
+
+    image_size: int | None = None
+    channels: int | None = None
+    split_by: SplitBy = "identity"
+    test_fraction: float = TEST_FRACTION
+    seed: int = SPLIT_SEED
+    skip_bad_images: bool = False
+
+    def __post_init__(self) -> None:
+        check_split_options(self.split_by, self.test_fraction)
+        check_channels(self.channels)
+        if self.image_size is not None:
+            check_image_size(self.image_size)
+
+
+DEFAULT_OPTIONS = ImageOptions()  # frozen: safe to share as a default argument
+
+
 @dataclass(frozen=True, kw_only=True)
 class ImageSplits(DatasetSplits):
     """A dataset of image files: :class:`DatasetSplits` (uint8 images (N, C, H, W)) and where they came from.
@@ -243,13 +282,6 @@ def list_image_folder(root: str | Path) -> list[ImageEntry]:
 # --- splitting ----------------------------------------------------------------------------------
 
 
-def check_split_options(split_by: str, test_fraction: float) -> None:
-    if split_by not in SPLIT_BY_CHOICES:
-        raise ParameterError("split_by", f"must be one of {', '.join(SPLIT_BY_CHOICES)}, got {split_by!r}")
-    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ParameterError("test_fraction", f"must be between 0 and 1 (exclusive), got {test_fraction!r}")
-
-
 def _split_by_identity(identities: Sequence[str], test_fraction: float, seed: int, what: str) -> list[str]:
     """Each image's split when whole identities go to test; ``identities`` holds one entry per image."""
     names = sorted(set(identities))
@@ -326,15 +358,9 @@ def _relative(path: Path, root: Path) -> str:
 
 def load_image_list(
     entries: Sequence[ImageEntry],
-    *,
     name: str,
     root: Path,
-    image_size: int | None = None,
-    channels: int | None = None,
-    split_by: SplitBy = "identity",
-    test_fraction: float = TEST_FRACTION,
-    seed: int = SPLIT_SEED,
-    skip_bad_images: bool = False,
+    options: ImageOptions = DEFAULT_OPTIONS,
     log: Logger = log_stderr,
 ) -> ImageSplits:
     """Read listed images into train and test splits; the engine behind folders and CSV lists.
@@ -343,22 +369,12 @@ def load_image_list(
         entries: the images with their identity and, optionally, their split.
         name: the dataset's name (for logs and ``DatasetSplits.name``).
         root: the folder image paths are reported relative to.
-        image_size: side of the square images; None: the training images' median short side,
-            kept within [28, 64].
-        channels: 1 or 3; None: 3 if any image is in colour, else 1.
-        split_by: ``"identity"`` or ``"image"``, when ``entries`` carry no split.
-        test_fraction: the share of identities (or of each identity's images) that become test.
-        seed: the seed of that draw.
-        skip_bad_images: skip (and count) unreadable images instead of stopping at the first.
+        options: size, channels and split rules (see :class:`ImageOptions`).
         log: where the summary and warnings go.
 
     Returns:
         The splits, with the paths, channel count, image size and training mean/std.
     """
-    check_split_options(split_by, test_fraction)
-    check_channels(channels)
-    if image_size is not None:
-        check_image_size(image_size)
     skipped: list[str] = []
 
     def readable(read: Callable[[ImageEntry], T], entry: ImageEntry) -> T | None:
@@ -366,7 +382,7 @@ def load_image_list(
         try:
             return read(entry)
         except UserError as exc:
-            if not skip_bad_images:
+            if not options.skip_bad_images:
                 raise
             skipped.append(str(exc))
             return None
@@ -379,14 +395,14 @@ def load_image_list(
     kept = [entries[i] for i in sorted(probes)]
     if not kept:
         raise UserError(f"{name}: none of its {len(entries)} images could be read")
-    splits = assign_splits(kept, split_by, test_fraction, seed, name)
+    splits = assign_splits(kept, options.split_by, options.test_fraction, options.seed, name)
     train_probes = [probes[i] for i, split in zip(sorted(probes), splits) if split == "train"]
     if not train_probes:
         raise UserError(f"{name}: no training images")
-    size = image_size if image_size is not None else _default_image_size(train_probes)
+    size = options.image_size if options.image_size is not None else _default_image_size(train_probes)
     n_grey = sum(p.grey for p in probes.values())
     n_colour = len(probes) - n_grey
-    chosen_channels = choose_channels(n_grey, n_colour, channels, name, log)
+    chosen_channels = choose_channels(n_grey, n_colour, options.channels, name, log)
 
     decoded: dict[str, list[tuple[np.ndarray, ImageEntry]]] = {"train": [], "test": []}
     for entry, split in progress(list(zip(kept, splits)), total=len(kept), desc="reading images", unit="img"):
@@ -412,7 +428,7 @@ def load_image_list(
     train_images, train_labels, train_paths = tensors("train")
     test_images, test_labels, test_paths = tensors("test")
     mean, std = channel_mean_std(train_images)
-    split = "given" if all(entry.split is not None for entry in kept) else split_by
+    split = "given" if all(entry.split is not None for entry in kept) else options.split_by
     test_seen = len({entry.identity for _, entry in decoded["test"]}) - len(test_only)
     log(
         f"{name}: {len(train_labels)} training images of {len(train_names)} identities, {len(test_labels)} test images "
@@ -426,35 +442,17 @@ def load_image_list(
     )
 
 
-def load_image_folder(
-    root: str | Path,
-    *,
-    image_size: int | None = None,
-    channels: int | None = None,
-    split_by: SplitBy = "identity",
-    test_fraction: float = TEST_FRACTION,
-    seed: int = SPLIT_SEED,
-    skip_bad_images: bool = False,
-    log: Logger = log_stderr,
-) -> ImageSplits:
+def load_image_folder(root: str | Path, options: ImageOptions = DEFAULT_OPTIONS, log: Logger = log_stderr) -> ImageSplits:
     """Load ``root/<identity>/*`` or ``root/train|test/<identity>/*``; see the module doc for every rule.
 
     Args:
         root: the folder.
-        image_size: side of the square images; None: the training images' median short side within [28, 64].
-        channels: 1 or 3; None: from the data (any colour image -> 3).
-        split_by: ``"identity"`` (open set, the default) or ``"image"``; ignored when ``train/`` and ``test/`` exist.
-        test_fraction: share of identities (or of each identity's images) drawn for test.
-        seed: seed of that draw.
-        skip_bad_images: skip and count unreadable images instead of stopping at the first.
+        options: size, channels and split rules (see :class:`ImageOptions`); the split options
+            are ignored when ``train/`` and ``test/`` exist.
         log: where progress lines and warnings go.
 
     Returns:
         :class:`ImageSplits` with uint8 images (N, C, image_size, image_size).
     """
     folder = Path(root).expanduser().absolute()
-    entries = list_image_folder(folder)
-    return load_image_list(
-        entries, name=folder.resolve().name, root=folder, image_size=image_size, channels=channels,
-        split_by=split_by, test_fraction=test_fraction, seed=seed, skip_bad_images=skip_bad_images, log=log,
-    )
+    return load_image_list(list_image_folder(folder), folder.resolve().name, folder, options, log)

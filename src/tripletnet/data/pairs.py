@@ -44,11 +44,11 @@ import torch
 from ..console import Logger, log_stderr, progress
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
+from .csv import csv_rows, is_file, missing_files_error, read_text
 from .folder import list_image_folder, read_image
 
 PAIR_IMAGE_EXTENSIONS = ("jpg", "png", "jpeg", "bmp", "JPG", "PNG", "JPEG", "pgm", "ppm", "tif", "tiff", "webp", "gif")
 CSV_FOLDS = 10  # folds dealt to a CSV pairs file without a fold column
-_SHOWN_MISSING = 3
 _TRUE = frozenset({"1", "true", "yes", "same"})
 _FALSE = frozenset({"0", "false", "no", "different"})
 _CSV_HEADERS = (["path_a", "path_b", "same"], ["path_a", "path_b", "same", "fold"])
@@ -97,30 +97,6 @@ class PairList:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"pairs file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise UserError(f"cannot read pairs file {path}: {exc.strerror or exc}") from None
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # a name too long, or holding a NUL byte: no such file either
-        return False
-
-
-def _raise_missing(source: Path, missing: list[str], images_dir: Path) -> None:
-    if missing:
-        shown = "; ".join(missing[:_SHOWN_MISSING]) + ("; ..." if len(missing) > _SHOWN_MISSING else "")
-        raise UserError(f"{source}: {len(missing)} images it names do not exist in {images_dir}: {shown}")
-
-
 def _positive_int(text: str, where: str, what: str) -> int:
     if not text.isascii() or not text.isdigit() or int(text) < 1:
         raise UserError(f"{where}: {what} must be a positive whole number, got {text!r}")
@@ -137,7 +113,7 @@ class _LfwImages:
     def find(self, name: str, number: int) -> Path | None:
         for ext in self.extensions:
             candidate = self.images_dir / name / f"{name}_{number:04d}.{ext}"
-            if _is_file(candidate):
+            if is_file(candidate):
                 if ext != self.extensions[0]:
                     self.extensions.remove(ext)
                     self.extensions.insert(0, ext)
@@ -152,7 +128,7 @@ def _check_name(name: str, where: str) -> None:
 
 
 def _read_lfw(path: Path, images_dir: Path) -> PairList:
-    numbered = [(n, line.split()) for n, line in enumerate(_read_text(path).splitlines(), start=1)]
+    numbered = [(n, line.split()) for n, line in enumerate(read_text(path, "pairs file").splitlines(), start=1)]
     numbered = [(n, fields) for n, fields in numbered if fields]
     if not numbered:
         raise UserError(f"{path} is empty: expected a header line 'folds pairs_per_fold', then the pairs")
@@ -191,7 +167,8 @@ def _read_lfw(path: Path, images_dir: Path) -> PairList:
         paths_b.append(found[1])
         same.append(len(fields) == 3)
         lines.append(line)
-    _raise_missing(path, missing, images_dir)
+    if missing:
+        raise missing_files_error(path, missing, images_dir)
     folds = np.arange(len(same), dtype=np.int64) // (2 * per_kind)
     return PairList(tuple(paths_a), tuple(paths_b), np.array(same, dtype=bool), folds, n_folds, path, np.array(lines, dtype=np.int64))
 
@@ -206,17 +183,7 @@ def _flag(text: str, where: str) -> bool:
 
 
 def _read_csv(path: Path, images_dir: Path) -> PairList:
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
-    rows: list[tuple[int, list[str]]] = []
-    try:
-        for fields in reader:
-            trimmed = [field.strip() for field in fields]
-            if any(trimmed):
-                rows.append((reader.line_num, trimmed))
-    except csv.Error as exc:
-        raise UserError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
-    if rows and [field.lower() for field in rows[0][1]] in _CSV_HEADERS:
-        rows = rows[1:]
+    rows = csv_rows(path, "pairs file", _CSV_HEADERS)
     if not rows:
         raise UserError(f"{path} lists no pairs: expected rows path_a,path_b,same[,fold]")
     with_fold = len(rows[0][1]) == 4
@@ -233,7 +200,7 @@ def _read_csv(path: Path, images_dir: Path) -> PairList:
             if not text:
                 raise UserError(f"{where}: empty image path")
             image = images_dir / text
-            if not _is_file(image):
+            if not is_file(image):
                 missing.append(f"line {line}: {text}")
             pair.append(image)
         paths_a.append(pair[0])
@@ -244,7 +211,8 @@ def _read_csv(path: Path, images_dir: Path) -> PairList:
                 raise UserError(f"{where}: fold must be a whole number (0, 1, ...), got {fields[3]!r}")
             folds.append(int(fields[3]))
         lines.append(line)
-    _raise_missing(path, missing, images_dir)
+    if missing:
+        raise missing_files_error(path, missing, images_dir)
     flags = np.array(same, dtype=bool)
     if with_fold:
         # Renumber to 0 .. k-1 in order of the fold numbers used, so gaps do not make empty folds.
