@@ -145,3 +145,17 @@ def test_the_writer_refuses_what_it_cannot_draw(tmp_path):
     make_synthetic_dataset(split, n_train=2, n_test=2, images_per_identity=2, size=8)
     with pytest.raises(UserError, match="give the split"):
         write_pairs_file(split, out, folds=1, per_fold=2, log=_quiet)
+
+
+@pytest.mark.parametrize("counts", [[3, 1], [1, 1], [2, 3, 4], [1, 5, 1, 2], [7]])
+def test_pair_numbers_map_one_to_one_onto_all_distinct_pairs(counts):
+    from tripletnet.data.pairs import _PairIndex
+
+    index = _PairIndex(np.array(counts, dtype=np.int64))
+    same = {index.same(n) for n in range(index.n_same)}
+    different = {index.different(n) for n in range(index.n_different)}
+    expected_same = {(k, i, k, j) for k, n in enumerate(counts) for i in range(n) for j in range(i + 1, n)}
+    expected_different = {(a, i, b, j) for a, na in enumerate(counts) for b, nb in enumerate(counts) if a < b
+                          for i in range(na) for j in range(nb)}
+    assert same == expected_same and index.n_same == len(expected_same)
+    assert different == expected_different and index.n_different == len(expected_different)

@@ -229,10 +229,11 @@ def read_image(path: str | Path, image_size: int, channels: int, where: str | No
     """
     check_image_size(image_size)
     check_channels(channels)
-    with _pillow_errors(where or str(path)), Image.open(path, formats=PILLOW_FORMATS) as img:
-        img.load()  # decode here, so a truncated file fails inside the error translation
-        if img.width < 1 or img.height < 1:
+    with _pillow_errors(where or str(path)), Image.open(path, formats=PILLOW_FORMATS) as opened:
+        opened.load()  # decode here, so a truncated file fails inside the error translation
+        if opened.width < 1 or opened.height < 1:
             raise ValueError("the image has no pixels")
+        img: Image.Image = opened
         # Convert before resizing where the mode cannot be resized as is (palettes, 1-bit).
         if img.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
             img = img.convert("RGB" if channels == 3 else "L")
@@ -252,7 +253,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _list_split(folder: Path, split: str | None, empty_allowed: bool) -> list[ImageEntry]:
     identities = _identity_folders(folder)
-    entries = []
+    entries: list[ImageEntry] = []
     for identity in identities:
         files = _image_files(identity)
         if not files and not empty_allowed:

@@ -277,8 +277,8 @@ def _pair_in_identity(index: int) -> tuple[int, int]:
 
 def _balanced_folds(counts: list[int], n_folds: int, rng: np.random.Generator) -> list[list[int]]:
     """Identities (by index) per fold: each identity in one fold, same-pair capacity spread evenly."""
-    order = rng.permutation(len(counts))  # ties broken at random, reproducibly
-    order = sorted(order, key=lambda i: -(counts[i] * (counts[i] - 1) // 2))  # stable: keeps the random tie order
+    shuffled = rng.permutation(len(counts)).tolist()  # ties broken at random, reproducibly
+    order = sorted(shuffled, key=lambda i: -(counts[i] * (counts[i] - 1) // 2))  # stable: keeps the random tie order
     folds: list[list[int]] = [[] for _ in range(n_folds)]
     capacity = [0] * n_folds
     for identity in order:
@@ -288,30 +288,60 @@ def _balanced_folds(counts: list[int], n_folds: int, rng: np.random.Generator) -
     return folds
 
 
+class _PairIndex:
+    """All distinct pairs of a fold's images, numbered, so that a uniform draw of numbers is a draw of pairs.
+
+    Matched pairs are numbered identity by identity, (0,1), (0,2), (1,2), (0,3), ... within each.
+    Mismatched pairs (image i of identity k, image j of a later identity) are numbered block by block
+    over k; nothing is enumerated, so memory stays linear in the number of identities.
+    """
+
+    def __init__(self, counts: np.ndarray) -> None:
+        self.counts = counts
+        self.same_sizes = counts * (counts - 1) // 2
+        self.same_ends = np.cumsum(self.same_sizes)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first image of each identity, all images in a row
+        self.later = int(counts.sum()) - np.cumsum(counts)  # images of the identities after each one
+        self.diff_sizes = counts * self.later
+        self.diff_ends = np.cumsum(self.diff_sizes)
+
+    @property
+    def n_same(self) -> int:
+        return int(self.same_ends[-1])
+
+    @property
+    def n_different(self) -> int:
+        return int(self.diff_ends[-1])
+
+    def same(self, number: int) -> tuple[int, int, int, int]:
+        k = int(np.searchsorted(self.same_ends, number, side="right"))
+        i, j = _pair_in_identity(number - int(self.same_ends[k] - self.same_sizes[k]))
+        return k, i, k, j
+
+    def different(self, number: int) -> tuple[int, int, int, int]:
+        k = int(np.searchsorted(self.diff_ends, number, side="right"))
+        local = number - int(self.diff_ends[k] - self.diff_sizes[k])
+        i, rest = divmod(local, int(self.later[k]))
+        image = int(self.starts[k] + self.counts[k]) + rest  # among all images in a row
+        m = int(np.searchsorted(self.starts, image, side="right")) - 1
+        return k, i, m, image - int(self.starts[m])
+
+
 def _sample_fold(identities: list[int], counts: list[int], n_each: int, rng: np.random.Generator, fold: int, n_folds: int
                  ) -> list[tuple[int, int, int, int, bool]]:
     """``n_each`` distinct matched and mismatched pairs as (identity_a, image_a, identity_b, image_b, same)."""
-    same_caps = np.array([counts[i] * (counts[i] - 1) // 2 for i in identities], dtype=np.int64)
-    duos = [(a, b) for k, a in enumerate(identities) for b in identities[k + 1:]]
-    diff_caps = np.array([counts[a] * counts[b] for a, b in duos], dtype=np.int64)
-    for kind, capacity in (("matched (same-identity)", int(same_caps.sum())), ("mismatched", int(diff_caps.sum()))):
+    index = _PairIndex(np.array([counts[i] for i in identities], dtype=np.int64))
+    for kind, capacity in (("matched (same-identity)", index.n_same), ("mismatched", index.n_different)):
         if capacity < n_each:
             raise UserError(
                 f"fold {fold + 1} of {n_folds} can form only {capacity} distinct {kind} pairs from its {len(identities)} identities, "
                 f"{n_each} needed (each identity's images stay in one fold, as in LFW): lower per_fold or folds, or add images"
             )
     pairs = []
-    same_ends = np.cumsum(same_caps)
-    for c in np.sort(rng.choice(int(same_ends[-1]), n_each, replace=False)):
-        k = int(np.searchsorted(same_ends, c, side="right"))
-        i, j = _pair_in_identity(int(c - (same_ends[k] - same_caps[k])))
-        pairs.append((identities[k], i, identities[k], j, True))
-    diff_ends = np.cumsum(diff_caps)
-    for c in np.sort(rng.choice(int(diff_ends[-1]), n_each, replace=False)):
-        k = int(np.searchsorted(diff_ends, c, side="right"))
-        local = int(c - (diff_ends[k] - diff_caps[k]))
-        a, b = duos[k]
-        pairs.append((a, local // counts[b], b, local % counts[b], False))
+    for same, capacity, decode in ((True, index.n_same, index.same), (False, index.n_different, index.different)):
+        for number in np.sort(rng.choice(capacity, n_each, replace=False)):
+            a, i, b, j = decode(int(number))
+            pairs.append((identities[a], i, identities[b], j, same))
     return pairs
 
 
@@ -379,7 +409,7 @@ def write_pairs_file(
                 raise UserError(f"identity {name!r} has a space, which the LFW format cannot hold: write a CSV pairs file (.csv)")
     counts = [len(files[name]) for name in names]
     rng = np.random.default_rng(seed)
-    pairs = []
+    pairs: list[tuple[int, int, int, int, int, bool]] = []
     for fold, members in enumerate(_balanced_folds(counts, folds, rng)):
         pairs.extend((fold, *pair) for pair in _sample_fold(sorted(members), counts, per_fold // 2, rng, fold, folds))
     if as_csv:
