@@ -40,9 +40,11 @@ def _result_or_user_error(call, outcomes: list[str]) -> None:
         outcomes.append("read")
 
 
-def _check_counts(reader: str, outcomes: list[str]) -> None:
+def _check_counts(reader: str, outcomes: list[str], record_testsuite_property) -> None:
     # Both outcomes must occur, or the generated inputs never reached one side of the reader.
     assert len(outcomes) >= EXAMPLES[reader] and {"read", "refused"} <= set(outcomes), (reader, len(outcomes), set(outcomes))
+    record_testsuite_property(f"fuzz_{reader}_inputs", len(outcomes))  # in the JUnit XML, for the README's Reliability table
+    record_testsuite_property(f"fuzz_{reader}_read", outcomes.count("read"))
 
 
 # --- IDX ------------------------------------------------------------------------------------------
@@ -55,11 +57,23 @@ _idx_headers = st.builds(
 )
 
 
-def test_fuzz_idx_reader(tmp_path):
+@st.composite
+def _idx_files(draw) -> bytes:
+    """A well-formed IDX file, sometimes with a few bytes changed: the reader's deeper checks."""
+    code, itemsize = draw(st.sampled_from([(0x08, 1), (0x09, 1), (0x0B, 2), (0x0C, 4), (0x0D, 4), (0x0E, 8)]))
+    dims = draw(st.lists(st.integers(0, 4), min_size=1, max_size=3))
+    data = bytearray(bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+                     + draw(st.binary(min_size=itemsize * int(np.prod(dims)), max_size=itemsize * int(np.prod(dims)))))
+    for _ in range(draw(st.integers(0, 2))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+def test_fuzz_idx_reader(tmp_path, record_testsuite_property):
     outcomes: list[str] = []
 
     @_fuzz("idx")
-    @given(data=st.binary(max_size=64) | _idx_headers, compress=st.booleans())
+    @given(data=st.binary(max_size=64) | _idx_headers | _idx_files(), compress=st.booleans())
     @example(data=b"\x00\x00\x0e\x03\x00\x00\x00\x00@\x00\x00\x00@\x00\x00\x00", compress=False)  # found by this fuzzer: shape (0, 2**30, 2**30)
     def run(data, compress):
         path = tmp_path / "file-idx"
@@ -67,7 +81,7 @@ def test_fuzz_idx_reader(tmp_path):
         _result_or_user_error(lambda: parse_idx(read_bytes(path), str(path)), outcomes)
 
     run()
-    _check_counts("idx", outcomes)
+    _check_counts("idx", outcomes, record_testsuite_property)
 
 
 def test_fuzz_idx_reader_on_damaged_gzip(tmp_path):
@@ -103,7 +117,7 @@ def _mutated_images(draw) -> bytes:
     return bytes(data[:end])
 
 
-def test_fuzz_image_loader(tmp_path):
+def test_fuzz_image_loader(tmp_path, record_testsuite_property):
     outcomes: list[str] = []
 
     @_fuzz("image")
@@ -122,7 +136,7 @@ def test_fuzz_image_loader(tmp_path):
             outcomes.append("read")
 
     run()
-    _check_counts("image", outcomes)
+    _check_counts("image", outcomes, record_testsuite_property)
 
 
 # --- CSV image lists ------------------------------------------------------------------------------------
@@ -135,7 +149,7 @@ _csv_rows = st.lists(
 _csv_tokens = st.sampled_from(["a.png", "b.png", "missing.png", "x", "train", "test", "val", ",", ",", "\n", "\n", '"', " ", "path,label,split\n", "\x00", "é", "../a.png", "/abs.png"])
 
 
-def test_fuzz_csv_reader(tmp_path):
+def test_fuzz_csv_reader(tmp_path, record_testsuite_property):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "b.png").write_bytes(b"")
     outcomes: list[str] = []
@@ -148,7 +162,7 @@ def test_fuzz_csv_reader(tmp_path):
         _result_or_user_error(lambda: read_image_list_csv(path), outcomes)
 
     run()
-    _check_counts("csv", outcomes)
+    _check_counts("csv", outcomes, record_testsuite_property)
 
 
 # --- pairs files --------------------------------------------------------------------------------------
@@ -165,7 +179,30 @@ _csv_pair_files = st.lists(
 _pair_tokens = st.sampled_from(["A", "B", "C", "../A", "1", "2", "3", "0", "-1", "x", "10", "\t", " ", " ", "\n", "\n", "\n", ",", "same", "A/A_0001.jpg", "B/B_0001.jpg", "\ufeff", "²"])
 
 
-def test_fuzz_pairs_parser(tmp_path):
+_VALID_PAIRS = {".txt": "2 1\nA 1 2\nA 1 B 1\nA 2 1\nB 1 A 2\n", ".csv": "path_a,path_b,same,fold\nA/A_0001.jpg,A/A_0002.jpg,1,0\nA/A_0002.jpg,B/B_0001.jpg,0,1\n"}
+
+
+@st.composite
+def _edited_pairs(draw) -> tuple[str, str]:
+    """A valid pairs file with a few edits: a line dropped or doubled, a token swapped."""
+    suffix = draw(st.sampled_from(sorted(_VALID_PAIRS)))
+    lines = _VALID_PAIRS[suffix].splitlines()
+    for _ in range(draw(st.integers(0, 2))):
+        k = draw(st.integers(0, len(lines) - 1))
+        edit = draw(st.sampled_from(["drop", "double", "swap"]))
+        if edit == "drop" and len(lines) > 1:
+            del lines[k]
+        elif edit == "double":
+            lines.insert(k, lines[k])
+        else:
+            separator = "," if suffix == ".csv" else " "
+            tokens = lines[k].split(separator)
+            tokens[draw(st.integers(0, len(tokens) - 1))] = draw(_pair_tokens)
+            lines[k] = separator.join(tokens)
+    return "\n".join(lines) + "\n", suffix
+
+
+def test_fuzz_pairs_parser(tmp_path, record_testsuite_property):
     for name, count in (("A", 2), ("B", 1)):
         (tmp_path / name).mkdir()
         for number in range(1, count + 1):
@@ -175,7 +212,7 @@ def test_fuzz_pairs_parser(tmp_path):
     noise = st.text(max_size=60) | st.lists(_pair_tokens, max_size=40).map("".join)
 
     @_fuzz("pairs")
-    @given(st.tuples(noise | _lfw_files, st.just(".txt")) | st.tuples(noise | _csv_pair_files, st.just(".csv")))
+    @given(st.tuples(noise | _lfw_files, st.just(".txt")) | st.tuples(noise | _csv_pair_files, st.just(".csv")) | _edited_pairs())
     def run(text_and_suffix):
         text, suffix = text_and_suffix
         path = tmp_path / f"pairs{suffix}"
@@ -190,7 +227,7 @@ def test_fuzz_pairs_parser(tmp_path):
             outcomes.append("read")
 
     run()
-    _check_counts("pairs", outcomes)
+    _check_counts("pairs", outcomes, record_testsuite_property)
 
 
 # --- TOML config ----------------------------------------------------------------------------------------
@@ -198,7 +235,7 @@ def test_fuzz_pairs_parser(tmp_path):
 _toml_tokens = st.sampled_from(["[train]\n", "[eval]\n", "lr", "=", " = ", "0.1", "1e400", "nan", '"x"', "[", "]", "{", "}", "\n", "epochs = 3\n", "train = 1\n", "#", "'''", "\x00"])
 
 
-def test_fuzz_toml_config(tmp_path):
+def test_fuzz_toml_config(tmp_path, record_testsuite_property):
     outcomes: list[str] = []
 
     @_fuzz("toml")
@@ -209,4 +246,4 @@ def test_fuzz_toml_config(tmp_path):
         _result_or_user_error(lambda: load_toml(path), outcomes)
 
     run()
-    _check_counts("toml", outcomes)
+    _check_counts("toml", outcomes, record_testsuite_property)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from tripletnet.errors import ParameterError
-from tripletnet.evaluation.pairs_folds import evaluate_pair_folds
+from tripletnet.evaluation.pairs_folds import evaluate_pair_folds, pair_distances
 
 
 def _data(seed: int, n: int = 120, n_folds: int = 5, levels: int | None = None):
@@ -120,3 +120,16 @@ def test_bad_arrays_name_their_parameter(args, parameter):
 def test_a_far_outside_its_range_is_refused(far):
     with pytest.raises(ParameterError, match="far"):
         evaluate_pair_folds([0.1, 0.2], [True, False], [0, 1], far=far)
+
+
+def test_pair_distances_are_euclidean_in_any_chunking():
+    import torch
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(9, 4)).astype(np.float32)
+    a, b = rng.integers(0, 9, 50), rng.integers(0, 9, 50)
+    expected = np.array([math.dist(emb[i].astype(np.float64), emb[j].astype(np.float64)) for i, j in zip(a, b)])
+    np.testing.assert_allclose(pair_distances(emb, a, b), expected, rtol=1e-12)
+    np.testing.assert_allclose(pair_distances(torch.from_numpy(emb), a, b, chunk=7), expected, rtol=1e-12)
+    with pytest.raises(ParameterError, match="embeddings"):
+        pair_distances(emb[0], a, b)

@@ -118,6 +118,29 @@ def equal_error_rate(distances: np.ndarray, same: np.ndarray) -> float:
     return float(far[i - 1] + w * (far[i] - far[i - 1]))
 
 
+def pair_distances(embeddings: Any, index_a: Any, index_b: Any, chunk: int = 65536) -> np.ndarray:
+    """Euclidean distances, in float64, between the embeddings of each pair's two images.
+
+    Args:
+        embeddings: (N, D) embeddings of the distinct images (a torch tensor or array).
+        index_a: (P,) row of each pair's first image.
+        index_b: (P,) row of each pair's second image.
+        chunk: pairs per step, so memory stays at ``chunk`` x D values whatever P is.
+
+    Returns:
+        float64 (P,).
+    """
+    e = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings)
+    a, b = np.asarray(index_a, dtype=np.int64), np.asarray(index_b, dtype=np.int64)
+    if e.ndim != 2 or a.shape != b.shape or a.ndim != 1:
+        raise ParameterError("embeddings", f"must be (N, D) with index_a and index_b of one shape (P,), got {e.shape}, {a.shape}, {b.shape}")
+    out = np.empty(len(a), dtype=np.float64)
+    for start in range(0, len(a), chunk):
+        rows = slice(start, start + chunk)
+        out[rows] = np.linalg.norm(e[a[rows]].astype(np.float64) - e[b[rows]].astype(np.float64), axis=1)
+    return out
+
+
 def _checked(distances: Any, same: Any, folds: Any, far: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d = np.asarray(distances, dtype=np.float64)
     s = np.asarray(same)
