@@ -202,3 +202,15 @@ def test_bad_options_name_their_parameter(tmp_path):
                                ({"channels": 4}, "channels"), ({"image_size": 0}, "image_size")):
         with pytest.raises(ParameterError, match=parameter):
             load_image_folder(tmp_path, ImageOptions(**options), log=_quiet)
+
+
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    pixels = np.zeros((10, 20), dtype=np.uint8)
+    pixels[:, 10:] = 255  # stored: left half black, right half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "camera.png", exif=exif)
+    Image.fromarray(pixels).rotate(-90, expand=True).save(tmp_path / "upright.png")  # what the viewer shows
+    shown = read_image(tmp_path / "camera.png", 10, 1)
+    assert np.array_equal(shown, read_image(tmp_path / "upright.png", 10, 1))
+    assert shown[0, 0].max() == 0 and shown[0, -1].min() == 255  # top black, bottom white after the turn

@@ -52,7 +52,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..console import Logger, log_stderr, progress
 from ..errors import ParameterError, UserError
@@ -212,8 +212,16 @@ def probe_image(path: str | Path, where: str | None = None) -> tuple[int, int, b
         return img.width, img.height, is_grey(img)
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: a camera's EXIF orientation applied (phone photos)."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - damaged EXIF data: the pixels are still good, keep them as stored
+        return img
+
+
 def read_image(path: str | Path, image_size: int, channels: int, where: str | None = None) -> np.ndarray:
-    """Decode one image and bring it to uint8 (channels, image_size, image_size).
+    """Decode one image, turn it upright (EXIF orientation), bring it to uint8 (channels, image_size, image_size).
 
     Args:
         path: the image file.
@@ -233,7 +241,7 @@ def read_image(path: str | Path, image_size: int, channels: int, where: str | No
         opened.load()  # decode here, so a truncated file fails inside the error translation
         if opened.width < 1 or opened.height < 1:
             raise ValueError("the image has no pixels")
-        img: Image.Image = opened
+        img = _upright(opened)
         # Convert before resizing where the mode cannot be resized as is (palettes, 1-bit).
         if img.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
             img = img.convert("RGB" if channels == 3 else "L")
