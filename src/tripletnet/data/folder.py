@@ -9,7 +9,8 @@ Layouts
   verification, where the test people were never seen), or a mix.
 
 Images are the files with a common image suffix (:data:`IMAGE_SUFFIXES`); other files are ignored.
-Every image is brought to ``image_size`` x ``image_size`` by the rule in :mod:`.transforms`
+Every image is turned upright (a camera's EXIF orientation) and brought to ``image_size`` x
+``image_size`` by the rule in :mod:`.transforms`
 (resize the short side, centre-crop) and to one channel count (grey or RGB, from the data or forced).
 
 Splits
