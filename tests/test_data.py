@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tripletnet.data import (
     DATA_ENV,
@@ -29,7 +28,6 @@ from tripletnet.data import (
     DatasetSplits,
     PathKind,
     load_dataset,
-    load_image_folder,
     read_idx,
     resolve_data_root,
     stratified_subset,
@@ -437,72 +435,6 @@ def test_stratified_subset_rejects_impossible_sizes(n):
     with pytest.raises(UserError, match=f"--num_images must be between 1 and 60000, got {n}"):
         stratified_subset(mnist().train_labels, n, seed=0)
 
-
-# --- image folders ------------------------------------------------------------------------------
-
-
-def _write_images(folder: Path, count: int, value: int, suffix: str = ".png", mode: str = "RGB") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        Image.fromarray(np.full((40, 30, 3), value + i, dtype=np.uint8)).convert(mode).save(folder / f"{i}{suffix}")
-
-
-def test_image_folder_loads_as_28x28_grayscale_with_a_stratified_split(tmp_path):
-    _write_images(tmp_path / "cats", 10, 10)
-    _write_images(tmp_path / "dogs", 5, 200, suffix=".bmp", mode="L")
-    (tmp_path / "dogs" / "notes.txt").write_text("not an image: ignored")
-    data = load_image_folder(tmp_path)
-    assert data.class_names == ("cats", "dogs") and data.name == tmp_path.name
-    assert data.train_images.shape == (12, 28, 28) and data.test_images.shape == (3, 28, 28)
-    assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
-    assert torch.bincount(data.test_labels).tolist() == [2, 1]
-    assert int(data.train_images[data.train_labels == 1].min()) >= 200
-    assert int(data.train_images[data.train_labels == 0].max()) < 30
-    again = load_image_folder(tmp_path)
-    assert torch.equal(again.test_images, data.test_images), "the split is fixed"
-
-
-def test_image_folder_with_explicit_splits_and_through_load_dataset(tmp_path):
-    for split, n in (("train", 4), ("test", 2)):
-        _write_images(tmp_path / split / "a", n, 0, suffix=".jpg")
-        _write_images(tmp_path / split / "b", n, 100, mode="RGBA")
-    data = load_dataset(str(tmp_path))
-    assert data.class_names == ("a", "b")
-    assert data.train_labels.tolist() == [0] * 4 + [1] * 4 and data.test_labels.tolist() == [0, 0, 1, 1]
-    assert data.test_images.shape == (4, 28, 28)
-
-
-def test_image_folder_mistakes_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="at least two class subfolders"):
-        load_image_folder(tmp_path)
-    _write_images(tmp_path / "a", 3, 0)
-    with pytest.raises(UserError, match="found 1"):
-        load_image_folder(tmp_path)
-    (tmp_path / "b").mkdir()
-    with pytest.raises(UserError, match="holds no images"):
-        load_image_folder(tmp_path)
-    (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(UserError, match="broken.png"):
-        load_image_folder(tmp_path)
-    with pytest.raises(UserError, match="not found"):
-        load_image_folder(tmp_path / "nowhere")
-
-
-def test_image_folder_splits_must_agree(tmp_path):
-    _write_images(tmp_path / "train" / "a", 2, 0)
-    _write_images(tmp_path / "train" / "b", 2, 0)
-    with pytest.raises(UserError, match="no test/"):
-        load_image_folder(tmp_path)
-    _write_images(tmp_path / "test" / "c", 2, 0)
-    with pytest.raises(UserError, match="missing from .*: c"):
-        load_image_folder(tmp_path)
-    shutil.rmtree(tmp_path / "test" / "c")
-    _write_images(tmp_path / "test" / "a", 1, 0)  # a class may be absent from test/, not from train/
-    assert load_image_folder(tmp_path).test_labels.tolist() == [0]
-    shutil.rmtree(tmp_path / "train" / "b")
-    (tmp_path / "train" / "b").mkdir()
-    with pytest.raises(UserError, match="holds no images"):
-        load_image_folder(tmp_path)
 
 
 # --- the dataset registry: one list that config validation, CLI help and the loader read ---------

@@ -368,9 +368,9 @@ def _load_image_folder(path: Path) -> DatasetSplits:
 
 
 def _load_csv(path: Path) -> DatasetSplits:
-    from .csv import load_csv_dataset  # type: ignore[import-not-found,unused-ignore]  # written by the "data" work
+    from .csv import load_csv_dataset
 
-    return load_csv_dataset(path)  # type: ignore[no-any-return,unused-ignore]
+    return load_csv_dataset(path)
 
 
 IMAGE_FOLDER = PathKind("folder", "a folder of class subfolders", lambda path: path.is_dir(), _load_image_folder)
@@ -378,5 +378,5 @@ CSV_FILE = PathKind("csv", "a .csv file of image paths and labels", has_suffix("
 
 DATASETS = DatasetRegistry(
     named=MappingProxyType({name: functools.partial(load_registered, spec) for name, spec in DATASET_SPECS.items()}),
-    path_kinds=(IMAGE_FOLDER,),
+    path_kinds=(IMAGE_FOLDER, CSV_FILE),
 )

@@ -66,6 +66,9 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if actual != expected:
         problem = "truncated" if actual < expected else "longer than its header says"
         raise UserError(f"{name} is {problem}: header promises {expected} data bytes for shape {shape}, found {actual}")
+    if math.prod(d for d in shape if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        # An empty array whose other axes are astronomically long: numpy cannot even describe it.
+        raise UserError(f"{name}: its IDX header declares an impossible shape {shape}")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
 

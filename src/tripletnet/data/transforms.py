@@ -1,0 +1,191 @@
+"""How an image of any size and mode becomes a network input: size, channels, normalisation, flips.
+
+The size rule
+-------------
+An image is resized so that its *short* side is ``image_size`` pixels (Pillow, bilinear, which
+antialiases when shrinking), keeping its aspect ratio (the long side is rounded to the nearest
+pixel, and never below ``image_size``), then the central ``image_size`` x ``image_size`` square is
+cut out. Where the margin to cut is odd, the extra pixel is cut from the right (or bottom) side:
+the crop starts at ``(long - image_size) // 2``. A square image is only resized.
+
+The channel rule
+----------------
+Grey images (Pillow modes ``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F`` and palettes whose colours are
+all grey) have one channel, every other image three. A dataset takes 3 channels if *any* of its
+images is in colour (no colour is thrown away) and 1 if all are grey, unless the caller forces a
+count. Images of the other kind are converted (grey replicated into R, G and B; colour to luma
+with Pillow's ITU-R 601-2 weights), and the conversion is said once per dataset, with the count.
+
+Normalisation statistics are per channel, on the [0, 1] scale, from the training split only,
+accumulated in float64 (population standard deviation).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..console import Logger, log_stderr
+from ..errors import ParameterError
+
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"})
+FlipMode = Literal["mean", "concat"]
+
+
+def is_grey(img: Image.Image) -> bool:
+    """Whether ``img`` carries no colour: a grey mode, or a palette whose colours all have R = G = B."""
+    if img.mode in _GREY_MODES:
+        return True
+    if img.mode in ("P", "PA"):
+        palette = img.getpalette() or []
+        rgb = np.asarray(palette[: len(palette) - len(palette) % 3], dtype=np.int64).reshape(-1, 3)
+        return bool(np.all(rgb == rgb[:, :1]))
+    return False
+
+
+def check_image_size(image_size: int) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ParameterError("image_size", f"must be a positive whole number of pixels, got {image_size!r}")
+
+
+def check_channels(channels: int | None) -> None:
+    if channels is not None and channels not in (1, 3):
+        raise ParameterError("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
+
+
+def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
+    """The (width, height) after resizing the short side to ``image_size``, aspect kept."""
+    short = min(width, height)
+    scale = image_size / short
+    # The short side is set exactly, so rounding can never leave it a pixel short of the crop.
+    new_w = image_size if width == short else max(image_size, round(width * scale))
+    new_h = image_size if height == short else max(image_size, round(height * scale))
+    return new_w, new_h
+
+
+def resize_and_crop(img: Image.Image, image_size: int) -> Image.Image:
+    """Resize the short side to ``image_size`` (bilinear) and cut out the central square; see the module doc."""
+    check_image_size(image_size)
+    new_w, new_h = resized_size(img.width, img.height, image_size)
+    if (new_w, new_h) != img.size:
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+    return img.crop((left, top, left + image_size, top + image_size))
+
+
+def to_channels(img: Image.Image, channels: int) -> np.ndarray:
+    """``img`` as a uint8 array (channels, H, W): mode ``L`` for 1 channel, ``RGB`` for 3.
+
+    Transparency is dropped (alpha is not composited): the colour values are kept as stored.
+    """
+    check_channels(channels)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # Pillow's convert("L") clips 16-bit and float images; scale their range to 0..255 instead.
+        values = np.asarray(img, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
+        img = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+    target = "L" if channels == 1 else "RGB"
+    array = np.asarray(img.convert(target), dtype=np.uint8)
+    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def choose_channels(n_grey: int, n_colour: int, channels: int | None, what: str, log: Logger = log_stderr) -> int:
+    """The channel count of a dataset with ``n_grey`` grey and ``n_colour`` colour images.
+
+    Args:
+        n_grey: how many images are grey.
+        n_colour: how many are in colour.
+        channels: 1 or 3 to force a count, None to take it from the data (any colour -> 3).
+        what: the dataset's name, for the log line.
+        log: where the one line about converted images goes.
+
+    Returns:
+        1 or 3.
+    """
+    check_channels(channels)
+    chosen = channels if channels is not None else (3 if n_colour else 1)
+    converted = n_grey if chosen == 3 else n_colour
+    if converted:
+        kind, into = ("grey", "RGB (grey replicated)") if chosen == 3 else ("colour", "grey (luma)")
+        mixed = " (the data mixes grey and colour)" if n_grey and n_colour else ""
+        log(f"{what}: {converted} of {n_grey + n_colour} images are {kind}, converted to {into}{mixed}")
+    return chosen
+
+
+def channel_mean_std(images: torch.Tensor | np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std of uint8 images (N, C, H, W), on the [0, 1] scale.
+
+    Sums are taken in float64 over one image at a time, so memory stays at one image's size and
+    the result does not depend on how many images there are beyond rounding in the last bits.
+
+    Args:
+        images: uint8 (N, C, H, W); the training split.
+
+    Returns:
+        (mean, std), each a tuple of C floats.
+    """
+    array = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.ndim != 4 or len(array) == 0:
+        raise ParameterError("images", f"must be a non-empty (N, C, H, W) array, got shape {tuple(array.shape)}")
+    n_channels = array.shape[1]
+    total = np.zeros(n_channels, dtype=np.float64)
+    total_sq = np.zeros(n_channels, dtype=np.float64)
+    for image in array:
+        values = image.reshape(n_channels, -1).astype(np.float64)
+        total += values.sum(axis=1)
+        total_sq += np.square(values).sum(axis=1)
+    count = array.shape[0] * array.shape[2] * array.shape[3]
+    mean = total / count
+    # E[x^2] - E[x]^2 is exact enough here: values are at most 255, the sums are exact integers in float64.
+    var = np.maximum(total_sq / count - np.square(mean), 0.0)
+    return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in np.sqrt(var) / 255.0)
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 ``(x / 255 - mean) / std`` per channel (a zero std counts as 1)."""
+    if images.ndim != 4 or images.shape[1] != len(mean) or len(mean) != len(std):
+        raise ParameterError("mean", f"needs one value per channel of images {tuple(images.shape)}, got {len(mean)} (std {len(std)})")
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor([v if v > 0 else 1.0 for v in std], dtype=torch.float32).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+# --- horizontal-flip test-time augmentation ------------------------------------------------------
+# Two pure steps around the caller's embedding function:  with_horizontal_flips(images) -> embed ->
+# combine_flip_embeddings(embeddings, mode). "mean" (the default) averages an image's embedding with
+# its mirror's and re-normalises: the result keeps the model's dimension, so thresholds and galleries
+# stay comparable. "concat" joins the two (2 x dim) and divides by sqrt(2) so the result has unit
+# norm; its dot products are then the mean of the two cosine similarities.
+
+
+def with_horizontal_flips(images: torch.Tensor) -> torch.Tensor:
+    """``images`` (N, ..., W) followed by their left-right mirrors: (2N, ..., W)."""
+    if images.ndim < 2:
+        raise ParameterError("images", f"must have at least a batch and a width axis, got shape {tuple(images.shape)}")
+    return torch.cat([images, torch.flip(images, dims=(-1,))])
+
+
+def combine_flip_embeddings(embeddings: torch.Tensor, mode: FlipMode = "mean") -> torch.Tensor:
+    """Join the embeddings of images and their mirrors, as :func:`with_horizontal_flips` ordered them.
+
+    Args:
+        embeddings: (2N, D): the first N of the originals, the last N of their mirrors.
+        mode: ``"mean"`` -> (N, D), the L2-normalised average; ``"concat"`` -> (N, 2D), both halves
+            side by side, scaled to unit norm.
+
+    Returns:
+        One unit-norm embedding per original image.
+    """
+    if embeddings.ndim != 2 or len(embeddings) % 2:
+        raise ParameterError("embeddings", f"must be (2N, D) with originals then mirrors, got shape {tuple(embeddings.shape)}")
+    original, mirrored = embeddings.chunk(2)
+    if mode == "mean":
+        return torch.nn.functional.normalize(original + mirrored, dim=1)
+    if mode == "concat":
+        joined = torch.cat([torch.nn.functional.normalize(original, dim=1), torch.nn.functional.normalize(mirrored, dim=1)], dim=1)
+        return joined / np.sqrt(2.0)
+    raise ParameterError("mode", f"must be 'mean' or 'concat', got {mode!r}")
