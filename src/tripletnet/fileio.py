@@ -24,7 +24,9 @@ from .console import Logger, log_stderr
 from .errors import UserError
 
 # Causes that the user can fix by choosing another path; the rest (disk full, I/O errors) are the system's.
-_PATH_ERRNOS = frozenset({errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOENT})
+_PATH_ERRNOS = frozenset(
+    {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOENT}
+)
 
 
 class WriteError(UserError):
