@@ -1,11 +1,27 @@
 """Atomic writes: whole files or none, with the permissions a plain open() would give."""
 
+import contextlib
+import errno
+import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from tripletnet.fileio import atomic_path, atomic_write_text
+from tripletnet.errors import UserError
+from tripletnet.fileio import (
+    LOCK_NAME,
+    FolderLock,
+    WriteError,
+    append_line,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    ensure_folder,
+)
 
 
 def test_written_files_get_the_umask_permissions_not_mkstemps_0600(tmp_path):
@@ -28,3 +44,137 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("crash while writing")
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+# --- write errors: one line naming the path and the cause, nothing half-written -------------------
+
+
+
+
+@contextlib.contextmanager
+def small_filesystem(tmp_path, size_kib: int = 64, read_only: bool = False):
+    """A real tmpfs of ``size_kib`` mounted under ``tmp_path`` (root only); skips where mounting is not allowed."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    options = f"size={size_kib}k" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); the injected-error tests cover this")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_path_under_a_file_is_a_write_error_naming_it_with_exit_code_2(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WriteError) as info:
+        atomic_write_text(tmp_path / "file" / "sub" / "metrics.json", "{}")
+    assert "file" in str(info.value) and "\n" not in str(info.value)
+    assert info.value.exit_code == 2
+    assert isinstance(info.value, UserError)
+
+
+def test_writing_onto_a_folder_is_refused_and_the_folder_kept(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(WriteError, match="is a folder"):
+        atomic_write_text(tmp_path / "out", "{}")
+    assert (tmp_path / "out").is_dir()
+
+
+def test_an_empty_folder_path_is_refused_instead_of_meaning_the_current_directory():
+    with pytest.raises(WriteError, match="empty path"):
+        ensure_folder("")
+
+
+def test_a_file_where_a_folder_should_be_is_refused(tmp_path):
+    (tmp_path / "run").write_text("x")
+    with pytest.raises(WriteError, match="not a folder"):
+        ensure_folder(tmp_path / "run")
+
+
+def test_injected_no_space_mid_write_keeps_the_old_file_and_is_a_system_error(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    atomic_write_bytes(target, b"good checkpoint")
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(WriteError) as info:
+        atomic_write_bytes(target, b"new checkpoint")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert info.value.exit_code == 1 and "No space left" in str(info.value)
+    assert target.read_bytes() == b"good checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_full_filesystem_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    with small_filesystem(tmp_path, size_kib=64) as fs:
+        target = fs / "last.pt"
+        atomic_write_bytes(target, b"a" * 20_000)
+        with pytest.raises(WriteError) as info:
+            atomic_write_bytes(target, b"b" * 200_000)  # more than the filesystem holds
+        assert info.value.exit_code == 1 and info.value.errno == errno.ENOSPC
+        assert target.read_bytes() == b"a" * 20_000
+        assert [p.name for p in fs.iterdir()] == ["last.pt"]
+
+
+def test_a_read_only_filesystem_is_a_path_error(tmp_path):
+    with small_filesystem(tmp_path, read_only=True) as fs:
+        with pytest.raises(WriteError) as info:
+            atomic_write_text(fs / "metrics.json", "{}")
+        assert info.value.exit_code == 2 and "Read-only" in str(info.value)
+        with pytest.raises(WriteError):
+            append_line(fs / "metrics.jsonl", "{}")
+
+
+def test_append_line_appends_whole_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append_line(path, '{"epoch": 1}')
+    append_line(path, '{"epoch": 2}')
+    assert path.read_text().splitlines() == ['{"epoch": 1}', '{"epoch": 2}']
+
+
+# --- folder locks ------------------------------------------------------------------------------------
+
+_HOLD_LOCK = """
+import sys, time
+from tripletnet.fileio import FolderLock
+lock = FolderLock(sys.argv[1], log=lambda m: None).acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def _holder_process(folder):
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_process_is_refused_with_the_holders_pid(tmp_path):
+    proc = _holder_process(tmp_path)
+    try:
+        with pytest.raises(UserError) as info:
+            FolderLock(tmp_path, log=lambda m: None).acquire()
+        assert f"pid {proc.pid}" in str(info.value) and "in use" in str(info.value)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_lock_whose_process_was_killed_is_taken_over_and_said_once(tmp_path):
+    proc = _holder_process(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    said = []
+    with FolderLock(tmp_path, log=said.append):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert len(said) == 1 and f"pid {proc.pid}" in said[0] and "gone" in said[0]
+    said.clear()
+    with FolderLock(tmp_path, log=said.append):  # released cleanly: nothing to say next time
+        pass
+    assert said == []
+    assert (tmp_path / LOCK_NAME).read_text() == ""

@@ -1,12 +1,64 @@
-"""Atomic file writes: a reader never sees a half-written file, and a crash leaves the old one."""
+"""Writing files so that nothing is lost: atomic replaces, clean write errors, and run-folder locks.
+
+* :func:`atomic_path` and friends: a reader never sees a half-written file, and a crash (or a full
+  disk) leaves the old file in place and no temporary behind.
+* :class:`WriteError`: any ``OSError`` while writing becomes one line naming the path and the cause.
+* :class:`FolderLock`: one process at a time writes into a run folder; a lock whose process died
+  (even by ``kill -9``) is taken over, because the kernel drops ``flock`` locks with their process.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from .console import Logger, log_stderr
+from .errors import UserError
+
+# Causes that the user can fix by choosing another path; the rest (disk full, I/O errors) are the system's.
+_PATH_ERRNOS = frozenset(
+    {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOENT}
+)
+
+
+class WriteError(UserError):
+    """Writing ``path`` failed: one line with the path and the cause.
+
+    ``exit_code`` is 2 when the path itself is the problem (not a folder, read-only, no permission:
+    the user can give another one) and 1 when the system is (no space left, I/O error).
+    """
+
+    def __init__(self, path: str | os.PathLike, error: OSError) -> None:
+        cause = error.strerror or str(error)
+        super().__init__(f"cannot write {path}: {cause}")
+        self.path = Path(path)
+        self.errno = error.errno
+        self.exit_code = 2 if error.errno in _PATH_ERRNOS else 1
+
+
+def ensure_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents) or raise :class:`WriteError` saying why not.
+
+    An empty path is refused: it would silently mean the current directory.
+    """
+    if str(path) == "":
+        raise WriteError(path, OSError(errno.ENOENT, "an empty path names no folder"))
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise WriteError(folder, OSError(errno.ENOTDIR, "it exists and is not a folder")) from None
+    except OSError as exc:
+        raise WriteError(folder, exc) from None
+    return folder
 
 
 @contextlib.contextmanager
@@ -14,28 +66,130 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it over ``path`` in one step.
 
     The temporary file lives in the same directory so that ``os.replace`` is a rename, not a copy.
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched; an ``OSError``
+    (no space, read-only, not a folder, ...) is raised as :class:`WriteError`.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise WriteError(target, OSError(errno.EISDIR, "it is a folder"))
+    ensure_folder(target.parent)
     # Not mkstemp, which creates 0600: mode 0666 lets the kernel apply the umask, as open() does.
     # O_EXCL with a random name gives mkstemp's guarantee of a file nobody else holds.
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise WriteError(target, exc) from None
     try:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(target, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically (see :func:`atomic_path`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append ``line`` and a newline to ``path`` durably (fsync), or raise :class:`WriteError`.
+
+    A crash can at worst leave a torn last line, which readers of line files skip.
+    """
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+
+
+LOCK_NAME = ".tripletnet.lock"
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held by one process at a time (``flock`` on a lock file).
+
+    The lock file records the holder's PID, host and start time, so a refused second process can
+    say who holds the folder. The kernel releases the lock when its process ends, however it ends;
+    a lock file still naming a holder whose process is gone is therefore simply taken over, and
+    that is said once. The file is emptied, never deleted, on release: deleting it would let two
+    processes lock two different files of the same name.
+
+    Use as a context manager, or :meth:`acquire` / :meth:`release`.
+    """
+
+    def __init__(self, folder: str | os.PathLike, log: Logger = log_stderr) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.log = log
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock or raise :class:`UserError` naming the process that holds it."""
+        ensure_folder(self.folder)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise WriteError(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe_holder(_read_holder(fd))
+            os.close(fd)
+            raise UserError(
+                f"{self.folder} is in use by another run ({holder}): wait for it to finish, or choose another --checkpoint_path"
+            ) from None
+        except OSError as exc:  # a filesystem without flock: refuse rather than risk two writers
+            os.close(fd)
+            raise WriteError(self.path, exc) from None
+        previous = _read_holder(fd)
+        if previous:
+            self.log(f"note: {self.folder} was locked by a run that is gone ({_describe_holder(previous)}); taking it over")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Empty the lock file and release the lock (idempotent)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict[str, object]:
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        holder = json.loads(text) if text else {}
+    except (OSError, ValueError):
+        return {"pid": "?"}  # unreadable content still means somebody wrote it
+    return holder if isinstance(holder, dict) else {"pid": "?"}
+
+
+def _describe_holder(holder: dict[str, object]) -> str:
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}"
