@@ -63,13 +63,13 @@ MISTAKES = [
     (["--batch_size", "2"], "batch_size"),
     (["--margin", "-1"], "margin"),
     (["--epochs", "0"], "epochs"),
-    (["--dataset", "cifar-1000"], "--dataset must be mnist, fashion-mnist, or a folder"),
+    (["--dataset", "cifar-1000"], "--dataset must be mnist, fashion-mnist, a folder of class subfolders"),
     (["--mining", "semihard:0.4,medium"], "unknown miner"),
     (["--network", "resnet9000"], "--network must be one of"),
     (["--num_images", "-5"], "num_images"),
     (["--epochs", "many"], "invalid int value"),
     (["--checkpoint_path", ""], "--checkpoint_path must name a folder (write . for the current one), got "),
-    (["--dataset", ""], "--dataset must be mnist, fashion-mnist, or a folder of class subfolders; got an empty name"),
+    (["--dataset", ""], "--dataset must be mnist, fashion-mnist, a folder of class subfolders, or a .csv file of image paths and labels; got an empty name"),
 ]
 
 

@@ -445,7 +445,7 @@ def test_the_registry_is_the_one_list_config_help_and_loader_read(tmp_path):
     from tripletnet.config import TrainConfig
 
     assert DATASETS.names() == tuple(DATASET_SPECS) == ("mnist", "fashion-mnist")
-    assert DATASETS.describe() == "mnist, fashion-mnist, or a folder of class subfolders"
+    assert DATASETS.describe() == "mnist, fashion-mnist, a folder of class subfolders, or a .csv file of image paths and labels"
     dataset_help = next(f.metadata["help"] for f in fields(TrainConfig) if f.name == "dataset")
     assert dataset_help == f"dataset: {DATASETS.describe()}"
     train_help = " ".join(_build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 import typing
 from collections.abc import Sequence
@@ -212,21 +213,29 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a scheduler's or a container's stop ends a run as Ctrl-C does
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         return int(args.handler(args))
     except ParameterError as exc:
         print(f"{args.prog}: error: {parameter_message(exc)} (see '{args.prog} --help')", file=sys.stderr)
         return 2
     except UserError as exc:
+        # Exit 2 for what the user can fix in the command; errors that carry their own code (a full disk: 1) keep it.
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; completed epochs are saved as checkpoints (resume with --resume .../last.pt)",
               file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,8 @@ resumed run needs no RNG state.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import typing
 from collections.abc import Callable
@@ -23,12 +25,13 @@ from ..config import Device, TrainConfig
 from ..console import Logger, log_stderr, progress
 from ..data import DatasetSplits, load_dataset, stratified_subset
 from ..errors import ParameterError, UserError
-from ..fileio import atomic_write_text
+from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
 from ..models import EmbeddingNet, build_network, embed_images, input_shape_of
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
+from .runfolder import prepare_run_folder
 from .runlog import RunLog
 from .step import StepStats, train_step
 from .validation import draw_validation_triplets, validation_loss
@@ -85,6 +88,19 @@ class Run:
     start_epoch: int = 1
     fallback_epoch: int | None = None  # the epoch a collapsing miner was replaced from
     is_main_process: bool = True  # only the main process writes files (multi-process training comes later)
+    lock: FolderLock | None = None  # held by the main process while it writes into run_dir
+
+    def release(self) -> None:
+        """Let other runs use the run folder again."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became NaN or infinite: the run stopped before saving them."""
+
+    exit_code = 1  # not a mistake in the command line, but a run that failed
 
 
 def train(
@@ -108,21 +124,32 @@ def train(
         The trained model, the config, the per-epoch records and the run folder.
     """
     run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log)
-    for epoch in range(run.start_epoch, config.epochs + 1):
-        miner, means, seconds, lr = run_epoch(run, epoch, log)
-        record = epoch_record(run, epoch, miner, lr, means, seconds)
-        save_epoch(run, epoch, record)
-        log(_format_record(record, config.epochs))
-        if record["collapsed"]:
-            log(
-                f"WARNING: epoch {epoch}: the embeddings have COLLAPSED (spread {record['embedding_spread']:.2e}, "
-                f"loss {record['train_loss']:.4f} ~ margin {config.margin}): every image maps to nearly the same point. "
-                "Hard mining from the start often does this; try a longer semi-hard phase (--mining semihard:0.6,hard), "
-                "a lower --lr, or batch_all mining."
-            )
-    if run.is_main_process:
-        _plot_losses(run.history, run.run_dir, log)
+    try:
+        for epoch in range(run.start_epoch, config.epochs + 1):
+            miner, means, seconds, lr = run_epoch(run, epoch, log)
+            record = epoch_record(run, epoch, miner, lr, means, seconds)
+            save_epoch(run, epoch, record)
+            log(_format_record(record, config.epochs))
+            if record["collapsed"]:
+                log(_collapse_warning(record, config))
+        if run.is_main_process:
+            _plot_losses(run.history, run.run_dir, log)
+    finally:
+        run.release()
     return TrainResult(model=run.model, config=config, history=run.history, run_dir=run.run_dir)
+
+
+def _collapse_warning(record: dict[str, Any], config: TrainConfig) -> str:
+    """What the log says when an epoch's embeddings collapsed, with advice that fits the epoch's miner."""
+    if get_miner(record["miner"]).can_collapse:
+        advice = (f"{record['miner']} mining often does this; try a longer semi-hard phase (--mining semihard:0.6,hard), "
+                  "a lower --lr, or batch_all mining.")
+    else:
+        advice = f"even {record['miner']} mining could not keep them apart; try a lower --lr or a smaller --margin."
+    return (
+        f"WARNING: epoch {record['epoch']}: the embeddings have COLLAPSED (spread {record['embedding_spread']:.2e}, "
+        f"loss {record['train_loss']:.4f} ~ margin {config.margin}): every image maps to nearly the same point. {advice}"
+    )
 
 
 # --------------------------------------------------------------------------- 1. prepare the run
@@ -136,11 +163,27 @@ def prepare_run(
     config.validate()
     device = resolve_device(config.device)
     run_dir = Path(config.checkpoint_path)
-    if checkpoint is None and (run_dir / "last.pt").exists() and not overwrite:
-        raise UserError(
-            f"{run_dir} already holds a run (last.pt): continue it with --resume {run_dir / 'last.pt'}, "
-            "choose another --checkpoint_path, or pass --overwrite"
-        )
+    created = not run_dir.exists()
+    # Locked before anything is checked or written: a second run into the same folder is refused at once.
+    lock = FolderLock(run_dir, log=log).acquire()
+    try:
+        prepare_run_folder(run_dir, resume=Path(resume) if resume else None, resume_state=checkpoint, overwrite=overwrite)
+        run = _prepare(config, run_dir, device, checkpoint, data, log)
+    except BaseException:
+        lock.release()
+        if created:  # a run refused before it began leaves no folder behind
+            lock.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+    run.lock = lock
+    return run
+
+
+def _prepare(
+    config: TrainConfig, run_dir: Path, device: torch.device, checkpoint: dict[str, Any] | None,
+    data: DatasetSplits | None, log: Logger,
+) -> Run:
     if config.threads:
         torch.set_num_threads(config.threads)
 
@@ -180,7 +223,6 @@ def prepare_run(
         run.fallback_epoch = checkpoint.get("mining_fallback_epoch")
 
     if run.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
         run.runlog.start(run.history)
     log(
@@ -248,13 +290,33 @@ def _train_batches(run: Run, epoch: int, miner: str, guard: CollapseGuard | None
     run.model.train()
     totals = dict.fromkeys(STAT_KEYS, 0.0)
     batches = run.sampler.batches(epoch)
-    for indices in progress(batches, total=len(batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]"):
+    for step, indices in enumerate(progress(batches, total=len(batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]"), 1):
         stats = train_step(run.model, run.optimizer, run.train_images[indices], run.train_labels[indices], miner, run.config, gen)
+        _stop_if_diverged(run, epoch, step, stats.loss)
         if guard is not None and guard.trips(stats):
             return None  # the guard restores the epoch's starting weights, so this step's update is undone too
         for key in totals:
             totals[key] += getattr(stats, key)
     return totals
+
+
+def _stop_if_diverged(run: Run, epoch: int, step: int, loss: float) -> None:
+    """Stop the run at the first non-finite loss or gradient norm, before anything is saved.
+
+    The gradients' norm costs one fused pass over the parameters (well under 1% of a step); it
+    catches an overflowing update one step before the loss would show it.
+    """
+    grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+    grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    what = "loss" if not math.isfinite(loss) else "gradient norm"
+    value = loss if not math.isfinite(loss) else grad_norm
+    kept = f"last.pt still holds epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
+    advice = "try a lower --lr" + (" or --precision fp32" if run.config.precision != "fp32" else "")
+    raise TrainingDiverged(
+        f"epoch {epoch}, step {step}: the {what} is {value}; training stopped ({kept}); {advice} (--lr is {run.config.lr:g})"
+    )
 
 
 # --------------------------------------------------------------------------- 3. the epoch's record
@@ -298,6 +360,8 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
 
 def save_epoch(run: Run, epoch: int, record: dict[str, Any]) -> None:
     """Add the record to the history and metrics.jsonl; write epoch_<n>.pt and last.pt."""
+    if not all(bool(torch.isfinite(p).all()) for p in run.model.state_dict().values() if p.is_floating_point()):
+        raise TrainingDiverged(f"epoch {epoch}: the weights hold NaN or infinite values; they were not saved; try a lower --lr")
     run.history.append(record)
     if not run.is_main_process:
         return

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fileio import atomic_write_text
+from ..fileio import append_line, atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -40,10 +40,7 @@ class RunLog:
         """Append one record and fsync it, so it survives a crash right after."""
         if not self.is_main_process:
             return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.path, json.dumps(record))
 
     def read(self) -> list[dict[str, Any]]:
         """The records written so far (see :func:`read_records`)."""
