@@ -18,7 +18,7 @@ from .console import Logger, log_stderr
 from .data import DatasetSplits, load_dataset
 from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
-from .fileio import atomic_path, atomic_write_text
+from .fileio import atomic_path, atomic_write_text, ensure_folder
 from .models import embed_images
 
 SPLITS = ("train", "test")
@@ -123,6 +123,8 @@ def evaluate(
     get_protocol(protocol).check_options(n_pairs=n_pairs, repeats=repeats)
     if (checkpoint is None) == (embeddings_file is None):
         raise UserError("give exactly one of a checkpoint or an embeddings file")
+    if out_dir is not None:
+        ensure_folder(out_dir)  # an output folder that cannot exist is refused before minutes of work
     split = embed_checkpoint(checkpoint, "test", data_path) if checkpoint else load_embeddings(embeddings_file)  # type: ignore[arg-type]
     result = evaluate_embeddings(
         split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, repeats=repeats, seed=seed,
@@ -147,7 +149,7 @@ def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, t
     """
     from . import plots
 
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out)
     written = ["metrics.json", "curves.json", "distances.png", "roc.png"]
     if tsne:
         from .tsne import tsne_2d

@@ -1,0 +1,307 @@
+"""Nothing lost, nothing trusted (issue 10): kills, signals, NaN, full and read-only disks, locks, run folders.
+
+Every run here is tiny (a few steps of 64 MNIST images): what is checked is what survives, not
+what is learnt. The README's "Reliability" table quotes the counts these tests use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from tripletnet.cli import main
+from tripletnet.config import TrainConfig
+from tripletnet.errors import UserError
+from tripletnet.fileio import LOCK_NAME, FolderLock, WriteError
+from tripletnet.training import train
+from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
+from tripletnet.training.runfolder import run_artefacts
+
+from _mnist import assert_same_state, data_root, require_dataset
+
+KILL_POINTS = 3  # random kill -9 moments in a four-epoch run, each followed by resumes to the end
+TINY = ["--num_images", "256", "--batch_size", "64", "--eval_every", "0", "--num_val_triplets", "16",
+        "--network", "reference", "--precision", "fp32", "--threads", "1", "--no-download"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_mnist() -> None:
+    require_dataset("mnist")
+
+
+def tiny_config(run_dir: Path, **changes: object) -> TrainConfig:
+    values = {"num_images": 256, "batch_size": 64, "eval_every": 0, "num_val_triplets": 16, "network": "reference",
+              "precision": "fp32", "threads": 1, "download": False, "data_path": data_root(),
+              "checkpoint_path": str(run_dir), "epochs": 2, **changes}
+    return TrainConfig().updated(values)
+
+
+def _cli(*argv: str) -> subprocess.Popen:
+    env = {**os.environ, "TRIPLETNET_DATA": data_root()}
+    return subprocess.Popen([sys.executable, "-m", "tripletnet", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the run ended before the awaited moment: {proc.communicate()[1]}")
+        time.sleep(0.02)
+
+
+def _epochs_logged(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+# --- kill -9 and SIGTERM ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    code, err = _finish(_cli("train", *TINY, "--epochs", "4", "--checkpoint_path", str(run_dir)))
+    assert code == 0, err
+    return run_dir
+
+
+@pytest.mark.parametrize("kill_point", range(KILL_POINTS))
+def test_kill_9_at_a_random_moment_then_resume_ends_bit_identical(tmp_path, uninterrupted, kill_point):
+    rng = random.Random(kill_point)
+    run_dir = tmp_path / "run"
+    epochs_before_kill = rng.randrange(0, 3)  # kill during epoch 1, 2 or 3 ...
+    proc = _cli("train", *TINY, "--epochs", "4", "--checkpoint_path", str(run_dir))
+    _wait_for(lambda: _epochs_logged(run_dir) >= epochs_before_kill and (run_dir / LOCK_NAME).exists(), proc)
+    time.sleep(rng.uniform(0.0, 0.5))  # ... at a random moment inside it
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(5):  # resume until the run is complete, as a user would
+        if (run_dir / "last.pt").exists():
+            if load_checkpoint(run_dir / "last.pt")["epoch"] == 4:
+                break
+            argv = ["--resume", str(run_dir / "last.pt")]
+        else:  # killed before the first epoch ended: start again over what it left
+            argv = ["--overwrite"]
+        code, err = _finish(_cli("train", *TINY, "--epochs", "4", "--checkpoint_path", str(run_dir), *argv))
+        assert code == 0, err
+    final, reference = load_checkpoint(run_dir / "last.pt"), load_checkpoint(uninterrupted / "last.pt")
+    assert final["epoch"] == 4
+    assert_same_state(final["model"], reference["model"])
+    assert [r["train_loss"] for r in final["history"]] == [r["train_loss"] for r in reference["history"]]
+    assert not list(run_dir.glob(".*.tmp")), "no temporary files are left behind"
+
+
+def test_sigterm_stops_like_ctrl_c_with_exit_130_and_a_loadable_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _cli("train", *TINY, "--epochs", "50", "--checkpoint_path", str(run_dir))
+    _wait_for(lambda: _epochs_logged(run_dir) >= 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    code, err = _finish(proc)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] >= 1
+    assert (run_dir / LOCK_NAME).read_text() == "", "the lock is released"
+
+
+# --- non-finite values ---------------------------------------------------------------------------------
+
+
+def test_a_nan_loss_stops_the_run_with_one_line_exit_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    import tripletnet.training.loop as loop
+
+    real_step = loop.train_step
+    calls = {"n": 0}
+
+    def poisoned_step(model, *args, **kwargs):
+        calls["n"] += 1
+        stats = real_step(model, *args, **kwargs)
+        if calls["n"] == 6:  # epoch 2, step 2 (4 steps per epoch)
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return stats
+
+    monkeypatch.setattr(loop, "train_step", poisoned_step)
+    run_dir = tmp_path / "run"
+    code = main(["train", *TINY, "--epochs", "3", "--data_path", data_root(), "--checkpoint_path", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 1 and "epoch 2" in lines[0] and "lower --lr" in lines[0] and "last.pt still holds epoch 1" in lines[0]
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not (run_dir / "epoch_2.pt").exists()
+
+
+def test_overflowing_learning_rates_and_margins_are_refused_before_anything_is_written(tmp_path, capsys):
+    for flag, value in (("--lr", "1e300"), ("--lr", "inf"), ("--margin", "1e30")):
+        assert main(["train", *TINY, flag, value, "--checkpoint_path", str(tmp_path / "run")]) == 2
+        assert f"{flag} must be" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+# --- writes that fail ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, size_bytes: int, read_only: bool = False):
+    """A real tmpfs (root only); skipped where this machine does not allow mounting."""
+    where.mkdir()
+    options = f"size={max(size_bytes, 4096)}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); tests/test_fileio.py injects ENOSPC instead")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_disk_that_fills_mid_checkpoint_is_one_line_exit_1_and_keeps_every_earlier_file(tmp_path, capsys):
+    probe = tmp_path / "probe"
+    assert main(["train", *TINY, "--epochs", "1", "--data_path", data_root(), "--checkpoint_path", str(probe)]) == 0
+    checkpoint_bytes = (probe / "last.pt").stat().st_size
+    capsys.readouterr()
+    # Room for epoch 1 (epoch_1.pt, last.pt, metrics, config) but not for epoch 2's first checkpoint.
+    with small_filesystem(tmp_path / "fs", int(2.6 * checkpoint_bytes)) as fs:
+        run_dir = fs / "run"
+        code = main(["train", *TINY, "--epochs", "3", "--data_path", data_root(), "--checkpoint_path", str(run_dir)])
+        err = capsys.readouterr().err
+        assert code == 1, err
+        error_lines = [line for line in err.splitlines() if "error" in line]
+        assert len(error_lines) == 1 and "No space left on device" in error_lines[0] and "epoch_2.pt" in error_lines[0]
+        assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+        assert load_checkpoint(run_dir / "epoch_1.pt")["epoch"] == 1
+        assert not list(run_dir.glob(".*.tmp")), "no temporary file is left"
+        assert (run_dir / LOCK_NAME).read_text() == "", "the lock is released"
+
+
+def test_a_read_only_filesystem_is_one_line_exit_2_for_train_and_evaluate(tmp_path, capsys, uninterrupted):
+    with small_filesystem(tmp_path / "ro", 1 << 20, read_only=True) as ro:
+        assert main(["train", *TINY, "--checkpoint_path", str(ro / "run")]) == 2
+        assert "Read-only file system" in capsys.readouterr().err
+        code = main(["evaluate", "--checkpoint", str(uninterrupted / "last.pt"), "--data_path", data_root(),
+                     "--no-tsne", "--no-clustering", "--out", str(ro / "report")])
+        err = capsys.readouterr().err
+        assert code == 2 and "Read-only file system" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_checkpoint_path_that_cannot_be_a_folder_is_one_line_exit_2(tmp_path, capsys, where):
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" if where == "a file" else tmp_path / "file" / "run"
+    assert main(["train", *TINY, "--checkpoint_path", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "file") in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file").read_text() == "x"
+
+
+# --- locks and run folders --------------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_is_untouched(tmp_path):
+    run_dir = tmp_path / "run"
+    with FolderLock(run_dir, log=lambda m: None), pytest.raises(UserError, match=f"in use by another run .*pid {os.getpid()}"):
+        train(tiny_config(run_dir), log=lambda m: None)
+    assert run_artefacts(run_dir) == []
+
+
+def test_a_crashed_run_without_last_pt_is_still_in_use_and_overwrite_removes_every_stale_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_config(run_dir, epochs=3), log=lambda m: None)
+    (run_dir / "last.pt").unlink()  # what a crash before the first last.pt would leave, plus later epochs
+    with pytest.raises(UserError, match=r"already holds a run .*epoch_3\.pt"):
+        train(tiny_config(run_dir, epochs=1), log=lambda m: None)
+    train(tiny_config(run_dir, epochs=1), overwrite=True, log=lambda m: None)
+    assert sorted(p.name for p in run_artefacts(run_dir)) == ["config.json", "epoch_1.pt", "last.pt", "losses.png", "metrics.jsonl"]
+
+
+def test_resuming_from_an_older_epoch_refuses_to_cut_the_history_unless_told(tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_config(run_dir, epochs=3), log=lambda m: None)
+    with pytest.raises(UserError, match="would discard its later epochs"):
+        train(tiny_config(run_dir, epochs=3), resume=run_dir / "epoch_1.pt", log=lambda m: None)
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3 and len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
+    train(tiny_config(run_dir, epochs=2), resume=run_dir / "epoch_1.pt", overwrite=True, log=lambda m: None)
+    assert not (run_dir / "epoch_3.pt").exists() and load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+
+def test_resuming_into_a_folder_holding_another_run_is_refused(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(tiny_config(first, epochs=1), log=lambda m: None)
+    train(tiny_config(second, epochs=1, seed=1), log=lambda m: None)
+    with pytest.raises(UserError, match="holds another run"):
+        train(tiny_config(second, epochs=2), resume=first / "last.pt", log=lambda m: None)
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path):
+    run_dir = tmp_path / "new"
+    with pytest.raises(UserError):
+        train(tiny_config(run_dir, num_images=100_000), log=lambda m: None)
+    assert not run_dir.exists()
+
+
+# --- checkpoints that are damaged or foreign ----------------------------------------------------------------
+
+
+def _largest_tensor_span(path: Path) -> tuple[int, int]:
+    """(offset, size) in the file of the largest stored tensor's raw bytes (torch stores them uncompressed)."""
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_length, extra_length = (int.from_bytes(fh.read(2), "little") for _ in range(2))
+    return info.header_offset + 30 + name_length + extra_length, info.file_size
+
+
+def test_a_checkpoint_with_flipped_weight_bytes_is_refused_in_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(tiny_config(run_dir, epochs=1), log=lambda m: None)
+    path = run_dir / "last.pt"
+    start, size = _largest_tensor_span(path)
+    data = bytearray(path.read_bytes())
+    middle = start + size // 2
+    data[middle:middle + 4000] = bytes(b ^ 0xFF for b in data[middle:middle + 4000])
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged: its weights do not match the checksum"):
+        load_checkpoint(damaged)
+    assert main(["evaluate", "--checkpoint", str(damaged), "--data_path", data_root(), "--no-clustering"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_foreign_files_as_checkpoints_are_refused_in_our_own_words_without_torch_warnings(tmp_path, capsys):
+    import pickle
+
+    pickled = tmp_path / "object.pt"
+    pickled.write_bytes(pickle.dumps({"model": object()}))
+    text = tmp_path / "config.json"
+    text.write_text("{}")
+    for path in (pickled, text, tmp_path):
+        assert main(["evaluate", "--checkpoint", str(path), "--no-clustering"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "weights_only" not in err and len(err) < 300, err
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--no-clustering"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_checkpoint_saved_and_loaded_keeps_its_checksum(tmp_path):
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    save_checkpoint(tmp_path / "c.pt", {"epoch": 1, "config": {}, "model": weights})
+    assert torch.equal(load_checkpoint(tmp_path / "c.pt")["model"]["w"], weights["w"])
+    with pytest.raises(WriteError):
+        save_checkpoint(tmp_path, {"epoch": 1, "config": {}, "model": weights})  # a folder is no file
