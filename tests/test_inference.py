@@ -14,13 +14,13 @@ from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import calibration_path, load_model, weights_fingerprint, write_calibration
 from tripletnet.models import embed_images
 
-from _checkpoint import train_tiny
+from _checkpoint import shared_checkpoint
 from _mnist import mnist
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("run"))
+    return shared_checkpoint(tmp_path_factory)
 
 
 @pytest.fixture()
