@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from _checkpoint import shared_checkpoint
+from _mnist import mnist
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
@@ -13,9 +15,6 @@ from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import load_model
 from tripletnet.inference.index import GalleryIndex
-
-from _checkpoint import shared_checkpoint
-from _mnist import mnist
 
 
 def _unit_vectors(n, dim=64, seed=0):
@@ -166,7 +165,7 @@ def test_search_with_other_weights_is_refused(checkpoint, image_folder, tmp_path
     state["model"] = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in state["model"].items()}
     other = tmp_path / "other.pt"
     save_checkpoint(other, {k: v for k, v in state.items() if k != "format"})
-    code, out, err = _run(capsys, "search", "--index", out_dir, "--query", image_folder / "0" / "0.png", "--checkpoint", other)
+    code, _, err = _run(capsys, "search", "--index", out_dir, "--query", image_folder / "0" / "0.png", "--checkpoint", other)
     assert code == 2 and "other weights" in err and len(err.strip().splitlines()) == 1
 
 
@@ -182,6 +181,6 @@ def test_index_and_search_mistakes_are_one_line_exit_2(checkpoint, image_folder,
         (("search", "--index", out_dir, "--query", tmp_path / "missing.png"), "missing.png"),
     ]
     for argv, expected in cases:
-        code, out, err = _run(capsys, *argv)
+        code, _, err = _run(capsys, *argv)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not (tmp_path / "x").exists()

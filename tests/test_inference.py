@@ -5,17 +5,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from _checkpoint import shared_checkpoint
+from _mnist import mnist
 from PIL import Image
 
 import tripletnet
 from tripletnet.checkpoint import load_checkpoint, save_checkpoint
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
-from tripletnet.inference import calibration_path, load_model, weights_fingerprint, write_calibration
+from tripletnet.inference import (
+    calibration_path,
+    load_model,
+    weights_fingerprint,
+    write_calibration,
+)
 from tripletnet.models import embed_images
-
-from _checkpoint import shared_checkpoint
-from _mnist import mnist
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +148,9 @@ def test_a_calibration_of_other_weights_is_refused(checkpoint, tmp_path):
     copy = tmp_path / "copy.pt"
     copy.write_bytes(checkpoint.read_bytes())
     write_calibration(copy, threshold=0.75, far=1e-3, data={}, fingerprint="0" * 64)
+    model = load_model(copy)
     with pytest.raises(UserError, match="other weights"):
-        load_model(copy).threshold
+        _ = model.threshold
 
 
 def test_search_finds_the_brute_force_neighbours(model):

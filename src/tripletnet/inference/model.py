@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +27,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..config import TrainConfig
-from ..data.folder import IMAGE_SUFFIXES
 from ..console import Logger, log_stderr, progress
+from ..data.folder import IMAGE_SUFFIXES
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from ..models import EmbeddingNet
@@ -39,8 +39,8 @@ BATCH_SIZE = 256
 CALIBRATION_FORMAT = "tripletnet-calibration-v1"
 CALIBRATION_SUFFIX = ".calibration.json"
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
-Images = Union[ImageLike, Sequence[ImageLike]]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+Images = ImageLike | Sequence[ImageLike]
 
 
 # --------------------------------------------------------------------------- checkpoint facts
