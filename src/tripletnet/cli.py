@@ -222,12 +222,14 @@ def add_use_commands(subparsers: Any) -> None:
     report.add_argument("--out", required=True, metavar="FILE.html", help="HTML file to write")
     report.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
     report.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default: 1e-3)")
+    report.add_argument("--test_images", "--test-images", dest="test_images", type=int, default=0,
+                        help="evaluate a class-stratified subset of this many test images (default: 0 = all)")
     report.add_argument("--no-tsne", dest="tsne", action="store_false", help="skip the t-SNE map")
     report.set_defaults(handler=_use_handler(_cmd_report))
 
 
 # Library parameter names -> what the user typed, for one-line errors.
-_USE_FLAGS = {"threshold": "--threshold", "k": "-k", "format": "--format", "far": "--far", "images": "images"}
+_USE_FLAGS = {"threshold": "--threshold", "k": "-k", "format": "--format", "far": "--far", "images": "images", "test_images": "--test_images"}
 
 
 def _use_handler(handler: Any) -> Any:
@@ -338,7 +340,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report.html import write_html_report
 
-    path = write_html_report(args.run or args.checkpoint, args.out, data_path=args.data_path, far=args.far, tsne=args.tsne)
+    path = write_html_report(args.run or args.checkpoint, args.out, data_path=args.data_path, far=args.far,
+                             test_images=args.test_images, tsne=args.tsne)
     print(f"wrote {path}")
     return 0
 
