@@ -248,6 +248,8 @@ def write_html_report(
         raise ParameterError("test_images", f"must be >= 0, got {test_images}")
     if n_mistakes < 1 or n_queries < 0:
         raise ParameterError("n_mistakes" if n_mistakes < 1 else "n_queries", "must be positive")
+    target = Path(out_html)
+    _check_writable(target)  # before minutes of evaluation, not after
     checkpoint = resolve_checkpoint(run_dir_or_checkpoint)
     model = load_model(checkpoint, log=log)
     history = _history(checkpoint)
@@ -316,13 +318,20 @@ def write_html_report(
         _section("config", "Configuration", _table([(k, _fmt(v)) for k, v in sorted(model.config.to_dict().items())])),
         "</main></body></html>",
     ])
-    target = Path(out_html)
     try:
         atomic_write_text(target, page)
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
     log(f"report written to {target}")
     return target
+
+
+def _check_writable(target: Path) -> None:
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a folder; give a file name")
+    existing = next(p for p in (target.parent, *target.parent.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot write {target}: {existing} is not a writable folder")
 
 
 def _history(checkpoint: Path) -> list[dict[str, Any]]:
