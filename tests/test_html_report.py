@@ -36,7 +36,8 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report.html"
-    write_html_report(checkpoint.parent, out, data_path=data_root(), test_images=TEST_IMAGES, tsne_points=200, log=lambda _: None)
+    # No t-SNE: openTSNE takes a minute even for 200 points on a busy 2-core machine; tests/test_plots.py covers the figure.
+    write_html_report(checkpoint.parent, out, data_path=data_root(), test_images=TEST_IMAGES, tsne=False, log=lambda _: None)
     return out
 
 
@@ -103,7 +104,7 @@ def test_report_shows_the_headline_numbers_and_every_section(report, checkpoint)
         assert value in page.text_by_id[f"headline-{key}"], key
     for section in ("verification", "figures", "retrieval", "mistakes", "queries", "curves", "config"):
         assert section in page.text_by_id, section
-    assert "t-SNE" in report.read_text(encoding="utf-8")
+    assert "ROC" in page.text_by_id["figures"] and "false accepts" in page.text_by_id["mistakes"]
     assert "semihard" in page.text_by_id["config"], "the run's configuration is shown"
 
 

@@ -305,7 +305,7 @@ def write_html_report(
         "<main>",
         _headlines(result),
         _section("verification", "Verification: every test pair", _verification_table(result)),
-        _section("figures", "ROC, pair distances and t-SNE",
+        _section("figures", "ROC, pair distances" + (" and t-SNE" if tsne else ""),
                  '<div class="figures">' + "".join(_img(png, title) for title, png in figures) + "</div>"),
         _section("retrieval", "Retrieval and clustering: every test image a query", _retrieval_table(result)),
         _section("mistakes", "Worst mistakes",
