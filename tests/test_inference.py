@@ -1,6 +1,7 @@
 """load_model: embedding any kind of image input, fingerprints, calibration, verify and search (library and CLI)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -196,3 +197,16 @@ def test_verify_cli_mistakes_are_one_line_exit_2(checkpoint, test_images, tmp_pa
         code, out, err = _run(capsys, "verify", "--checkpoint", checkpoint, *argv)
         assert code == 2 and out == ""
         assert len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_the_documented_python_example_runs(checkpoint, test_images, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "using-a-model.md"
+    (example,) = re.findall(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "a.png", test_images[0])
+    _png(tmp_path / "b.png", test_images[1])
+    exec(compile(example, str(docs), "exec"), {"CHECKPOINT": str(checkpoint)})  # noqa: S102 - running the documented example is the test
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("given") and "tensor([[0]])" in printed[1]

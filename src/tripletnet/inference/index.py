@@ -112,6 +112,7 @@ class GalleryIndex:
             if values is not None and len(values) != len(vectors):
                 raise ParameterError(name, f"must have one entry per gallery item ({len(vectors)}), got {len(values)}")
         dim = vectors.shape[1]
+        index: Any
         if kind == "exact":
             index = faiss.IndexFlatL2(dim)
         else:

@@ -141,7 +141,7 @@ def write_calibration(
     if not 0 < far <= 1:
         raise ParameterError("far", f"must be in (0, 1], got {far}")
     if fingerprint is None:
-        fingerprint = weights_fingerprint(load_checkpoint(checkpoint)["model"])
+        fingerprint = weights_fingerprint(load_checkpoint(Path(checkpoint))["model"])
     record = {
         "format": CALIBRATION_FORMAT,
         "threshold": float(threshold),
