@@ -60,9 +60,10 @@ def test_every_input_kind_gives_the_embeddings_of_the_training_path(model, test_
         "float tensor N x 1 x H x W": test_images[:, None].float() / 255,
         "list of single arrays": [image.numpy() for image in test_images],
     }
+    # 1e-5: embed_images feeds NCHW tensors, embed NHWC ones; the convolution kernels differ in rounding.
     for name, images in inputs.items():
-        torch.testing.assert_close(model.embed(images), expected, atol=1e-6, rtol=0, msg=name)
-    torch.testing.assert_close(model.embed(files[3]), expected[3:4], atol=1e-6, rtol=0)
+        torch.testing.assert_close(model.embed(images), expected, atol=1e-5, rtol=0, msg=name)
+    torch.testing.assert_close(model.embed(files[3]), expected[3:4], atol=1e-5, rtol=0)
 
 
 def test_batch_size_does_not_change_embeddings_and_bn_stays_in_eval_mode(model, test_images):
