@@ -318,7 +318,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     for result in results:
         print(f"query {result['query']}")
         for n in result["neighbours"]:
-            described = "  ".join(str(n[key]) for key in ("label", "path") if key in n) or f"#{n['index']}"
+            # Without paths (a dataset split), the gallery position identifies the image.
+            described = "  ".join([*(str(n[key]) for key in ("label", "path") if key in n), *([] if "path" in n else [f"#{n['index']}"])])
             print(f"  {n['rank']:>3}  {n['distance']:.4f}  {described}")
     return 0
 
