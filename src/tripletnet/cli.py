@@ -29,7 +29,7 @@ from .errors import ParameterError, UserError
 PROG = "tripletnet"
 
 # Library parameters whose flag is spelled differently; every other parameter `x` is the flag `--x`.
-FLAG_OF_PARAMETER = {"embeddings_file": "--embeddings", "out_dir": "--out"}
+FLAG_OF_PARAMETER = {"embeddings_file": "--embeddings", "out_dir": "--out", "k": "-k"}
 
 
 def flag(parameter: str) -> str:
@@ -132,6 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--data_path", "--data-path", dest="data_path",
                        help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
     embed.set_defaults(handler=_cmd_embed)
+    add_use_commands(sub)
     for name, subparser in sub.choices.items():
         subparser.set_defaults(prog=f"{PROG} {name}")
     return parser
@@ -211,6 +212,179 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     path = save_embeddings(args.out, split.embeddings, split.labels)
     print(f"wrote {len(split.embeddings):,} embeddings of size {split.embeddings.shape[1]} ({args.split} split) to {path}")
     return 0
+
+
+# ============================================================================ using a trained model
+# verify, index, search, export, report (issue 9). Self-contained: add_use_commands registers the
+# subcommands and their handlers; nothing else in this file refers to them.
+
+
+def add_use_commands(subparsers: Any) -> None:
+    """Register ``verify``, ``index``, ``search``, ``export`` and ``report`` on ``subparsers``."""
+    verify = subparsers.add_parser(
+        "verify", help="do two images show the same identity? (distance, decision, threshold)",
+        description="Embed two images with a checkpoint and compare their distance with a threshold: --threshold, else the "
+                    "checkpoint's calibration (<checkpoint>.calibration.json, written by 'tripletnet evaluate'). "
+                    "Exit code 0 whatever the decision.")
+    verify.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
+    verify.add_argument("images", nargs=2, metavar="IMAGE", help="two image files (any format Pillow reads)")
+    verify.add_argument("--threshold", type=float, help="distance threshold (default: the checkpoint's calibration)")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(handler=_cmd_verify)
+
+    index = subparsers.add_parser(
+        "index", help="embed a gallery into a faiss index folder",
+        description="Embed a split of the checkpoint's dataset or a folder of images and write an index folder "
+                    "(faiss index, labels/paths, the checkpoint's fingerprint) for 'tripletnet search'.")
+    index.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
+    gallery = index.add_mutually_exclusive_group(required=True)
+    gallery.add_argument("--split", choices=("train", "test"), help="a split of the checkpoint's dataset")
+    gallery.add_argument("--images", metavar="DIR", help="a folder of images (searched recursively; a subfolder name is the label)")
+    index.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced if it is one)")
+    index.add_argument("--hnsw", action="store_true", help="approximate HNSW index for large galleries (default: exact)")
+    index.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+    index.set_defaults(handler=_cmd_index)
+
+    search = subparsers.add_parser(
+        "search", help="nearest gallery images of query images",
+        description="Search an index folder from 'tripletnet index' with query images embedded by the same checkpoint.")
+    search.add_argument("--index", required=True, metavar="DIR", help="an index folder")
+    queries = search.add_mutually_exclusive_group(required=True)
+    queries.add_argument("--query", metavar="IMAGE", help="one query image")
+    queries.add_argument("--queries", metavar="DIR", help="a folder of query images (searched recursively)")
+    search.add_argument("-k", type=int, default=5, help="neighbours per query (default: 5)")
+    search.add_argument("--checkpoint", help="the checkpoint the index was built with, if it has moved (it must hold the same weights)")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(handler=_cmd_search)
+
+    export = subparsers.add_parser(
+        "export", help="export the network as ONNX or TorchScript",
+        description="The exported graph takes uint8 images N x C x H x W (dynamic N) and returns L2-normalised fp32 embeddings.")
+    export.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
+    export.add_argument("--format", default="onnx", help="onnx (opset 18) or torchscript (default: onnx)")
+    export.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    export.set_defaults(handler=_cmd_export)
+
+    report = subparsers.add_parser(
+        "report", help="one self-contained HTML report of a run",
+        description="Evaluate a run's checkpoint on its test split and write one HTML file with everything inline: "
+                    "configuration, curves, verification table, ROC, distances, t-SNE, retrieval, worst mistakes, queries.")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="DIR", help="a run folder (its last.pt is reported)")
+    source.add_argument("--checkpoint", help="a tripletnet checkpoint")
+    report.add_argument("--out", required=True, metavar="FILE.html", help="HTML file to write")
+    report.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+    report.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default: 1e-3)")
+    report.add_argument("--test_images", "--test-images", dest="test_images", type=int, default=0,
+                        help="evaluate a class-stratified subset of this many test images (default: 0 = all)")
+    report.add_argument("--no-tsne", dest="tsne", action="store_false", help="skip the t-SNE map")
+    report.set_defaults(handler=_cmd_report)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference.model import load_model
+
+    model = load_model(args.checkpoint)
+    result = model.verify(args.images[0], args.images[1], threshold=args.threshold)
+    if args.json:
+        print(json.dumps({"a": args.images[0], "b": args.images[1], **result.to_dict()}))
+    else:
+        decision = "same" if result.same else "different"
+        print(f"{decision}: distance {result.distance:.4f} {'<=' if result.same else '>'} threshold {result.threshold:.4f} "
+              f"({result.threshold_source})")
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .inference.index import GalleryIndex
+    from .inference.model import list_images, load_model
+
+    model = load_model(args.checkpoint)
+    labels: list[Any] | None
+    paths: list[str] | None
+    if args.split:
+        from .data import load_dataset
+
+        data = load_dataset(model.config.dataset, args.data_path or model.config.data_path, download=model.config.download)
+        images = data.train_images if args.split == "train" else data.test_images
+        targets = data.train_labels if args.split == "train" else data.test_labels
+        labels, paths = [data.class_names[int(t)] for t in targets], None
+        embeddings = model.embed(images)
+        what = f"the {args.split} split of {data.name}"
+    else:
+        root = Path(args.images)
+        files = list_images(root)
+        labels = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else None for f in files]
+        labels = labels if any(label is not None for label in labels) else None
+        paths = [str(f) for f in files]
+        embeddings = model.embed(files)
+        what = f"{len(files):,} images in {root}"
+    index = GalleryIndex.build(embeddings, fingerprint=model.fingerprint, labels=labels, paths=paths,
+                               kind="hnsw" if args.hnsw else "exact", checkpoint=str(Path(args.checkpoint).resolve()))
+    out = index.save(args.out)
+    print(f"indexed {index.size:,} embeddings of {what} ({index.kind}) in {out}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .inference.index import GalleryIndex
+    from .inference.model import list_images, load_model
+
+    index = GalleryIndex.load(args.index)
+    checkpoint = args.checkpoint or index.checkpoint
+    if not checkpoint:
+        raise UserError(f"index {args.index} does not record its checkpoint; give --checkpoint")
+    model = load_model(checkpoint)
+    index = GalleryIndex.load(args.index, fingerprint=model.fingerprint)
+    files = [Path(args.query)] if args.query else list_images(Path(args.queries))
+    distances, positions = index.search(model.embed(files), args.k)
+    results = [
+        {"query": str(f), "neighbours": [{"rank": r + 1, "distance": float(d), **index.item(int(p))} for r, (d, p) in enumerate(zip(ds, ps))]}
+        for f, ds, ps in zip(files, distances, positions)
+    ]
+    if args.json:
+        print(json.dumps({"index": str(args.index), "k": args.k, "results": results}))
+        return 0
+    for result in results:
+        print(f"query {result['query']}")
+        for n in result["neighbours"]:
+            # Without paths (a dataset split), the gallery position identifies the image.
+            described = "  ".join([*(str(n[key]) for key in ("label", "path") if key in n), *([] if "path" in n else [f"#{n['index']}"])])
+            print(f"  {n['rank']:>3}  {n['distance']:.4f}  {described}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .inference.export import FORMATS, INPUT_NAME, ONNX_OPSET, export_model
+    from .inference.model import load_model
+
+    if args.format not in FORMATS:  # before loading anything: a typo costs nothing
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    model = load_model(args.checkpoint)
+    path = export_model(model, args.out, args.format)
+    c, h, w = model.input_shape
+    detail = f"ONNX opset {ONNX_OPSET}" if args.format == "onnx" else "TorchScript"
+    print(f"wrote {path} ({detail}): input '{INPUT_NAME}' uint8 N x {c} x {h} x {w}, output embeddings N x {model.embedding_dim} fp32")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report.html import write_html_report
+
+    path = write_html_report(args.run or args.checkpoint, args.out, data_path=args.data_path, far=args.far,
+                             test_images=args.test_images, tsne=args.tsne)
+    print(f"wrote {path}")
+    return 0
+
+
+# ============================================================================ end of the use commands
 
 
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:

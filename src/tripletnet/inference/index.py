@@ -1,0 +1,233 @@
+"""A searchable gallery of embeddings with faiss, saved as a folder.
+
+Exact search (``IndexFlatL2``) by default; HNSW (``IndexHNSWFlat``) as an option for large
+galleries, where exact search costs a pass over every vector per query. Distances are always
+reported as Euclidean (faiss' L2 indexes return squared distances).
+
+An index folder holds ``index.faiss``, ``items.json`` (a label and/or a path per gallery item) and
+``meta.json`` (the checkpoint's weights fingerprint, its path, the index kind). It is written to a
+temporary folder and renamed into place, so a reader never sees half of one; searching it with
+embeddings of another checkpoint is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError, UserError
+
+INDEX_FORMAT = "tripletnet-index-v1"
+INDEX_FILE = "index.faiss"
+ITEMS_FILE = "items.json"
+META_FILE = "meta.json"
+KINDS = ("exact", "hnsw")
+# HNSW graph degree and search breadth; see benchmarks/RESULTS-inference.md for their recall.
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+QUERY_BATCH = 4096
+
+
+def _as_float32(vectors: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    array = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
+    if array.ndim != 2:
+        raise ParameterError(name, f"must be a 2-D array (N, D), got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+@dataclass
+class GalleryIndex:
+    """Gallery embeddings in a faiss index, with what each item is.
+
+    Attributes:
+        index: the faiss index (L2 metric).
+        fingerprint: weights fingerprint of the checkpoint that embedded the gallery.
+        kind: "exact" or "hnsw".
+        labels: one label per gallery item (or None).
+        paths: one file path per gallery item (or None).
+        checkpoint: the checkpoint's path as given when the index was built (or None).
+    """
+
+    index: Any
+    fingerprint: str
+    kind: str = "exact"
+    labels: list[Any] | None = None
+    paths: list[str] | None = None
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @classmethod
+    def build(
+        cls,
+        embeddings: np.ndarray | torch.Tensor,
+        *,
+        fingerprint: str,
+        labels: Sequence[Any] | None = None,
+        paths: Sequence[str] | None = None,
+        kind: str = "exact",
+        checkpoint: str | None = None,
+        hnsw_m: int = HNSW_M,
+        ef_construction: int = HNSW_EF_CONSTRUCTION,
+        ef_search: int = HNSW_EF_SEARCH,
+    ) -> GalleryIndex:
+        """Index ``embeddings`` (N, D).
+
+        Args:
+            embeddings: the gallery, float (N, D), N >= 1.
+            fingerprint: weights fingerprint of the checkpoint that produced them.
+            labels, paths: optional per-item labels and file paths (length N).
+            kind: "exact" (flat L2) or "hnsw" (approximate, for large galleries).
+            checkpoint: the checkpoint path, recorded so that ``search`` can find the model.
+            hnsw_m, ef_construction, ef_search: HNSW graph degree and search breadths.
+
+        Returns:
+            The index.
+        """
+        import faiss
+
+        vectors = _as_float32(embeddings, "embeddings")
+        if len(vectors) == 0:
+            raise ParameterError("embeddings", "is an empty gallery: there is nothing to search")
+        if kind not in KINDS:
+            raise ParameterError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+        for name, values in (("labels", labels), ("paths", paths)):
+            if values is not None and len(values) != len(vectors):
+                raise ParameterError(name, f"must have one entry per gallery item ({len(vectors)}), got {len(values)}")
+        dim = vectors.shape[1]
+        index: Any
+        if kind == "exact":
+            index = faiss.IndexFlatL2(dim)
+        else:
+            index = faiss.IndexHNSWFlat(dim, hnsw_m)
+            index.hnsw.efConstruction = ef_construction
+            index.hnsw.efSearch = ef_search
+        index.add(vectors)
+        return cls(index, fingerprint, kind, None if labels is None else list(labels), None if paths is None else [str(p) for p in paths], checkpoint)
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int, batch_size: int = QUERY_BATCH) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest gallery items of each query.
+
+        Args:
+            queries: float (Q, D).
+            k: neighbours per query, 1 <= k <= gallery size.
+            batch_size: queries per faiss call (bounds the memory of the result buffers).
+
+        Returns:
+            (distances (Q, k) float32, Euclidean, ascending; indices (Q, k) int64).
+        """
+        vectors = _as_float32(queries, "queries")
+        if vectors.shape[1] != self.dim:
+            raise ParameterError("queries", f"have dimension {vectors.shape[1]}, the gallery {self.dim}")
+        if not 1 <= k <= self.size:
+            raise ParameterError("k", f"must be between 1 and the gallery size {self.size:,}, got {k}")
+        if batch_size < 1:
+            raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
+        distances = np.empty((len(vectors), k), dtype=np.float32)
+        indices = np.empty((len(vectors), k), dtype=np.int64)
+        for start in range(0, len(vectors), batch_size):
+            squared, found = self.index.search(vectors[start : start + batch_size], k)
+            # Rounding can make a squared distance slightly negative; clamp before the root.
+            distances[start : start + batch_size] = np.sqrt(np.maximum(squared, 0.0))
+            indices[start : start + batch_size] = found
+        return distances, indices
+
+    def item(self, position: int) -> dict[str, Any]:
+        """What gallery item ``position`` is: its index, and its label and path when known."""
+        described: dict[str, Any] = {"index": int(position)}
+        if self.labels is not None:
+            described["label"] = self.labels[position]
+        if self.paths is not None:
+            described["path"] = self.paths[position]
+        return described
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the index folder atomically (a temporary sibling folder renamed into place).
+
+        An existing index folder at ``folder`` is replaced; any other non-empty folder is refused.
+        """
+        import faiss
+
+        target = Path(folder)
+        if target.exists() and not (target / META_FILE).is_file() and (not target.is_dir() or any(target.iterdir())):
+            raise UserError(f"{target} exists and is not a tripletnet index folder; choose another --out")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+            tmp.mkdir()
+        except OSError as exc:
+            raise UserError(f"cannot write the index folder {target}: {exc.strerror or exc}") from None
+        try:
+            faiss.write_index(self.index, str(tmp / INDEX_FILE))
+            (tmp / ITEMS_FILE).write_text(json.dumps({"labels": self.labels, "paths": self.paths}) + "\n", encoding="utf-8")
+            meta = {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "kind": self.kind, "size": self.size, "dim": self.dim,
+                    "checkpoint": self.checkpoint, **self.extra}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            _replace_folder(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, fingerprint: str | None = None) -> GalleryIndex:
+        """Read an index folder; with ``fingerprint``, refuse one built with other weights.
+
+        Raises:
+            UserError: the folder is missing, incomplete or damaged, or belongs to another checkpoint.
+        """
+        import faiss
+
+        root = Path(folder)
+        if not (root / META_FILE).is_file():
+            raise UserError(f"{root} is not a tripletnet index folder (no {META_FILE}); build one with 'tripletnet index'")
+        try:
+            meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+            if meta.get("format") != INDEX_FORMAT:
+                raise ValueError(f"no '{INDEX_FORMAT}' marker")
+            items = json.loads((root / ITEMS_FILE).read_text(encoding="utf-8"))
+            index = faiss.read_index(str(root / INDEX_FILE))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"index folder {root} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        if index.ntotal != meta.get("size"):
+            raise UserError(f"index folder {root} is damaged: {index.ntotal} vectors, meta.json says {meta.get('size')}")
+        if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+            raise UserError(
+                f"index {root} was built with other weights (fingerprint {str(meta.get('fingerprint'))[:12]}, "
+                f"this checkpoint {fingerprint[:12]}): rebuild it with 'tripletnet index' for this checkpoint"
+            )
+        known = ("format", "fingerprint", "kind", "size", "dim", "checkpoint")
+        return cls(index, str(meta["fingerprint"]), str(meta.get("kind", "exact")), items.get("labels"), items.get("paths"),
+                   meta.get("checkpoint"), {k: v for k, v in meta.items() if k not in known})
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move folder ``new`` to ``target``; an old ``target`` is moved aside first and removed after."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.{secrets.token_hex(8)}.old")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

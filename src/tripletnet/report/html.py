@@ -1,0 +1,444 @@
+"""One self-contained HTML report of a trained model, for a person to look at.
+
+Everything is inside the one file: figures and example images as base64 PNG, styles in a
+``<style>`` element, no scripts and no links to anything outside it, so it opens offline, attaches
+to an e-mail and never changes after it is written. It shows the run's configuration, the
+per-epoch curves, the verification table, ROC, pair distances, a t-SNE map, retrieval metrics,
+the worst mistakes (closest different-class pairs, farthest same-class pairs) and a few queries
+with their nearest neighbours.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..console import Logger, log_stderr
+from ..errors import ParameterError, UserError
+from ..fileio import atomic_write_text
+
+N_MISTAKES = 8
+N_QUERIES = 5
+NEIGHBOURS = 5
+TSNE_POINTS = 3000
+THUMBNAIL_PX = 56  # MNIST's 28 px doubled, drawn pixelated
+
+
+# --------------------------------------------------------------------------- the pairs worth showing
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two items of the evaluated set and their embedding distance."""
+
+    first: int
+    second: int
+    distance: float
+
+
+def extreme_pairs(embeddings: torch.Tensor, labels: torch.Tensor, count: int, rows_per_block: int = 512) -> tuple[list[Pair], list[Pair]]:
+    """The worst mistakes a threshold can make on these embeddings, over all pairs.
+
+    Args:
+        embeddings: (N, D).
+        labels: (N,).
+        count: pairs of each kind to return.
+        rows_per_block: rows of the distance matrix held at once (memory: rows x N floats).
+
+    Returns:
+        (the ``count`` closest different-class pairs, nearest first: the first false accepts of
+        any threshold; the ``count`` farthest same-class pairs, farthest first: the first false
+        rejects). Each pair is listed once, with ``first < second``.
+    """
+    if count < 1:
+        raise ParameterError("count", f"must be at least 1, got {count}")
+    x = torch.as_tensor(embeddings, dtype=torch.float32)
+    y = torch.as_tensor(labels)
+    n = len(x)
+    columns = torch.arange(n)
+    negatives = (torch.empty(0), torch.empty(0, dtype=torch.int64))
+    positives = (torch.empty(0), torch.empty(0, dtype=torch.int64))
+    for start in range(0, n, rows_per_block):
+        stop = min(start + rows_per_block, n)
+        distances = torch.cdist(x[start:stop], x)
+        upper = columns[None, :] > torch.arange(start, stop)[:, None]
+        same = y[start:stop, None] == y[None, :]
+        flat_offset = start * n
+        # Twice the candidates: cdist's matrix-product shortcut may swap near-ties, which the exact pass below settles.
+        negatives = _keep(negatives, distances.masked_fill(~(upper & ~same), math.inf), flat_offset, 2 * count, largest=False)
+        positives = _keep(positives, distances.masked_fill(~(upper & same), -math.inf), flat_offset, 2 * count, largest=True)
+    return _exact_pairs(x, negatives[1], n, count, largest=False), _exact_pairs(x, positives[1], n, count, largest=True)
+
+
+def _keep(best: tuple[torch.Tensor, torch.Tensor], block: torch.Tensor, flat_offset: int, count: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a block's best ``count`` entries into the running best (values, flat indices)."""
+    values, positions = block.flatten().topk(min(count, block.numel()), largest=largest)
+    keep = torch.isfinite(values)
+    values = torch.cat([best[0], values[keep]])
+    positions = torch.cat([best[1], positions[keep] + flat_offset])
+    order = values.argsort(descending=largest, stable=True)[:count]
+    return values[order], positions[order]
+
+
+def _exact_pairs(x: torch.Tensor, flat_positions: torch.Tensor, n: int, count: int, largest: bool) -> list[Pair]:
+    """The candidates' distances recomputed from the differences (exact for near-duplicates too), best ``count`` kept."""
+    first, second = flat_positions // n, flat_positions % n
+    distances = torch.linalg.vector_norm(x[first] - x[second], dim=1)
+    order = distances.argsort(descending=largest, stable=True)[:count]
+    return [Pair(int(first[i]), int(second[i]), float(distances[i])) for i in order]
+
+
+# --------------------------------------------------------------------------- inline images
+
+
+def figure_png(figure: Any) -> bytes:
+    """A matplotlib Figure as PNG bytes."""
+    from ..plots import DPI
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def image_png(image: torch.Tensor | np.ndarray) -> bytes:
+    """A uint8 image, (H, W) or (C, H, W) with C in {1, 3}, as PNG bytes."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 3:
+        array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _img(png: bytes, alt: str, css_class: str = "") -> str:
+    class_attr = f' class="{css_class}"' if css_class else ""
+    return f'<img{class_attr} src="{_data_uri(png)}" alt="{html.escape(alt)}">'
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "∞" if math.isinf(value) else f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(rows: Sequence[tuple[str, str]], css_class: str = "kv") -> str:
+    body = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>" for name, value in rows)
+    return f'<table class="{css_class}">{body}</table>'
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1d1d1f; background: #f6f7f9; }
+header { background: #243447; color: #fff; padding: 18px 32px; }
+header h1 { margin: 0 0 4px 0; font-size: 22px; }
+header p { margin: 2px 0; font-size: 13px; opacity: .85; }
+main { padding: 12px 32px 40px; max-width: 1200px; }
+section { background: #fff; border-radius: 8px; padding: 14px 20px; margin: 16px 0; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+h2 { font-size: 17px; margin: 0 0 10px; }
+.headlines { display: flex; flex-wrap: wrap; gap: 12px; }
+.headline { background: #fff; border-radius: 8px; padding: 10px 16px; min-width: 130px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+.headline .value { font-size: 24px; font-weight: 600; }
+.headline .name { font-size: 12px; color: #555; }
+table { border-collapse: collapse; font-size: 13px; }
+table.kv th { text-align: left; font-weight: 500; color: #444; padding: 3px 18px 3px 0; }
+table.kv td { font-variant-numeric: tabular-nums; padding: 3px 0; }
+.figures { display: flex; flex-wrap: wrap; gap: 12px; }
+.figures img { max-width: 100%; width: 560px; height: auto; border: 1px solid #eee; }
+.thumb { width: 56px; height: 56px; image-rendering: pixelated; border: 2px solid #ccc; border-radius: 3px; }
+.thumb.right { border-color: #2ca02c; }
+.thumb.wrong { border-color: #d62728; }
+.pairs { display: flex; flex-wrap: wrap; gap: 14px; }
+.pair { text-align: center; font-size: 12px; }
+.query { display: flex; align-items: center; gap: 10px; margin: 6px 0; }
+.neighbour { text-align: center; font-size: 11px; }
+.note { font-size: 12px; color: #555; }
+.columns { display: flex; flex-wrap: wrap; gap: 40px; }
+"""
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def resolve_checkpoint(run_dir_or_checkpoint: str | os.PathLike) -> Path:
+    """A checkpoint file itself, or a run folder's ``last.pt`` (else its latest ``epoch_<n>.pt``)."""
+    path = Path(run_dir_or_checkpoint)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise UserError(f"no run folder or checkpoint at {path}")
+    if (path / "last.pt").is_file():
+        return path / "last.pt"
+    epochs = sorted(path.glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]) if p.stem.split("_")[1].isdigit() else -1)
+    if not epochs:
+        raise UserError(f"{path} holds no checkpoint (last.pt or epoch_<n>.pt)")
+    return epochs[-1]
+
+
+def write_html_report(
+    run_dir_or_checkpoint: str | os.PathLike,
+    out_html: str | os.PathLike,
+    *,
+    data_path: str | None = None,
+    far: float = 1e-3,
+    test_images: int = 0,
+    tsne: bool = True,
+    tsne_points: int = TSNE_POINTS,
+    n_mistakes: int = N_MISTAKES,
+    n_queries: int = N_QUERIES,
+    clustering: bool = True,
+    seed: int = 0,
+    log: Logger = log_stderr,
+) -> Path:
+    """Evaluate a checkpoint on its dataset's test split and write the report as one HTML file.
+
+    Args:
+        run_dir_or_checkpoint: a run folder (its ``last.pt``) or a checkpoint file.
+        out_html: the HTML file to write (atomically).
+        data_path: dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/).
+        far: target false-accept rate of the verification table.
+        test_images: evaluate a class-stratified subset of this many test images (0 = all).
+        tsne: draw a t-SNE map of (at most ``tsne_points``) test embeddings.
+        tsne_points: class-stratified subset size for t-SNE.
+        n_mistakes: pairs shown of each kind of worst mistake.
+        n_queries: example queries shown with their nearest neighbours.
+        clustering: include k-means NMI/AMI.
+        seed: seed of the t-SNE subset, the example queries and k-means.
+        log: where progress messages go.
+
+    Returns:
+        The path written.
+    """
+    from .. import plots
+    from ..data import load_dataset, stratified_subset
+    from ..evaluation import evaluate_embeddings
+    from ..inference.index import GalleryIndex
+    from ..inference.model import load_model
+
+    if not 0 < far <= 1:
+        raise ParameterError("far", f"must be in (0, 1], got {far}")
+    if test_images < 0:
+        raise ParameterError("test_images", f"must be >= 0, got {test_images}")
+    if n_mistakes < 1 or n_queries < 0:
+        raise ParameterError("n_mistakes" if n_mistakes < 1 else "n_queries", "must be positive")
+    target = Path(out_html)
+    _check_writable(target)  # before minutes of evaluation, not after
+    checkpoint = resolve_checkpoint(run_dir_or_checkpoint)
+    model = load_model(checkpoint, log=log)
+    history = _history(checkpoint)
+    data = load_dataset(model.config.dataset, data_path or model.config.data_path, download=model.config.download)
+    images, labels = data.test_images, data.test_labels
+    if 0 < test_images < len(labels):
+        subset = stratified_subset(labels, test_images, seed)
+        images, labels = images[subset], labels[subset]
+    log(f"embedding {len(images):,} test images ...")
+    embeddings = model.embed(images)
+    log("evaluating all test pairs ...")
+    result = evaluate_embeddings(embeddings, labels, protocol="all-pairs", far=far, clustering=clustering, seed=seed)
+
+    figures: list[tuple[str, bytes]] = []
+    histogram = result["histogram"]
+    threshold = result["threshold"] if math.isfinite(result["threshold"]) else None
+    figures.append(("pair distances", figure_png(plots.distance_histogram_figure(
+        np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]), threshold, far=far,
+        title=f"Pair distances (all {result['n_pairs']:,} test pairs)",
+        pos_summary=f"{result['positive_mean']:.3f} ± {result['positive_std']:.3f}",
+        neg_summary=f"{result['negative_mean']:.3f} ± {result['negative_std']:.3f}"))))
+    marks = {float(k): v for k, v in (result.get("val_at_far") or {}).items()}
+    figures.append(("ROC", figure_png(plots.roc_figure(np.asarray(result["roc_far"]), np.asarray(result["roc_val"]),
+                                                       auc=result.get("auc"), eer=result.get("eer"), marks=marks))))
+    if tsne:
+        from ..tsne import tsne_2d
+
+        subset = stratified_subset(labels, min(tsne_points, len(labels)), seed)
+        log(f"t-SNE of {len(subset):,} test embeddings ...")
+        points, seconds = tsne_2d(embeddings[subset].numpy(), seed=seed)
+        figures.append(("t-SNE", figure_png(plots.embedding_2d_figure(
+            points, labels[subset].numpy(), data.class_names, title=f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)"))))
+    curves: list[tuple[str, bytes]] = []
+    if history:
+        curves.append(("losses", figure_png(plots.losses_figure(history))))
+        try:
+            curves.append(("metrics per epoch", figure_png(plots.epoch_metrics_figure(history))))
+        except ValueError:
+            pass  # a run trained with --eval_every 0 has no per-epoch metrics to draw
+
+    log("finding the worst mistakes ...")
+    false_accepts, false_rejects = extreme_pairs(embeddings, labels, n_mistakes)
+    queries_html = _queries_html(GalleryIndex, model.fingerprint, embeddings, images, labels, data.class_names, n_queries, seed)
+
+    names = data.class_names
+    page = "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>tripletnet report: {html.escape(str(checkpoint))}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        _header(checkpoint, model, data.name, len(images)),
+        "<main>",
+        _headlines(result),
+        _section("verification", "Verification: every test pair", _verification_table(result)),
+        _section("figures", "ROC, pair distances" + (" and t-SNE" if tsne else ""),
+                 '<div class="figures">' + "".join(_img(png, title) for title, png in figures) + "</div>"),
+        _section("retrieval", "Retrieval and clustering: every test image a query", _retrieval_table(result)),
+        _section("mistakes", "Worst mistakes",
+                 _pairs_html("Closest different-class pairs (the first false accepts of any threshold)", false_accepts, images, labels, names, result)
+                 + _pairs_html("Farthest same-class pairs (the first false rejects)", false_rejects, images, labels, names, result)),
+        _section("queries", f"Queries and their {NEIGHBOURS} nearest test images", queries_html) if n_queries else "",
+        _section("curves", "Training curves",
+                 '<div class="figures">' + "".join(_img(png, title) for title, png in curves) + "</div>" if curves
+                 else '<p class="note">This run recorded no per-epoch metrics.</p>'),
+        _section("config", "Configuration", _table([(k, _fmt(v)) for k, v in sorted(model.config.to_dict().items())])),
+        "</main></body></html>",
+    ])
+    try:
+        atomic_write_text(target, page)
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    log(f"report written to {target}")
+    return target
+
+
+def _check_writable(target: Path) -> None:
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a folder; give a file name")
+    existing = next(p for p in (target.parent, *target.parent.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot write {target}: {existing} is not a writable folder")
+
+
+def _history(checkpoint: Path) -> list[dict[str, Any]]:
+    """Per-epoch records: the run folder's metrics.jsonl up to this checkpoint's epoch, else the checkpoint's own."""
+    from ..training.checkpoint import load_checkpoint
+    from ..plots import load_metrics_jsonl
+
+    state = load_checkpoint(checkpoint)
+    metrics = checkpoint.parent / "metrics.jsonl"
+    records = load_metrics_jsonl(metrics) if metrics.is_file() else list(state.get("history") or [])
+    return [r for r in records if not isinstance(r.get("epoch"), int) or r["epoch"] <= state["epoch"]]
+
+
+def _header(checkpoint: Path, model: Any, dataset: str, n_images: int) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"<header><h1>tripletnet report: {html.escape(checkpoint.parent.name or str(checkpoint))}</h1>"
+        f"<p>checkpoint {html.escape(str(checkpoint))} · weights {model.fingerprint[:12]} · network {html.escape(model.config.network)}, "
+        f"{model.embedding_dim}-d embeddings</p>"
+        f"<p>evaluated on the {html.escape(dataset)} test split ({n_images:,} images) · written {when}</p></header>"
+    )
+
+
+def _headlines(result: Mapping[str, Any]) -> str:
+    cards = [
+        ("val", f"VAL @ FAR {result['far']:g}", _fmt(result["val"])),
+        ("threshold", "threshold", _fmt(result["threshold"])),
+        ("accuracy", "accuracy", _fmt(result["accuracy"])),
+        ("auc", "ROC AUC", _fmt(result.get("auc"), 5)),
+        ("eer", "EER", _fmt(result.get("eer"))),
+        ("precision-at-1", "precision@1", _fmt(result.get("precision_at_1"))),
+        ("map-at-r", "MAP@R", _fmt(result.get("map_at_r"))),
+    ]
+    body = "".join(
+        f'<div class="headline" id="headline-{key}"><div class="value">{html.escape(value)}</div><div class="name">{html.escape(name)}</div></div>'
+        for key, name, value in cards
+    )
+    return f'<div class="headlines">{body}</div>'
+
+
+def _verification_table(result: Mapping[str, Any]) -> str:
+    rows = [
+        ("pairs", f"{result['n_pairs']:,} ({result['n_positive']:,} same-class, {result['n_negative']:,} different-class)"),
+        ("target FAR", f"{result['far']:g}"),
+        ("threshold", _fmt(result["threshold"])),
+        ("FAR reached", _fmt(result["far_reached"], 6)),
+        ("VAL (true accept rate)", _fmt(result["val"])),
+        ("accuracy", _fmt(result["accuracy"])),
+        ("ROC AUC", _fmt(result.get("auc"), 6)),
+        ("EER", _fmt(result.get("eer"))),
+        ("same-class distances", f"{result['positive_mean']:.4f} ± {result['positive_std']:.4f}"),
+        ("different-class distances", f"{result['negative_mean']:.4f} ± {result['negative_std']:.4f}"),
+    ]
+    thresholds = result.get("threshold_at_far") or {}
+    rows += [(f"VAL @ FAR {key}", f"{_fmt(val)} (threshold {_fmt(thresholds.get(key))})") for key, val in (result.get("val_at_far") or {}).items()]
+    warning = f'<p class="note">{html.escape(result["warning"])}</p>' if result.get("warning") else ""
+    return _table(rows) + warning
+
+
+def _retrieval_table(result: Mapping[str, Any]) -> str:
+    rows = [(name, _fmt(result.get(key))) for name, key in (("precision@1", "precision_at_1"), ("R-precision", "r_precision"), ("MAP@R", "map_at_r"))]
+    rows += [(f"recall@{k}", _fmt(v)) for k, v in (result.get("recall_at_k") or {}).items()]
+    if "nmi" in result:
+        rows += [("NMI (k-means)", _fmt(result["nmi"])), ("AMI (k-means)", _fmt(result["ami"]))]
+    return _table(rows)
+
+
+def _class(label: Any, names: Sequence[str]) -> str:
+    index = int(label)
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
+def _pairs_html(title: str, pairs: Sequence[Pair], images: torch.Tensor, labels: torch.Tensor, names: Sequence[str],
+                result: Mapping[str, Any]) -> str:
+    threshold = result["threshold"]
+    cells = []
+    for pair in pairs:
+        a, b = int(pair.first), int(pair.second)
+        accepted = pair.distance <= threshold
+        wrong = accepted != bool(labels[a] == labels[b])
+        verdict = ("accepted" if accepted else "rejected") + (" (wrong)" if wrong else " (right)")
+        css = "thumb wrong" if wrong else "thumb right"
+        cells.append(
+            f'<div class="pair">{_img(image_png(images[a]), f"test image {a}", css)}{_img(image_png(images[b]), f"test image {b}", css)}'
+            f"<br>{html.escape(_class(labels[a], names))} / {html.escape(_class(labels[b], names))}"
+            f"<br>d = {pair.distance:.4f}<br>{verdict}</div>"
+        )
+    return f"<h3>{html.escape(title)}</h3><div class=\"pairs\">{''.join(cells)}</div>"
+
+
+def _queries_html(index_type: Any, fingerprint: str, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+                  names: Sequence[str], n_queries: int, seed: int) -> str:
+    if n_queries == 0:
+        return ""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(embeddings), generator=generator)[:n_queries]
+    k = min(NEIGHBOURS + 1, len(embeddings))
+    distances, found = index_type.build(embeddings, fingerprint=fingerprint).search(embeddings[chosen], k)
+    rows = []
+    for q, ds, ns in zip(chosen.tolist(), distances, found):
+        # The query is in the gallery; skip it (not necessarily rank 0 when duplicates tie).
+        kept = [(float(d), int(n)) for d, n in zip(ds, ns) if int(n) != q][:NEIGHBOURS]
+        neighbours = "".join(
+            f'<div class="neighbour">{_img(image_png(images[n]), f"test image {n}", "thumb right" if labels[n] == labels[q] else "thumb wrong")}'
+            f"<br>{html.escape(_class(labels[n], names))}<br>{d:.3f}</div>"
+            for d, n in kept
+        )
+        rows.append(f'<div class="query"><div class="neighbour">{_img(image_png(images[q]), f"query {q}", "thumb")}'
+                    f"<br><b>query</b><br>{html.escape(_class(labels[q], names))}</div>{neighbours}</div>")
+    return "".join(rows)

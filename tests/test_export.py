@@ -1,0 +1,116 @@
+"""Export: ONNX in onnxruntime and TorchScript agree with PyTorch on real MNIST images; bf16 runs export fp32; mistakes."""
+
+import io
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from _checkpoint import shared_checkpoint
+from _mnist import mnist
+
+from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
+from tripletnet.cli import main
+from tripletnet.errors import ParameterError, UserError
+from tripletnet.inference import export as export_module
+from tripletnet.inference import load_model
+from tripletnet.inference.export import INPUT_NAME, ONNX_OPSET, export_model
+
+# torch.jit.load is deprecated in favour of torch.export, but it is how a TorchScript file is read back.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return shared_checkpoint(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """uint8 (N, 1, 28, 28): real MNIST test images."""
+    return mnist().test_images[:257, None]
+
+
+@pytest.fixture(scope="module")
+def onnx_file(checkpoint, tmp_path_factory):
+    return export_model(load_model(checkpoint), tmp_path_factory.mktemp("onnx") / "model.onnx", "onnx", log=lambda _: None)
+
+
+def test_onnx_in_onnxruntime_matches_pytorch_on_mnist_test_images(checkpoint, images, onnx_file):
+    expected = load_model(checkpoint).embed(images).numpy()
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    for batch in (images[:1], images[:7], images):  # the batch axis is dynamic
+        got = session.run(None, {INPUT_NAME: batch.numpy()})[0]
+        assert got.dtype == np.float32 and got.shape == (len(batch), 64)
+        assert np.abs(got - expected[: len(batch)]).max() <= 1e-5
+
+
+def test_onnx_graph_states_its_opset_and_takes_uint8_batches(onnx_file):
+    graph = onnx.load(str(onnx_file))
+    onnx.checker.check_model(graph)
+    assert any(o.domain in ("", "ai.onnx") and o.version == ONNX_OPSET for o in graph.opset_import)
+    (inp,) = graph.graph.input
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]
+
+
+def test_torchscript_matches_pytorch_on_mnist_test_images(checkpoint, images, tmp_path):
+    model = load_model(checkpoint)
+    path = export_model(model, tmp_path / "model.pt", "torchscript", log=lambda _: None)
+    scripted = torch.jit.load(str(path))
+    with torch.no_grad():
+        for batch in (images[:3], images):
+            assert (scripted(batch) - model.embed(batch)).abs().max() <= 1e-5
+
+
+def test_a_bf16_trained_model_exports_fp32_weights_and_says_so(checkpoint, tmp_path):
+    state = load_checkpoint(checkpoint)
+    state["config"] = {**state["config"], "precision": "bf16"}
+    bf16 = tmp_path / "bf16.pt"
+    save_checkpoint(bf16, {k: v for k, v in state.items() if k != "format"})
+    notes = []
+    path = export_model(load_model(bf16), tmp_path / "bf16.onnx", "onnx", log=notes.append)
+    assert len(notes) == 1 and "bf16" in notes[0] and "fp32" in notes[0]
+    float_types = {init.data_type for init in onnx.load(str(path)).graph.initializer if init.data_type != onnx.TensorProto.INT64}
+    assert float_types == {onnx.TensorProto.FLOAT}
+
+
+def test_unknown_format_and_unwritable_path_write_nothing(checkpoint, tmp_path):
+    model = load_model(checkpoint, log=lambda _: None)
+    with pytest.raises(ParameterError, match="format") as caught:
+        export_model(model, tmp_path / "model.tf", "tensorflow")
+    assert caught.value.parameter == "format"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot write"):
+        export_model(model, blocker / "model.onnx", "torchscript")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_failed_export_keeps_the_old_file(checkpoint, tmp_path, monkeypatch):
+    old = tmp_path / "model.pt"
+    old.write_bytes(b"previous export")
+
+    def broken(*_args):
+        raise RuntimeError("tracer failed")
+
+    monkeypatch.setattr(export_module, "_torchscript_bytes", broken)
+    with pytest.raises(RuntimeError):
+        export_model(load_model(checkpoint), old, "torchscript", log=lambda _: None)
+    assert old.read_bytes() == b"previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_export_cli_writes_torchscript_and_reports_mistakes_in_one_line(checkpoint, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)]) == 0
+    assert "TorchScript" in capsys.readouterr().out
+    assert torch.jit.load(io.BytesIO(out.read_bytes()))(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 64)
+    for argv, expected in [
+        (["--format", "tflite", "--out", str(tmp_path / "m.tflite")], "--format must be one of onnx, torchscript"),
+        (["--format", "onnx", "--out", str(out / "inside-a-file.onnx")], "cannot write"),
+    ]:
+        code = main(["export", "--checkpoint", str(checkpoint), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
