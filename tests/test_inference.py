@@ -211,3 +211,25 @@ def test_the_documented_python_example_runs(checkpoint, test_images, tmp_path, m
     exec(compile(example, str(docs), "exec"), {"CHECKPOINT": str(checkpoint)})  # noqa: S102 - running the documented example is the test
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].endswith("given") and "tensor([[0]])" in printed[1]
+
+
+def test_evaluate_writes_the_calibration_that_verify_then_uses(tmp_path, capsys, checkpoint):
+    """evaluate -> <checkpoint>.calibration.json -> verify without --threshold uses it, with its provenance."""
+    import json as _json
+    import shutil
+
+    from _mnist import data_root
+    from tripletnet.api import evaluate
+    from tripletnet.cli import main
+
+    copied = tmp_path / "model.pt"
+    shutil.copy(checkpoint, copied)
+    result = evaluate(checkpoint=copied, data_path=data_root(), clustering=False, log=lambda m: None)
+    calibration = _json.loads((tmp_path / "model.pt.calibration.json").read_text())
+    assert calibration["threshold"] == result.verification.threshold and calibration["far"] == 1e-3
+    assert calibration["data"]["images"] == 10_000 and calibration["data"]["protocol"] == "all-pairs"
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(image)
+    assert main(["verify", "--checkpoint", str(copied), str(image), str(image), "--json"]) == 0
+    answer = _json.loads(capsys.readouterr().out)
+    assert answer["threshold"] == calibration["threshold"] and answer["same"] is True

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .training.checkpoint import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig
 from .console import Logger, log_stderr
 from .data import DatasetSplits, load_dataset
@@ -20,6 +19,7 @@ from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .fileio import atomic_path, atomic_write_text, ensure_folder
 from .models import embed_images
+from .training.checkpoint import load_checkpoint, model_from_checkpoint
 
 SPLITS = ("train", "test")
 
@@ -131,9 +131,35 @@ def evaluate(
         clustering=clustering,
     )
     result.source = str(checkpoint or embeddings_file)
+    if checkpoint is not None:
+        _calibrate(Path(checkpoint), result, split, data_path, log)
     if out_dir is not None:
         write_report(Path(out_dir), result, split, tsne=tsne, seed=seed, log=log)
     return result
+
+
+def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit, data_path: str | None, log: Logger) -> None:
+    """Write the threshold at the evaluated FAR beside the checkpoint, with what it was calibrated on.
+
+    Later ``verify`` calls use it. Skipped when the data could not resolve the FAR; a folder that is
+    not writable (a shared model) costs a note, not the evaluation.
+    """
+    from .inference.model import write_calibration
+
+    verification = result.verification
+    if verification.val is None or not math.isfinite(verification.threshold):
+        return
+    data = {
+        "dataset": split.config.dataset if split.config else None, "data_path": data_path, "split": "test",
+        "images": len(split.labels), "pairs": verification.n_pairs, "protocol": verification.protocol,
+    }
+    try:
+        path = write_calibration(checkpoint, threshold=verification.threshold, far=verification.far, data=data,
+                                 far_reached=verification.far_reached, val=verification.val)
+    except UserError as exc:
+        log(f"note: the threshold was not saved for later verification ({exc})")
+        return
+    log(f"threshold {verification.threshold:.4f} at FAR {verification.far:g} saved for 'tripletnet verify' in {path}")
 
 
 def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, tsne: bool, seed: int, log: Logger = log_stderr) -> None:
