@@ -477,7 +477,10 @@ NPZ_SPLITS = PathKind("npz", "an .npz of train/test images and labels", has_suff
 
 def test_a_new_kind_of_dataset_is_one_registration_dispatched_by_suffix(tmp_path):
     registry = dataclasses.replace(DATASETS, path_kinds=(*DATASETS.path_kinds, NPZ_SPLITS))
-    assert registry.describe() == "mnist, fashion-mnist, a folder of class subfolders, or an .npz of train/test images and labels"
+    assert registry.describe() == (
+        "mnist, fashion-mnist, a folder of class subfolders, a .csv file of image paths and labels, "
+        "or an .npz of train/test images and labels"
+    )
     path = tmp_path / "Tiny.NPZ"  # the suffix matches in any case
     _save_splits_npz(path)
     data = registry.load(str(path))
