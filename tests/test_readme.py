@@ -40,3 +40,29 @@ def test_readme_options_table_lists_every_option_with_its_default_and_preset_val
         assert default == str(f.default), f.name
         assert meaning == f.metadata["help"].replace("%%", "%"), f"README and --help disagree on --{f.name}"
         assert preset == (str(PRESETS["reference"][f.name]) if f.name in PRESETS["reference"] else ""), f.name
+
+
+def test_the_readme_training_example_runs_without_a_collapse_warning(tmp_path, monkeypatch, capsys):
+    from _mnist import data_root, require_dataset
+
+    require_dataset("mnist")
+    monkeypatch.setenv("TRIPLETNET_DATA", data_root())
+    monkeypatch.chdir(tmp_path)
+    readme = (ROOT / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "tripletnet.training" in b]
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 - running the documented example is the test
+    assert len(namespace["result"].history) == 2 and (tmp_path / "runs" / "try" / "last.pt").is_file()
+    err = capsys.readouterr().err
+    assert "COLLAPS" not in err.upper(), err
+
+
+def test_the_reliability_table_quotes_the_counts_the_tests_use():
+    import test_fuzz_readers
+    import test_reliability
+
+    readme = (ROOT / "README.md").read_text()
+    assert f"| {test_reliability.KILL_POINTS} kill points |" in readme
+    fuzz = test_fuzz_readers.EXAMPLES
+    counts = ", ".join(str(fuzz[reader]) for reader in ("idx", "image", "csv", "pairs", "toml"))
+    assert f"| {counts} inputs |" in readme
