@@ -8,10 +8,12 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import shutil
 import struct
 import sys
 import threading
+import time
 import types
 import urllib.error
 from dataclasses import fields
@@ -265,6 +267,22 @@ def test_a_file_is_hashed_once_per_version(tmp_path, monkeypatch):
     (tmp_path / f".{path.name}.sha256").write_text(datasets_module._stamp_text(identity, file.sha256))
     with pytest.raises(UserError, match="sha256"):
         load()
+
+
+def test_an_in_place_edit_with_its_mtime_set_back_is_hashed_again(tmp_path, monkeypatch):
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(gzip.decompress((shared("mnist") / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    file = MNIST.files["test_labels"]
+    datasets_module._verified_content(path, file, "mnist")  # verified: the stamp remembers this version
+    before = path.stat()
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 1  # same size, one label changed ...
+    time.sleep(0.01)
+    path.write_bytes(bytes(content))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # ... and the modification time put back
+    datasets_module._verified_flag.cache_clear()
+    with pytest.raises(UserError, match="sha256"):
+        datasets_module._verified_content(path, file, "mnist")
 
 
 def test_a_read_only_folder_still_verifies_once_per_process(tmp_path, monkeypatch):

@@ -116,17 +116,19 @@ def find_file(root: Path, spec: DatasetSpec, file: IdxFile) -> Path | None:
 
 
 # --- checksum verification, done once per version of a file ----------------------------------
-# A version is (path, size, mtime). A hidden stamp file beside the data remembers it across runs;
+# A version is (path, size, mtime, ctime). A hidden stamp file beside the data remembers it across runs;
 # when the folder is read-only (a shared dataset) a per-process flag still avoids re-hashing.
 
 
-def _identity(path: Path) -> tuple[str, int, int]:
+def _identity(path: Path) -> tuple[str, int, int, int]:
+    # ctime too: an in-place edit whose mtime was set back still moves the change time, which
+    # no user call can restore.
     stat = path.stat()
-    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 @functools.lru_cache(maxsize=64)
-def _verified_flag(path: str, size: int, mtime_ns: int, sha256: str) -> threading.Event:
+def _verified_flag(path: str, size: int, mtime_ns: int, ctime_ns: int, sha256: str) -> threading.Event:
     """A flag for one version of one file, set once its content was seen to hash to ``sha256``."""
     return threading.Event()
 
@@ -135,11 +137,11 @@ def _stamp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.sha256")
 
 
-def _stamp_text(identity: tuple[str, int, int], sha256: str) -> str:
-    return f"{identity[1]} {identity[2]} {sha256}\n"
+def _stamp_text(identity: tuple[str, int, int, int], sha256: str) -> str:
+    return f"{identity[1]} {identity[2]} {identity[3]} {sha256}\n"
 
 
-def _already_verified(path: Path, identity: tuple[str, int, int], sha256: str) -> bool:
+def _already_verified(path: Path, identity: tuple[str, int, int, int], sha256: str) -> bool:
     if _verified_flag(*identity, sha256).is_set():
         return True
     try:
@@ -148,7 +150,7 @@ def _already_verified(path: Path, identity: tuple[str, int, int], sha256: str) -
         return False
 
 
-def _mark_verified(path: Path, identity: tuple[str, int, int], sha256: str) -> None:
+def _mark_verified(path: Path, identity: tuple[str, int, int, int], sha256: str) -> None:
     _verified_flag(*identity, sha256).set()
     try:
         atomic_write_text(_stamp_path(path), _stamp_text(identity, sha256))
