@@ -321,7 +321,7 @@ class DatasetRegistry:
         return tuple(self.named)
 
     def describe(self) -> str:
-        """Every choice in one phrase, for help texts: ``"mnist, fashion-mnist, a folder of class subfolders, or a .csv file ..."``."""
+        """Every choice in one phrase, for help texts: ``"mnist, fashion-mnist, a folder of class subfolders, or ..."``."""
         choices = [*self.named, *(kind.description for kind in self.path_kinds)]
         return choices[0] if len(choices) == 1 else ", ".join(choices[:-1]) + ", or " + choices[-1]
 
