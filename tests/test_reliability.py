@@ -227,7 +227,8 @@ def test_a_crashed_run_without_last_pt_is_still_in_use_and_overwrite_removes_eve
     with pytest.raises(UserError, match=r"already holds a run .*epoch_3\.pt"):
         train(tiny_config(run_dir, epochs=1), log=lambda m: None)
     train(tiny_config(run_dir, epochs=1), overwrite=True, log=lambda m: None)
-    assert sorted(p.name for p in run_artefacts(run_dir)) == ["config.json", "epoch_1.pt", "last.pt", "losses.png", "metrics.jsonl"]
+    expected = ["config.json", "epoch_1.pt", "last.pt", "losses.png", "metrics.jsonl"]
+    assert sorted(p.name for p in run_artefacts(run_dir)) == expected
 
 
 def test_resuming_from_an_older_epoch_refuses_to_cut_the_history_unless_told(tmp_path):

@@ -60,7 +60,9 @@ class CollapseGuard:
         drop: the guard trips below ``drop * previous_spread``.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, previous_spread: float, drop: float = COLLAPSE_DROP) -> None:
+    def __init__(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, previous_spread: float, drop: float = COLLAPSE_DROP
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.min_spread = drop * previous_spread

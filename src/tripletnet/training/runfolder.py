@@ -77,7 +77,8 @@ def prepare_run_folder(run_dir: Path, *, resume: Path | None, resume_state: dict
     if resume is None or resume_state is None:
         conflicting = artefacts
         if not overwrite:
-            newest = max((p for p in artefacts if _epoch_of_file(p) is not None), key=lambda p: _epoch_of_file(p) or 0, default=None)
+            epoch_files = [p for p in artefacts if _epoch_of_file(p) is not None]
+            newest = max(epoch_files, key=lambda p: _epoch_of_file(p) or 0, default=None)
             restart = run_dir / "last.pt" if (run_dir / "last.pt").is_file() else newest
             how = f"continue it with --resume {restart}, " if restart is not None else ""
             raise UserError(
