@@ -178,3 +178,13 @@ def test_a_lock_whose_process_was_killed_is_taken_over_and_said_once(tmp_path):
         pass
     assert said == []
     assert (tmp_path / LOCK_NAME).read_text() == ""
+
+
+def test_errors_of_the_callers_own_block_pass_through_unchanged(tmp_path):
+    class DownloadFailed(OSError):
+        pass
+
+    with pytest.raises(DownloadFailed):
+        with atomic_path(tmp_path / "data.gz"):
+            raise DownloadFailed("network is unreachable")  # a URLError is an OSError too
+    assert list(tmp_path.iterdir()) == []

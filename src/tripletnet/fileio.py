@@ -66,8 +66,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it over ``path`` in one step.
 
     The temporary file lives in the same directory so that ``os.replace`` is a rename, not a copy.
-    On any exception the temporary file is removed and ``path`` is left untouched; an ``OSError``
-    (no space, read-only, not a folder, ...) is raised as :class:`WriteError`.
+    On any exception the temporary file is removed and ``path`` is left untouched. An ``OSError`` of
+    the operations here (creating, syncing, renaming: no space, read-only, not a folder, ...) is raised
+    as :class:`WriteError`; what the caller's block raises passes through unchanged.
     """
     target = Path(path)
     if target.is_dir():
@@ -82,6 +83,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise WriteError(target, exc) from None
     try:
         yield tmp
+    except BaseException:  # the caller's own errors (a failed download, a bug) pass through unchanged
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -94,9 +99,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (see :func:`atomic_path`)."""
+    """Replace ``path`` with ``data`` atomically (see :func:`atomic_path`); a failed write is a :class:`WriteError`."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:  # no space left, quota: the target keeps its old content
+            raise WriteError(path, exc) from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

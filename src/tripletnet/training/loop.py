@@ -359,13 +359,12 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
 
 
 def save_epoch(run: Run, epoch: int, record: dict[str, Any]) -> None:
-    """Add the record to the history and metrics.jsonl; write epoch_<n>.pt and last.pt."""
+    """Write epoch_<n>.pt and last.pt, then add the record to the history and metrics.jsonl."""
     if not all(bool(torch.isfinite(p).all()) for p in run.model.state_dict().values() if p.is_floating_point()):
         raise TrainingDiverged(f"epoch {epoch}: the weights hold NaN or infinite values; they were not saved; try a lower --lr")
     run.history.append(record)
     if not run.is_main_process:
         return
-    run.runlog.append(record)
     state = {
         "epoch": epoch,
         "config": run.config.to_dict(),
@@ -378,6 +377,9 @@ def save_epoch(run: Run, epoch: int, record: dict[str, Any]) -> None:
     }
     save_checkpoint(run.run_dir / f"epoch_{epoch}.pt", state)
     save_checkpoint(run.run_dir / "last.pt", state)
+    # Last: a line in metrics.jsonl means its epoch's checkpoint exists. A crash before this line
+    # loses nothing, since a resume rewrites the file from the checkpoint's history.
+    run.runlog.append(record)
 
 
 def _format_record(record: dict[str, Any], epochs: int) -> str:
