@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _mnist import data_root, mnist_slice
-
 from tripletnet.config import TrainConfig
 from tripletnet.training import train
+
+from _mnist import data_root, mnist_slice
 
 
 def train_tiny(run_dir: Path, precision: str = "fp32") -> Path:

@@ -52,8 +52,10 @@ def draw_identity(index: int, rng: np.random.Generator, size: int = 64) -> Image
     if corners == 9:
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour, outline=(0, 0, 0))
     else:
-        points = [(cx + radius * math.cos(angle + 2 * math.pi * k / corners), cy + radius * math.sin(angle + 2 * math.pi * k / corners))
-                  for k in range(corners)]
+        points = [
+            (cx + radius * math.cos(angle + 2 * math.pi * k / corners), cy + radius * math.sin(angle + 2 * math.pi * k / corners))
+            for k in range(corners)
+        ]
         draw.polygon(points, fill=colour, outline=(0, 0, 0))
     mark = (index // 7) % 4  # which quadrant holds the small white mark
     mx = cx + (radius * 0.35 if mark in (1, 2) else -radius * 0.35)
@@ -62,7 +64,9 @@ def draw_identity(index: int, rng: np.random.Generator, size: int = 64) -> Image
     return image
 
 
-def write_identity_images(folder: Path, index: int, count: int, rng: np.random.Generator, size: int = 64, grey: bool = False) -> None:
+def write_identity_images(
+    folder: Path, index: int, count: int, rng: np.random.Generator, size: int = 64, grey: bool = False
+) -> None:
     """``count`` images of identity ``index`` in ``folder/<name>/<name>_%04d.png``."""
     name = identity_name(index)
     (folder / name).mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@ def _around_one_point(n, dim, scale, seed):
     """Unit embeddings within about ``scale`` of one direction: collapse when scale is small."""
     gen = torch.Generator().manual_seed(seed)
     centre = torch.randn(dim, generator=gen)
-    return torch.nn.functional.normalize(centre + scale * centre.norm() * torch.randn(n, dim, generator=gen) / math.sqrt(dim), dim=1)
+    return torch.nn.functional.normalize(
+        centre + scale * centre.norm() * torch.randn(n, dim, generator=gen) / math.sqrt(dim), dim=1
+    )
 
 
 @pytest.mark.parametrize("miner", ["semihard", "hard", "batch_all"])
@@ -43,21 +45,46 @@ def test_the_verdict_turns_as_the_spread_crosses_its_threshold():
 
 def test_a_loss_stuck_at_the_margin_with_everything_close_is_collapse_at_any_margin():
     for margin in (0.2, 1.0, 2.0):
-        stuck = StepStats(loss=margin, active_fraction=1.0, mean_pos_dist=0.01 * margin, mean_neg_dist=0.01 * margin, num_triplets=10, embedding_spread=0.5)
+        stuck = StepStats(
+            loss=margin,
+            active_fraction=1.0,
+            mean_pos_dist=0.01 * margin,
+            mean_neg_dist=0.01 * margin,
+            num_triplets=10,
+            embedding_spread=0.5,
+        )
         assert is_collapsed(stuck, margin)
-        separating = StepStats(loss=0.5 * margin, active_fraction=1.0, mean_pos_dist=0.01 * margin, mean_neg_dist=0.01 * margin, num_triplets=10, embedding_spread=0.5)
+        separating = StepStats(
+            loss=0.5 * margin,
+            active_fraction=1.0,
+            mean_pos_dist=0.01 * margin,
+            mean_neg_dist=0.01 * margin,
+            num_triplets=10,
+            embedding_spread=0.5,
+        )
         assert not is_collapsed(separating, margin)
-        far_apart = StepStats(loss=margin, active_fraction=1.0, mean_pos_dist=0.5 * margin, mean_neg_dist=0.5 * margin, num_triplets=10, embedding_spread=0.5)
+        far_apart = StepStats(
+            loss=margin,
+            active_fraction=1.0,
+            mean_pos_dist=0.5 * margin,
+            mean_neg_dist=0.5 * margin,
+            num_triplets=10,
+            embedding_spread=0.5,
+        )
         assert not is_collapsed(far_apart, margin)
 
 
 def test_nothing_mined_is_not_collapse():
-    nothing = StepStats(loss=0.0, active_fraction=0.0, mean_pos_dist=math.nan, mean_neg_dist=math.nan, num_triplets=0, embedding_spread=0.9)
+    nothing = StepStats(
+        loss=0.0, active_fraction=0.0, mean_pos_dist=math.nan, mean_neg_dist=math.nan, num_triplets=0, embedding_spread=0.9
+    )
     assert not is_collapsed(nothing, 1.0)
 
 
 def _stats(spread):
-    return StepStats(loss=0.5, active_fraction=0.5, mean_pos_dist=0.5, mean_neg_dist=0.9, num_triplets=10, embedding_spread=spread)
+    return StepStats(
+        loss=0.5, active_fraction=0.5, mean_pos_dist=0.5, mean_neg_dist=0.9, num_triplets=10, embedding_spread=spread
+    )
 
 
 def test_the_guard_trips_below_its_fraction_of_the_previous_spread():
@@ -97,10 +124,15 @@ def test_collapse_verdict_on_a_squeezed_batch_a_healthy_batch_and_the_run_the_th
     labels = torch.arange(48) % 6
     _, stats = triplet_step(healthy, labels, "hard", 1.0)
     assert not is_collapsed(stats, 1.0)
-    stuck = StepStats(loss=1.0, active_fraction=1.0, mean_pos_dist=0.01, mean_neg_dist=0.01, num_triplets=10, embedding_spread=0.2)
+    stuck = StepStats(
+        loss=1.0, active_fraction=1.0, mean_pos_dist=0.01, mean_neg_dist=0.01, num_triplets=10, embedding_spread=0.2
+    )
     assert is_collapsed(stuck, 1.0)
     # Epoch means from a real Fashion-MNIST run that collapsed after switching to hard mining.
     def epoch(loss, pos, neg, spread):
-        return StepStats(loss=loss, active_fraction=1.0, mean_pos_dist=pos, mean_neg_dist=neg, num_triplets=0, embedding_spread=spread)
+        return StepStats(
+            loss=loss, active_fraction=1.0, mean_pos_dist=pos, mean_neg_dist=neg, num_triplets=0, embedding_spread=spread
+        )
+
     assert not is_collapsed(epoch(0.628, 0.515, 0.901, 0.970), 1.0)  # semi-hard, healthy
     assert is_collapsed(epoch(1.014, 0.062, 0.048, 0.061), 1.0)  # two epochs of hard mining later

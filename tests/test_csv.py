@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic_images import identity_name, make_synthetic_dataset
 
+from synthetic_images import identity_name, make_synthetic_dataset
 from tripletnet.data.csv import load_csv_dataset, read_image_list_csv
 from tripletnet.data.folder import ImageOptions, load_image_folder
 from tripletnet.errors import UserError
@@ -27,7 +27,9 @@ def test_a_csv_with_splits_loads_the_same_images_as_the_folder(tmp_path):
     from_csv = load_csv_dataset(tmp_path / "list.csv", log=_quiet)
     from_folder = load_image_folder(tmp_path / "images", log=_quiet)
     assert from_csv.class_names == from_folder.class_names and from_csv.name == "list"
-    assert torch.equal(from_csv.train_images, from_folder.train_images) and torch.equal(from_csv.test_labels, from_folder.test_labels)
+    assert torch.equal(from_csv.train_images, from_folder.train_images) and torch.equal(
+        from_csv.test_labels, from_folder.test_labels
+    )
     assert from_csv.train_paths[0] == f"images/train/{identity_name(0)}/{identity_name(0)}_0001.png"
     assert (from_csv.mean, from_csv.split) == (from_folder.mean, "given")
 
@@ -69,7 +71,9 @@ def test_missing_images_are_counted_and_the_first_named_by_line(tmp_path):
     (tmp_path / "here.png").write_bytes(b"")
     lines = ["here.png,a"] + [f"gone{i}.png,b" for i in range(5)]
     (tmp_path / "list.csv").write_text("\n".join(lines))
-    with pytest.raises(UserError, match=r"5 listed images do not exist .*line 2: gone0.png; line 3: gone1.png; line 4: gone2.png; \.\.\."):
+    with pytest.raises(
+        UserError, match=r"5 listed images do not exist .*line 2: gone0.png; line 3: gone1.png; line 4: gone2.png; \.\.\."
+    ):
         read_image_list_csv(tmp_path / "list.csv")
 
 

@@ -6,14 +6,15 @@ import random
 import numpy as np
 import pytest
 import torch
-from _mnist import data_root, mnist_slice
 
 from tripletnet.api import load_embeddings, save_embeddings
-from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 from tripletnet.cli import main
 from tripletnet.config import TrainConfig
 from tripletnet.errors import UserError
 from tripletnet.training import train
+from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
+
+from _mnist import data_root, mnist_slice
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,9 @@ def test_impossible_pair_counts_and_ignored_options_are_one_line_errors(tmp_path
     npz = save_embeddings(tmp_path / "e.npz", torch.randn(40, 4), torch.arange(40) % 4)
     code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--protocol", "pairs", "--n_pairs", "100000000")
     _assert_one_line_error(code, err, "--n_pairs of 100,000,000 needs about 23.8 GiB")
-    code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--protocol", "pairs", "--repeats", "100000", "--n_pairs", "1000000")
+    code, _, err = _run(
+        capsys, "evaluate", "--embeddings", str(npz), "--protocol", "pairs", "--repeats", "100000", "--n_pairs", "1000000"
+    )
     _assert_one_line_error(code, err, "--repeats x n_pairs")
     code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--n_pairs", "500")
     _assert_one_line_error(code, err, "--n_pairs is not used by protocol 'all-pairs'")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from synthetic_images import (
     identity_name,
     make_synthetic_dataset,
     write_identity_images,
 )
-
 from tripletnet.data.folder import (
     ImageOptions,
     ImageSplits,
@@ -88,7 +88,9 @@ def test_a_flat_folder_split_by_image_is_stratified(tmp_path):
     assert torch.bincount(data.test_labels, minlength=3).tolist() == [2, 1, 0], "20% of each, none of a single image"
     assert torch.bincount(data.train_labels).tolist() == [8, 4, 1]
     assert data.train_images.shape == (13, 3, 28, 28)
-    assert int(data.train_images[data.train_labels == 1].min()) >= 200 and int(data.train_images[data.train_labels == 0].max()) < 30
+    assert (
+        int(data.train_images[data.train_labels == 1].min()) >= 200 and int(data.train_images[data.train_labels == 0].max()) < 30
+    )
 
 
 def test_identities_with_one_image_are_kept_and_counted(tmp_path):
@@ -127,7 +129,9 @@ def test_mixed_grey_and_colour_become_rgb_and_it_is_said_once(tmp_path):
     lines: list[str] = []
     data = load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
     assert data.channels == 3 and len(data.mean) == 3
-    assert [line for line in lines if "converted" in line] == [f"{tmp_path.name}: 7 of 10 images are grey, converted to RGB (grey replicated) (the data mixes grey and colour)"]
+    assert [line for line in lines if "converted" in line] == [
+        f"{tmp_path.name}: 7 of 10 images are grey, converted to RGB (grey replicated) (the data mixes grey and colour)"
+    ]
     forced = load_image_folder(tmp_path, ImageOptions(split_by="image", channels=1), log=_quiet)
     assert forced.train_images.shape[1] == 1 and forced.channels == 1
 

@@ -75,7 +75,8 @@ def test_fuzz_idx_reader(tmp_path, record_testsuite_property):
 
     @_fuzz("idx")
     @given(data=st.binary(max_size=64) | _idx_headers | _idx_files(), compress=st.booleans())
-    @example(data=b"\x00\x00\x0e\x03\x00\x00\x00\x00@\x00\x00\x00@\x00\x00\x00", compress=False)  # found by this fuzzer: shape (0, 2**30, 2**30)
+    # found by this fuzzer: shape (0, 2**30, 2**30)
+    @example(data=b"\x00\x00\x0e\x03\x00\x00\x00\x00@\x00\x00\x00@\x00\x00\x00", compress=False)
     def run(data, compress):
         path = tmp_path / "file-idx"
         path.write_bytes(gzip.compress(data) if compress else data)
@@ -147,7 +148,12 @@ _csv_rows = st.lists(
               st.sampled_from(["", ",train", ",test", ",val", ",train,1"])).map(lambda row: ",".join(row[:2]) + row[2]),
     min_size=1, max_size=6,
 ).map(lambda rows: "\n".join(rows) + "\n")
-_csv_tokens = st.sampled_from(["a.png", "b.png", "missing.png", "x", "train", "test", "val", ",", ",", "\n", "\n", '"', " ", "path,label,split\n", "\x00", "é", "../a.png", "/abs.png"])
+_csv_tokens = st.sampled_from(
+    [
+        "a.png", "b.png", "missing.png", "x", "train", "test", "val", ",", ",", "\n", "\n", '"', " ",
+        "path,label,split\n", "\x00", "é", "../a.png", "/abs.png"
+    ]
+)
 
 
 def test_fuzz_csv_reader(tmp_path, record_testsuite_property):
@@ -170,17 +176,32 @@ def test_fuzz_csv_reader(tmp_path, record_testsuite_property):
 
 _lfw_files = st.tuples(
     st.sampled_from(["1 1", "2 1", "1", "1\t2", "0 1", "x", "1 1 1", ""]),
-    st.lists(st.sampled_from(["A 1 2", "A\t2\t1", "A 1 B 1", "B 1 A 2", "A 1 3", "C 1 2", "A 1 B", "A 1 B 1 C", "A x 2"]), max_size=5),
+    st.lists(
+        st.sampled_from(["A 1 2", "A\t2\t1", "A 1 B 1", "B 1 A 2", "A 1 3", "C 1 2", "A 1 B", "A 1 B 1 C", "A x 2"]), max_size=5
+    ),
 ).map(lambda f: "\n".join([f[0], *f[1]]) + "\n")
 _csv_pair_files = st.lists(
-    st.tuples(st.sampled_from(["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg", "nope.jpg", ""]), st.sampled_from(["A/A_0002.jpg", "B/B_0001.jpg"]),
-              st.sampled_from(["1", "0", "same", "maybe", "true"]), st.sampled_from(["", ",0", ",3", ",x"])).map(lambda r: ",".join(r[:3]) + r[3]),
-    min_size=1, max_size=6,
+    st.tuples(
+        st.sampled_from(["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg", "nope.jpg", ""]),
+        st.sampled_from(["A/A_0002.jpg", "B/B_0001.jpg"]),
+        st.sampled_from(["1", "0", "same", "maybe", "true"]),
+        st.sampled_from(["", ",0", ",3", ",x"]),
+    ).map(lambda r: ",".join(r[:3]) + r[3]),
+    min_size=1,
+    max_size=6,
 ).map(lambda rows: "\n".join(rows))
-_pair_tokens = st.sampled_from(["A", "B", "C", "../A", "1", "2", "3", "0", "-1", "x", "10", "\t", " ", " ", "\n", "\n", "\n", ",", "same", "A/A_0001.jpg", "B/B_0001.jpg", "\ufeff", "²"])
+_pair_tokens = st.sampled_from(
+    [
+        "A", "B", "C", "../A", "1", "2", "3", "0", "-1", "x", "10", "\t", " ", " ", "\n", "\n", "\n", ",", "same",
+        "A/A_0001.jpg", "B/B_0001.jpg", "\ufeff", "²"
+    ]
+)
 
 
-_VALID_PAIRS = {".txt": "2 1\nA 1 2\nA 1 B 1\nA 2 1\nB 1 A 2\n", ".csv": "path_a,path_b,same,fold\nA/A_0001.jpg,A/A_0002.jpg,1,0\nA/A_0002.jpg,B/B_0001.jpg,0,1\n"}
+_VALID_PAIRS = {
+    ".txt": "2 1\nA 1 2\nA 1 B 1\nA 2 1\nB 1 A 2\n",
+    ".csv": "path_a,path_b,same,fold\nA/A_0001.jpg,A/A_0002.jpg,1,0\nA/A_0002.jpg,B/B_0001.jpg,0,1\n",
+}
 
 
 @st.composite
@@ -224,7 +245,9 @@ def test_fuzz_pairs_parser(tmp_path, record_testsuite_property):
             assert str(exc) and "\n" not in str(exc)
             outcomes.append("refused")
         else:
-            assert len(pairs.paths_a) == len(pairs.same) == len(pairs.folds) and all(p.is_file() for p in pairs.paths_a + pairs.paths_b)
+            assert len(pairs.paths_a) == len(pairs.same) == len(pairs.folds) and all(
+                p.is_file() for p in pairs.paths_a + pairs.paths_b
+            )
             outcomes.append("read")
 
     run()
@@ -233,7 +256,12 @@ def test_fuzz_pairs_parser(tmp_path, record_testsuite_property):
 
 # --- TOML config ----------------------------------------------------------------------------------------
 
-_toml_tokens = st.sampled_from(["[train]\n", "[eval]\n", "lr", "=", " = ", "0.1", "1e400", "nan", '"x"', "[", "]", "{", "}", "\n", "epochs = 3\n", "train = 1\n", "#", "'''", "\x00"])
+_toml_tokens = st.sampled_from(
+    [
+        "[train]\n", "[eval]\n", "lr", "=", " = ", "0.1", "1e400", "nan", '"x"', "[", "]", "{", "}", "\n",
+        "epochs = 3\n", "train = 1\n", "#", "'''", "\x00"
+    ]
+)
 
 
 def test_fuzz_toml_config(tmp_path, record_testsuite_property):

@@ -13,17 +13,18 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
-from _checkpoint import shared_checkpoint
-from _mnist import data_root, mnist
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
+from _checkpoint import shared_checkpoint
 from tripletnet.cli import main
 from tripletnet.data import stratified_subset
 from tripletnet.errors import UserError
 from tripletnet.evaluation import all_pairs
 from tripletnet.inference import load_model
 from tripletnet.report.html import extreme_pairs, write_html_report
+
+from _mnist import data_root, mnist
 
 TEST_IMAGES = 600
 
@@ -83,7 +84,11 @@ def _expected(checkpoint):
     _, nearest = NearestNeighbors(n_neighbors=2).fit(embeddings.numpy()).kneighbors(embeddings.numpy())
     other = np.where(nearest[:, 0] == np.arange(len(nearest)), nearest[:, 1], nearest[:, 0])
     precision_at_1 = float(np.mean(labels.numpy()[other] == labels.numpy()))
-    return {"val": f"{verification.val:.4f}", "threshold": f"{verification.threshold:.4f}", "precision-at-1": f"{precision_at_1:.4f}"}
+    return {
+        "val": f"{verification.val:.4f}",
+        "threshold": f"{verification.threshold:.4f}",
+        "precision-at-1": f"{precision_at_1:.4f}",
+    }
 
 
 def test_report_is_one_self_contained_file(report):
@@ -118,8 +123,8 @@ def test_extreme_pairs_are_the_brute_force_closest_negatives_and_farthest_positi
     same = y.numpy()[i] == y.numpy()[j]
     negatives = np.argsort(d[i, j][~same], kind="stable")[:6]
     positives = np.argsort(-d[i, j][same], kind="stable")[:6]
-    assert [(p.first, p.second) for p in false_accepts] == list(zip(i[~same][negatives], j[~same][negatives]))
-    assert [(p.first, p.second) for p in false_rejects] == list(zip(i[same][positives], j[same][positives]))
+    assert [(p.first, p.second) for p in false_accepts] == list(zip(i[~same][negatives], j[~same][negatives], strict=True))
+    assert [(p.first, p.second) for p in false_rejects] == list(zip(i[same][positives], j[same][positives], strict=True))
     np.testing.assert_allclose([p.distance for p in false_accepts], d[i, j][~same][negatives], atol=1e-6)
 
 
@@ -140,7 +145,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 # any http(s) resource the page loaded, into an element that --dump-dom then shows.
 PROBE = """<script>
 window.__problems = [];
-window.addEventListener('error', e => window.__problems.push('error: ' + (e.message || (e.target && e.target.src) || 'unknown')), true);
+window.addEventListener('error',
+  e => window.__problems.push('error: ' + (e.message || (e.target && e.target.src) || 'unknown')), true);
 console.error = (...args) => window.__problems.push('console.error: ' + args.join(' '));
 window.addEventListener('load', () => {
   const broken = [...document.images].filter(img => !(img.complete && img.naturalWidth > 0)).length;

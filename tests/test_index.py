@@ -5,16 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from _checkpoint import shared_checkpoint
-from _mnist import mnist
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
-from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
+from _checkpoint import shared_checkpoint
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import load_model
 from tripletnet.inference.index import GalleryIndex
+from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
+
+from _mnist import mnist
 
 
 def _unit_vectors(n, dim=64, seed=0):
@@ -176,7 +177,10 @@ def test_index_and_search_mistakes_are_one_line_exit_2(checkpoint, image_folder,
     assert _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", out_dir)[0] == 0
     cases = [
         (("index", "--checkpoint", checkpoint, "--images", empty, "--out", tmp_path / "x"), "holds no images"),
-        (("search", "--index", out_dir, "--query", image_folder / "0" / "0.png", "-k", "7"), "-k must be between 1 and the gallery size 6"),
+        (
+            ("search", "--index", out_dir, "--query", image_folder / "0" / "0.png", "-k", "7"),
+            "-k must be between 1 and the gallery size 6",
+        ),
         (("search", "--index", empty, "--query", image_folder / "0" / "0.png"), "not a tripletnet index"),
         (("search", "--index", out_dir, "--query", tmp_path / "missing.png"), "missing.png"),
     ]

@@ -6,12 +6,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from _checkpoint import shared_checkpoint
-from _mnist import mnist
 from PIL import Image
 
 import tripletnet
-from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
+from _checkpoint import shared_checkpoint
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import (
@@ -21,6 +19,9 @@ from tripletnet.inference import (
     write_calibration,
 )
 from tripletnet.models import embed_images
+from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
+
+from _mnist import mnist
 
 
 @pytest.fixture(scope="module")
@@ -219,9 +220,10 @@ def test_evaluate_writes_the_calibration_that_verify_then_uses(tmp_path, capsys,
     import json as _json
     import shutil
 
-    from _mnist import data_root
     from tripletnet.api import evaluate
     from tripletnet.cli import main
+
+    from _mnist import data_root
 
     copied = tmp_path / "model.pt"
     shutil.copy(checkpoint, copied)

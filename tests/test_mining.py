@@ -53,7 +53,7 @@ def test_semihard_picks_the_closest_negative_beyond_the_positive(seed):
     emb, labels = _batch(seed)
     dist = pairwise_distances(emb)
     mined = mine_semihard(dist, labels, MARGIN)
-    chosen = {(a, p): n for a, p, n in zip(*(t.tolist() for t in mined))}
+    chosen = {(a, p): n for a, p, n in zip(*(t.tolist() for t in mined), strict=True)}
     expected = {}
     for a, p in {(a, p) for a, p, _ in _all_triplets(labels.tolist())}:
         negatives = [float(dist[a, n]) for n in range(len(labels)) if labels[n] != labels[a]]
@@ -69,7 +69,7 @@ def test_hard_is_batch_hard(seed):
     emb, labels = _batch(seed)
     dist = pairwise_distances(emb)
     mined = mine_hard(dist, labels, MARGIN)
-    got = {a: (float(dist[a, p]), float(dist[a, n])) for a, p, n in zip(*(t.tolist() for t in mined))}
+    got = {a: (float(dist[a, p]), float(dist[a, n])) for a, p, n in zip(*(t.tolist() for t in mined), strict=True)}
     expected = {}
     for a, p, n in _all_triplets(labels.tolist()):
         hp, hn = expected.get(a, (-1.0, float("inf")))
@@ -83,7 +83,7 @@ def test_batch_all_is_every_triplet_with_positive_loss(seed):
     emb, labels = _batch(seed)
     dist = pairwise_distances(emb)
     mined = mine_batch_all(dist, labels, MARGIN, chunk_elements=50)  # tiny chunks: the loop must not lose any
-    got = sorted(zip(*(t.tolist() for t in mined)))
+    got = sorted(zip(*(t.tolist() for t in mined), strict=True))
     expected = sorted(t for t in _all_triplets(labels.tolist()) if dist[t[0], t[1]] - dist[t[0], t[2]] + MARGIN > 0)
     assert got == expected
 
@@ -96,10 +96,10 @@ def test_semihard_triplets_agree_with_pytorch_metric_learning():
         ours = mine_semihard(dist, labels, MARGIN)
         a, p, n = miners.TripletMarginMiner(margin=MARGIN, type_of_triplets="semihard")(emb, labels)
         theirs: dict[tuple[int, int], list[int]] = {}
-        for ai, pi, ni in zip(a.tolist(), p.tolist(), n.tolist()):
+        for ai, pi, ni in zip(a.tolist(), p.tolist(), n.tolist(), strict=True):
             theirs.setdefault((ai, pi), []).append(ni)
         assert theirs, "the batch has semi-hard triplets"
-        ours_map = {(ai, pi): ni for ai, pi, ni in zip(*(t.tolist() for t in ours))}
+        ours_map = {(ai, pi): ni for ai, pi, ni in zip(*(t.tolist() for t in ours), strict=True)}
         for (ai, pi), negatives in theirs.items():
             # PML lists all semi-hard negatives of the pair; ours is the closest of them.
             closest = min(negatives, key=lambda ni: float(dist[ai, ni]))
@@ -119,7 +119,7 @@ def test_miners_cope_with_a_single_class_batch():
 
 
 def _assert_same_triplets(a: Triplets, b: Triplets) -> None:
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.dtype == y.dtype == torch.int64
         assert torch.equal(x.cpu(), y.cpu())
 
@@ -173,7 +173,9 @@ def test_triplet_step_gives_the_same_loss_and_gradient_on_either_path(name):
     assert results[0][2] == results[1][2]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the GPU path is tested where one exists")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine: the GPU path is tested where one exists"
+)
 @pytest.mark.parametrize("name", list(MINERS))
 def test_miners_on_cuda_choose_what_the_cpu_numpy_path_chooses(name):
     emb, labels = _batch(2, n=64, classes=6)
@@ -221,12 +223,14 @@ def _mine_easiest(dist, labels, margin=0.0, *, use_numpy=None):
 
 def test_a_newly_registered_miner_is_accepted_by_the_schedule_and_the_training_step(monkeypatch):
     """The worked example for adding a miner: a function, a MinerSpec, registration, a brute-force check."""
-    spec = MinerSpec("easiest", "per anchor-positive pair, the farthest negative", can_collapse=False, loss_form="triplets", mine=_mine_easiest)
+    spec = MinerSpec(
+        "easiest", "per anchor-positive pair, the farthest negative", can_collapse=False, loss_form="triplets", mine=_mine_easiest
+    )
     monkeypatch.setitem(MINERS, "easiest", spec)
     assert [entry.miner for entry in parse_schedule("easiest:0.5,hard")] == ["easiest", "hard"]
     emb, labels = _batch(3)
     dist = pairwise_distances(emb)
-    got = {(a, p): n for a, p, n in zip(*(t.tolist() for t in _mine_easiest(dist, labels)))}
+    got = {(a, p): n for a, p, n in zip(*(t.tolist() for t in _mine_easiest(dist, labels)), strict=True)}
     for a, p in {(a, p) for a, p, _ in _all_triplets(labels.tolist())}:  # brute force
         farthest = max(float(dist[a, n]) for n in range(len(labels)) if labels[n] != labels[a])
         assert float(dist[a, got[(a, p)]]) == farthest

@@ -101,7 +101,9 @@ def test_images_to_input_scales_uint8_to_the_unit_interval_for_either_layout():
 def test_count_flops_follows_the_models_input_shape():
     small = build_network("conv3", 64, (1, 16, 16))
     assert count_flops(small) == 2 * (16 * 16 * 32 * 9 + 8 * 8 * 64 * 32 * 9 + 4 * 4 * 128 * 64 * 9 + 128 * 2 * 2 * 64)
-    assert count_flops(build_network("conv3", 64)) == 2 * (28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 7 * 7 * 128 * 64 * 9 + 128 * 3 * 3 * 64)
+    assert count_flops(build_network("conv3", 64)) == 2 * (
+        28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 7 * 7 * 128 * 64 * 9 + 128 * 3 * 3 * 64
+    )
 
 
 def test_networks_are_listed_with_descriptions():

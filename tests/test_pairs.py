@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic_images import identity_name, make_synthetic_dataset
 
+from synthetic_images import identity_name, make_synthetic_dataset
 from tripletnet.data.pairs import load_pair_images, read_pairs, write_pairs_file
 from tripletnet.errors import ParameterError, UserError
 
@@ -34,7 +34,9 @@ def test_the_lfw_format_gives_flags_folds_and_image_paths(tmp_path):
     assert pairs.paths_a[0] == images / "Ann_Lee" / "Ann_Lee_0001.jpg" and pairs.paths_b[0].name == "Ann_Lee_0003.jpg"
     assert pairs.paths_b[1] == images / "Cy" / "Cy_0001.png"
     paths, index_a, index_b = pairs.unique_images()
-    assert len(paths) == 6 and all(paths[index_a[i]] == pairs.paths_a[i] and paths[index_b[i]] == pairs.paths_b[i] for i in range(4))
+    assert len(paths) == 6 and all(
+        paths[index_a[i]] == pairs.paths_a[i] and paths[index_b[i]] == pairs.paths_b[i] for i in range(4)
+    )
     loaded, _, _ = load_pair_images(pairs, image_size=4, channels=3, log=_quiet)
     assert loaded.shape == (6, 3, 4, 4)
 
@@ -46,19 +48,25 @@ def test_a_single_count_header_is_one_fold(tmp_path):
     assert pairs.n_folds == 1 and pairs.folds.tolist() == [0, 0] and pairs.paths_b[1] == images / "B" / "B_0001.jpg"
 
 
-@pytest.mark.parametrize("text,message", [
-    ("", "is empty"),
-    ("ten 300\n", "line 1: the number of folds must be a positive whole number, got 'ten'"),
-    ("0 1\n", "line 1: the number of folds must be"),
-    ("1 2 3\nA 1 2\n", "line 1: the header must be 'folds pairs_per_fold'"),
-    ("\n\n1 1\nA 1 2\n", "line 3: the header promises 1 folds of 1 matched and 1 mismatched pairs \\(2 pair lines\\), the file has 1"),
-    ("1 1\nA 1 2\nA 1\n", "line 3: expected 'name n1 n2' \\(same\\) or 'name1 n1 name2 n2' \\(different\\), found 2 fields"),
-    ("1 1\nA 1 2\nA 1 B 1 C\n", "line 3: expected .* found 5 fields"),
-    ("1 1\nA 1 x\nA 1 B 1\n", "line 2: an image number must be a positive whole number, got 'x'"),
-    ("1 1\nA 1 0\nA 1 B 1\n", "line 2: an image number"),
-    ("1 1\n../A 1 2\nA 1 B 1\n", "line 2: '../A' is not an identity name"),
-    ("1 1\nA 1 3\nA 1 C 1\n", "2 listed images do not exist .*line 2: A/A_0003.\\*; line 3: C/C_0001.\\*"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "is empty"),
+        ("ten 300\n", "line 1: the number of folds must be a positive whole number, got 'ten'"),
+        ("0 1\n", "line 1: the number of folds must be"),
+        ("1 2 3\nA 1 2\n", "line 1: the header must be 'folds pairs_per_fold'"),
+        (
+            "\n\n1 1\nA 1 2\n",
+            "line 3: the header promises 1 folds of 1 matched and 1 mismatched pairs \\(2 pair lines\\), the file has 1",
+        ),
+        ("1 1\nA 1 2\nA 1\n", "line 3: expected 'name n1 n2' \\(same\\) or 'name1 n1 name2 n2' \\(different\\), found 2 fields"),
+        ("1 1\nA 1 2\nA 1 B 1 C\n", "line 3: expected .* found 5 fields"),
+        ("1 1\nA 1 x\nA 1 B 1\n", "line 2: an image number must be a positive whole number, got 'x'"),
+        ("1 1\nA 1 0\nA 1 B 1\n", "line 2: an image number"),
+        ("1 1\n../A 1 2\nA 1 B 1\n", "line 2: '../A' is not an identity name"),
+        ("1 1\nA 1 3\nA 1 C 1\n", "2 listed images do not exist .*line 2: A/A_0003.\\*; line 3: C/C_0001.\\*"),
+    ],
+)
 def test_broken_lfw_files_are_named_by_line(tmp_path, text, message):
     _lfw_folder(tmp_path, {"A": 2, "B": 1})
     (tmp_path / "pairs.txt").write_text(text)
@@ -68,7 +76,9 @@ def test_broken_lfw_files_are_named_by_line(tmp_path, text, message):
 
 def test_csv_pairs_with_and_without_folds(tmp_path):
     _lfw_folder(tmp_path / "img", {"A": 2, "B": 1})
-    (tmp_path / "img" / "pairs.csv").write_text("path_a,path_b,same,fold\nA/A_0001.jpg,A/A_0002.jpg,1,4\nA/A_0001.jpg,B/B_0001.jpg,false,7\n")
+    (tmp_path / "img" / "pairs.csv").write_text(
+        "path_a,path_b,same,fold\nA/A_0001.jpg,A/A_0002.jpg,1,4\nA/A_0001.jpg,B/B_0001.jpg,false,7\n"
+    )
     pairs = read_pairs(tmp_path / "img" / "pairs.csv")
     assert pairs.same.tolist() == [True, False] and pairs.folds.tolist() == [0, 1] and pairs.n_folds == 2
     rows = "".join(f"A/A_0001.jpg,{'A/A_0002.jpg,same' if k % 2 else 'B/B_0001.jpg,different'}\n" for k in range(30))
@@ -80,15 +90,21 @@ def test_csv_pairs_with_and_without_folds(tmp_path):
         assert in_fold.sum() == len(in_fold) - in_fold.sum() or abs(2 * int(in_fold.sum()) - len(in_fold)) <= 1
 
 
-@pytest.mark.parametrize("text,message", [
-    ("A/A_0001.jpg,A/A_0002.jpg,maybe\n", "line 1: same must be"),
-    ("A/A_0001.jpg,A/A_0002.jpg\n", "line 1: expected path_a,path_b,same .* found 2 fields"),
-    ("A/A_0001.jpg,A/A_0002.jpg,1,0\nA/A_0001.jpg,B/B_0001.jpg,0\n", "line 2: expected path_a,path_b,same,fold"),
-    ("A/A_0001.jpg,A/A_0002.jpg,1,x\n", "line 1: fold must be a whole number"),
-    ("A/A_0001.jpg,,1\n", "line 1: empty image path"),
-    ("path_a,path_b,same\n", "lists no pairs"),
-    ("A/A_0001.jpg,A/nope.jpg,1\nA/A_0001.jpg,B/gone.jpg,0\n", "2 listed images do not exist .*line 1: A/nope.jpg; line 2: B/gone.jpg"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("A/A_0001.jpg,A/A_0002.jpg,maybe\n", "line 1: same must be"),
+        ("A/A_0001.jpg,A/A_0002.jpg\n", "line 1: expected path_a,path_b,same .* found 2 fields"),
+        ("A/A_0001.jpg,A/A_0002.jpg,1,0\nA/A_0001.jpg,B/B_0001.jpg,0\n", "line 2: expected path_a,path_b,same,fold"),
+        ("A/A_0001.jpg,A/A_0002.jpg,1,x\n", "line 1: fold must be a whole number"),
+        ("A/A_0001.jpg,,1\n", "line 1: empty image path"),
+        ("path_a,path_b,same\n", "lists no pairs"),
+        (
+            "A/A_0001.jpg,A/nope.jpg,1\nA/A_0001.jpg,B/gone.jpg,0\n",
+            "2 listed images do not exist .*line 1: A/nope.jpg; line 2: B/gone.jpg",
+        ),
+    ],
+)
 def test_broken_csv_pairs_are_named_by_line(tmp_path, text, message):
     _lfw_folder(tmp_path, {"A": 2, "B": 1})
     (tmp_path / "pairs.csv").write_text(text)
@@ -107,14 +123,14 @@ def test_the_writer_draws_balanced_distinct_pairs_in_identity_disjoint_folds(tmp
     for fold in range(4):
         in_fold = pairs.folds == fold
         assert pairs.same[in_fold].sum() == 4 and (~pairs.same[in_fold]).sum() == 4
-    for a, b, same, fold in zip(pairs.paths_a, pairs.paths_b, pairs.same, pairs.folds):
+    for a, b, same, fold in zip(pairs.paths_a, pairs.paths_b, pairs.same, pairs.folds, strict=True):
         assert (a.parent == b.parent) == same and a != b
         for path in (a, b):
             identity_folds.setdefault(path.parent.name, set()).add(int(fold))
         if same:
             assert a.parent.name != "solo"
     assert all(len(f) == 1 for f in identity_folds.values()), "every identity lies in one fold"
-    assert len({frozenset(p) for p in zip(pairs.paths_a, pairs.paths_b)}) == 32, "no pair twice"
+    assert len({frozenset(p) for p in zip(pairs.paths_a, pairs.paths_b, strict=True)}) == 32, "no pair twice"
     again = write_pairs_file(images, tmp_path / "again.txt", folds=4, per_fold=8, seed=3, log=_quiet)
     assert (tmp_path / "again.txt").read_text() == (tmp_path / "pairs.txt").read_text() and len(again) == 32
     write_pairs_file(images, tmp_path / "other.txt", folds=4, per_fold=8, seed=4, log=_quiet)
@@ -137,7 +153,9 @@ def test_the_writer_refuses_what_it_cannot_draw(tmp_path):
     with pytest.raises(ParameterError, match="folds"):
         write_pairs_file(images, out, folds=0, log=_quiet)
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["img"]
-    (images / identity_name(0) / "holiday.jpg").write_bytes((images / identity_name(0) / f"{identity_name(0)}_0001.jpg").read_bytes())
+    (images / identity_name(0) / "holiday.jpg").write_bytes(
+        (images / identity_name(0) / f"{identity_name(0)}_0001.jpg").read_bytes()
+    )
     with pytest.raises(UserError, match="holiday.jpg is not named as LFW names images .* CSV"):
         write_pairs_file(images, out, folds=1, per_fold=2, log=_quiet)
     assert len(write_pairs_file(images, tmp_path / "pairs.csv", folds=1, per_fold=2, log=_quiet)) == 2

@@ -27,7 +27,7 @@ def _brute_threshold(d, s):
     candidates = [values[0]] + [(a + b) / 2 for a, b in itertools.pairwise(values)] + [float(np.nextafter(values[-1], np.inf))]
     best, best_t = -1, None
     for t in candidates:  # in increasing order: a later candidate must be strictly better to win
-        correct = sum((di < t) == si for di, si in zip(d.tolist(), s.tolist()))
+        correct = sum((di < t) == si for di, si in zip(d.tolist(), s.tolist(), strict=True))
         if correct > best:
             best, best_t = correct, t
     return best_t
@@ -128,7 +128,7 @@ def test_pair_distances_are_euclidean_in_any_chunking():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(9, 4)).astype(np.float32)
     a, b = rng.integers(0, 9, 50), rng.integers(0, 9, 50)
-    expected = np.array([math.dist(emb[i].astype(np.float64), emb[j].astype(np.float64)) for i, j in zip(a, b)])
+    expected = np.array([math.dist(emb[i].astype(np.float64), emb[j].astype(np.float64)) for i, j in zip(a, b, strict=True)])
     np.testing.assert_allclose(pair_distances(emb, a, b), expected, rtol=1e-12)
     np.testing.assert_allclose(pair_distances(torch.from_numpy(emb), a, b, chunk=7), expected, rtol=1e-12)
     with pytest.raises(ParameterError, match="embeddings"):

@@ -137,7 +137,7 @@ def test_roc_is_log_scale_with_marked_operating_points(tmp_path):
     low, high = ax.get_xlim()
     assert low <= 1e-6 and high == 1.0
     assert ax.get_xlabel().startswith("false accept rate") and ax.get_ylabel().startswith("validation rate")
-    dots = {(float(l.get_xdata()[0]), float(l.get_ydata()[0])) for l in ax.get_lines() if l.get_marker() == "o"}
+    dots = {(float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in ax.get_lines() if line.get_marker() == "o"}
     assert dots == {(1e-3, 0.625), (1e-4, 0.5)}
     annotations = sorted(t.get_text() for t in ax.texts)
     assert annotations == ["VAL 0.5000\n@ FAR 1e-4", "VAL 0.6250\n@ FAR 1e-3"]
@@ -213,7 +213,7 @@ def test_embedding_scatter_has_class_names_in_legend_and_at_medians(tmp_path):
     assert legend_texts(fig) == names
     placed = {t.get_text(): t.get_position() for t in ax.texts}
     assert set(placed) == set(names)
-    for name, centre in zip(names, centres):
+    for name, centre in zip(names, centres, strict=True):
         assert np.allclose(placed[name], centre, atol=0.5)
     # Distinct tab10 colours per class.
     colours = {tuple(np.round(c.get_facecolor()[0][:3], 3)) for c in ax.collections}

@@ -1,5 +1,5 @@
-import torch
 import pytest
+import torch
 
 from tripletnet.errors import UserError
 from tripletnet.sampler import ClassBalancedBatchSampler
@@ -44,9 +44,9 @@ def test_reproducible_per_seed_and_epoch():
     a = ClassBalancedBatchSampler(labels, 30, 5, seed=7)
     b = ClassBalancedBatchSampler(labels, 30, 5, seed=7)
     c = ClassBalancedBatchSampler(labels, 30, 5, seed=8)
-    assert all(torch.equal(x, y) for x, y in zip(a.batches(2), b.batches(2)))
-    assert not all(torch.equal(x, y) for x, y in zip(a.batches(2), c.batches(2)))
-    assert not all(torch.equal(x, y) for x, y in zip(a.batches(1), a.batches(2)))
+    assert all(torch.equal(x, y) for x, y in zip(a.batches(2), b.batches(2), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a.batches(2), c.batches(2), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a.batches(1), a.batches(2), strict=True))
 
 
 def test_classes_with_one_image_are_never_used_as_anchors_alone():

@@ -53,7 +53,9 @@ def test_resize_and_crop_matches_a_hand_computed_bilinear_shrink():
     assert np.abs(out - expected).max() <= 1.0, (out, expected)
 
 
-@pytest.mark.parametrize("size,expected", [((640, 480), (85, 64)), ((480, 640), (64, 85)), ((64, 64), (64, 64)), ((3, 1000), (64, 21333))])
+@pytest.mark.parametrize(
+    "size,expected", [((640, 480), (85, 64)), ((480, 640), (64, 85)), ((64, 64), (64, 64)), ((3, 1000), (64, 21333))]
+)
 def test_the_short_side_becomes_exactly_the_size(size, expected):
     assert resized_size(*size, 64) == expected
 

@@ -99,7 +99,7 @@ def test_all_pairs_equals_brute_force_for_any_tiling(tiles, far):
     assert result.positive_std == pytest.approx(d[same].std(), abs=1e-6)
     assert result.negative_mean == pytest.approx(d[~same].mean(), abs=1e-6)
     assert result.negative_std == pytest.approx(d[~same].std(), abs=1e-6)
-    for key, target in zip(result.val_at_far, (1e-2, 1e-3, 1e-4, 1e-5)):
+    for key, target in zip(result.val_at_far, (1e-2, 1e-3, 1e-4, 1e-5), strict=True):
         t, val, _, _ = _by_definition(d, same, target)
         assert (result.threshold_at_far[key], result.val_at_far[key]) == (t, val)
 
@@ -386,7 +386,8 @@ def test_evaluate_embeddings_has_every_documented_key_for_every_protocol():
         table = format_table(evaluated)
         for text in ("Target FAR", "Threshold", "Accuracy", "VAL", "Positive distances", "MAP@R", "NMI"):
             assert text in table
-    assert evaluate_embeddings(emb, labels, protocol="pairs", n_pairs=100, retrieval=False, clustering=False).verification.n_pairs == 100
+    drawn = evaluate_embeddings(emb, labels, protocol="pairs", n_pairs=100, retrieval=False, clustering=False)
+    assert drawn.verification.n_pairs == 100
     with pytest.raises(ParameterError, match="protocol 'lfw' is unknown"):
         evaluate_embeddings(emb, labels, protocol="lfw")
 
@@ -421,7 +422,8 @@ def test_accumulators_over_two_shares_of_the_rows_add_up_to_one_pass(split):
     # Two "processes": the first and second half of the row blocks, or every other block.
     shares = (blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :]) if split == "halves" else (blocks[::2], blocks[1::2])
     whole = accumulate(tiles, CoarseHistograms(tiles.key_count))
-    merged = accumulate(tiles, CoarseHistograms(tiles.key_count), shares[0]) + accumulate(tiles, CoarseHistograms(tiles.key_count), shares[1])
+    first_half = accumulate(tiles, CoarseHistograms(tiles.key_count), shares[0])
+    merged = first_half + accumulate(tiles, CoarseHistograms(tiles.key_count), shares[1])
     assert torch.equal(merged.positive_counts, whole.positive_counts)
     assert torch.equal(merged.negative_counts, whole.negative_counts)
     for ours, one_pass in ((merged.positive_moments, whole.positive_moments), (merged.negative_moments, whole.negative_moments)):
@@ -439,7 +441,8 @@ def test_accumulators_over_two_shares_of_the_rows_add_up_to_one_pass(split):
 
     result = compute_all_pairs(merged, fine_merged, far=0.05, fars=fars[1:])
     reference = all_pairs(emb, labels, far=0.05, fars=fars[1:], tile_rows=16, tile_cols=64)
-    for key in ("n_pairs", "threshold", "val", "far_reached", "accuracy", "auc", "eer", "val_at_far", "threshold_at_far", "histogram"):
+    for key in ("n_pairs", "threshold", "val", "far_reached", "accuracy", "auc", "eer",
+                "val_at_far", "threshold_at_far", "histogram"):
         assert getattr(result, key) == getattr(reference, key), key
     d, same = _brute_force(emb, labels)
     assert (result.threshold, result.val, result.far_reached, result.accuracy) == _by_definition(d, same, 0.05)

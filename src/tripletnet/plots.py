@@ -365,7 +365,7 @@ def _mark_changes(ax: Axes, history: Sequence[Mapping[str, Any]]) -> int:
     """Dotted vertical lines where the learning rate or the miner changes; returns how many."""
     epochs = _epochs(history)
     marked = 0
-    for (prev, cur), epoch in zip(pairwise(history), epochs[1:]):
+    for (prev, cur), epoch in zip(pairwise(history), epochs[1:], strict=True):
         notes = []
         if "lr" in cur and "lr" in prev and cur["lr"] != prev["lr"]:
             notes.append(f"lr {_format_lr(prev['lr'])} → {_format_lr(cur['lr'])}")
@@ -386,7 +386,7 @@ def _mark_changes(ax: Axes, history: Sequence[Mapping[str, Any]]) -> int:
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[Any], list[float]]:
-    rows = [(e, float(r[key])) for e, r in zip(_epochs(history), history) if r.get(key) is not None]
+    rows = [(e, float(r[key])) for e, r in zip(_epochs(history), history, strict=True) if r.get(key) is not None]
     return [e for e, _ in rows], [v for _, v in rows]
 
 
@@ -462,7 +462,8 @@ def epoch_metrics_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
     fig = Figure(figsize=(9, 5))
     ax = fig.add_subplot()
     low = 1.0
-    for key, color in zip(present, METRIC_COLORS):
+    # Only the metrics a run recorded are drawn, so ``present`` may be shorter than the palette.
+    for key, color in zip(present, METRIC_COLORS, strict=False):
         xs, ys = _series(history, key)
         low = min(low, *ys)
         ax.plot(xs, ys, marker="o", color=color, linewidth=1.8, markersize=5, label=f"{labels[key]} (last {ys[-1]:.4f})")

@@ -135,7 +135,9 @@ def _read_lfw(path: Path, images_dir: Path) -> PairList:
     header_line, header = numbered[0]
     where = f"{path.name} line {header_line}"
     if len(header) not in (1, 2):
-        raise UserError(f"{where}: the header must be 'folds pairs_per_fold' (e.g. '10 300') or a single count, got {' '.join(header)!r}")
+        raise UserError(
+            f"{where}: the header must be 'folds pairs_per_fold' (e.g. '10 300') or a single count, got {' '.join(header)!r}"
+        )
     n_folds = _positive_int(header[0], where, "the number of folds") if len(header) == 2 else 1
     per_kind = _positive_int(header[-1], where, "the number of pairs per fold")
     pair_lines = numbered[1:]
@@ -154,9 +156,11 @@ def _read_lfw(path: Path, images_dir: Path) -> PairList:
         elif len(fields) == 4:
             names, numbers = (fields[0], fields[2]), (fields[1], fields[3])
         else:
-            raise UserError(f"{where}: expected 'name n1 n2' (same) or 'name1 n1 name2 n2' (different), found {len(fields)} fields")
+            raise UserError(
+                f"{where}: expected 'name n1 n2' (same) or 'name1 n1 name2 n2' (different), found {len(fields)} fields"
+            )
         found = []
-        for name, number_text in zip(names, numbers):
+        for name, number_text in zip(names, numbers, strict=True):
             _check_name(name, where)
             number = _positive_int(number_text, where, "an image number")
             image = images.find(name, number)
@@ -170,7 +174,9 @@ def _read_lfw(path: Path, images_dir: Path) -> PairList:
     if missing:
         raise missing_files_error(path, missing, images_dir)
     folds = np.arange(len(same), dtype=np.int64) // (2 * per_kind)
-    return PairList(tuple(paths_a), tuple(paths_b), np.array(same, dtype=bool), folds, n_folds, path, np.array(lines, dtype=np.int64))
+    return PairList(
+        tuple(paths_a), tuple(paths_b), np.array(same, dtype=bool), folds, n_folds, path, np.array(lines, dtype=np.int64)
+    )
 
 
 def _flag(text: str, where: str) -> bool:
@@ -248,7 +254,9 @@ def read_pairs(path: str | Path, images_dir: str | Path | None = None) -> PairLi
     return _read_csv(source, images) if source.suffix.lower() == ".csv" else _read_lfw(source, images)
 
 
-def load_pair_images(pairs: PairList, image_size: int, channels: int, log: Logger = log_stderr) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def load_pair_images(
+    pairs: PairList, image_size: int, channels: int, log: Logger = log_stderr
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Read each image of ``pairs`` once, by the folder rules (resize the short side, centre-crop).
 
     Args:
@@ -261,8 +269,13 @@ def load_pair_images(pairs: PairList, image_size: int, channels: int, log: Logge
         (images uint8 (N, channels, image_size, image_size), index_a, index_b) as in :meth:`PairList.unique_images`.
     """
     paths, index_a, index_b = pairs.unique_images()
-    arrays = [read_image(p, image_size, channels) for p in progress(paths, total=len(paths), desc="reading pair images", unit="img")]
-    log(f"{pairs.source.name}: {len(pairs)} pairs ({int(pairs.same.sum())} matched) of {len(paths)} images in {pairs.n_folds} folds")
+    arrays = [
+        read_image(p, image_size, channels) for p in progress(paths, total=len(paths), desc="reading pair images", unit="img")
+    ]
+    log(
+        f"{pairs.source.name}: {len(pairs)} pairs ({int(pairs.same.sum())} matched) of {len(paths)} images "
+        f"in {pairs.n_folds} folds"
+    )
     return torch.from_numpy(np.stack(arrays)), index_a, index_b
 
 
@@ -334,7 +347,8 @@ def _sample_fold(identities: list[int], counts: list[int], n_each: int, rng: np.
     for kind, capacity in (("matched (same-identity)", index.n_same), ("mismatched", index.n_different)):
         if capacity < n_each:
             raise UserError(
-                f"fold {fold + 1} of {n_folds} can form only {capacity} distinct {kind} pairs from its {len(identities)} identities, "
+                f"fold {fold + 1} of {n_folds} can form only {capacity} distinct {kind} pairs "
+                f"from its {len(identities)} identities, "
                 f"{n_each} needed (each identity's images stay in one fold, as in LFW): lower per_fold or folds, or add images"
             )
     pairs = []
@@ -390,7 +404,9 @@ def write_pairs_file(
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
         raise ParameterError("folds", f"must be a positive whole number, got {folds!r}")
     if isinstance(per_fold, bool) or not isinstance(per_fold, int) or per_fold < 2 or per_fold % 2:
-        raise ParameterError("per_fold", f"must be an even number of at least 2 (half matched, half mismatched pairs), got {per_fold!r}")
+        raise ParameterError(
+            "per_fold", f"must be an even number of at least 2 (half matched, half mismatched pairs), got {per_fold!r}"
+        )
     root = Path(images_dir).expanduser().absolute()
     target = Path(out).expanduser().absolute()
     as_csv = target.suffix.lower() == ".csv"
@@ -402,7 +418,9 @@ def write_pairs_file(
     for entry in entries:
         files[entry.identity].append(entry.path)
     if len(names) < 2 * folds:
-        raise UserError(f"{root} has {len(names)} identities; {folds} folds disjoint in identities need at least {2 * folds} (two per fold)")
+        raise UserError(
+            f"{root} has {len(names)} identities; {folds} folds disjoint in identities need at least {2 * folds} (two per fold)"
+        )
     if not as_csv:
         for name in names:
             if any(ch.isspace() for ch in name):
@@ -417,7 +435,14 @@ def write_pairs_file(
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["path_a", "path_b", "same", "fold"])
         for fold, a, i, b, j, same in pairs:
-            writer.writerow([files[names[a]][i].relative_to(root).as_posix(), files[names[b]][j].relative_to(root).as_posix(), int(same), fold])
+            writer.writerow(
+                [
+                    files[names[a]][i].relative_to(root).as_posix(),
+                    files[names[b]][j].relative_to(root).as_posix(),
+                    int(same),
+                    fold,
+                ]
+            )
         text = buffer.getvalue()
     else:
         lines = [f"{folds}\t{per_fold // 2}"]
@@ -430,5 +455,8 @@ def write_pairs_file(
         atomic_write_text(target, text)
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
-    log(f"wrote {target}: {folds} folds of {per_fold // 2} matched and {per_fold // 2} mismatched pairs from {len(names)} identities (seed {seed})")
+    log(
+        f"wrote {target}: {folds} folds of {per_fold // 2} matched and {per_fold // 2} mismatched pairs "
+        f"from {len(names)} identities (seed {seed})"
+    )
     return read_pairs(target, root)

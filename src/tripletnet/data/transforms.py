@@ -148,7 +148,9 @@ def channel_mean_std(images: torch.Tensor | np.ndarray) -> tuple[tuple[float, ..
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 ``(x / 255 - mean) / std`` per channel (a zero std counts as 1)."""
     if images.ndim != 4 or images.shape[1] != len(mean) or len(mean) != len(std):
-        raise ParameterError("mean", f"needs one value per channel of images {tuple(images.shape)}, got {len(mean)} (std {len(std)})")
+        raise ParameterError(
+            "mean", f"needs one value per channel of images {tuple(images.shape)}, got {len(mean)} (std {len(std)})"
+        )
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor([v if v > 0 else 1.0 for v in std], dtype=torch.float32).view(1, -1, 1, 1)
     return (images.float() / 255.0 - m) / s
@@ -186,6 +188,8 @@ def combine_flip_embeddings(embeddings: torch.Tensor, mode: FlipMode = "mean") -
     if mode == "mean":
         return torch.nn.functional.normalize(original + mirrored, dim=1)
     if mode == "concat":
-        joined = torch.cat([torch.nn.functional.normalize(original, dim=1), torch.nn.functional.normalize(mirrored, dim=1)], dim=1)
+        joined = torch.cat(
+            [torch.nn.functional.normalize(original, dim=1), torch.nn.functional.normalize(mirrored, dim=1)], dim=1
+        )
         return joined / np.sqrt(2.0)
     raise ParameterError("mode", f"must be 'mean' or 'concat', got {mode!r}")

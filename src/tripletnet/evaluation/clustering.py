@@ -66,7 +66,7 @@ def expected_mutual_information(table: np.ndarray) -> float:
     b_sizes, b_mult = np.unique(table.sum(axis=0), return_counts=True)
     lf = _log_factorials(n)
     total = 0.0
-    for a, a_count in zip(a_sizes.tolist(), a_mult.tolist()):
+    for a, a_count in zip(a_sizes.tolist(), a_mult.tolist(), strict=True):
         lo = np.maximum(1, a + b_sizes - n)
         hi = np.minimum(a, b_sizes)
         lengths = np.maximum(hi - lo + 1, 0)

@@ -133,7 +133,9 @@ def pair_distances(embeddings: Any, index_a: Any, index_b: Any, chunk: int = 655
     e = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings)
     a, b = np.asarray(index_a, dtype=np.int64), np.asarray(index_b, dtype=np.int64)
     if e.ndim != 2 or a.shape != b.shape or a.ndim != 1:
-        raise ParameterError("embeddings", f"must be (N, D) with index_a and index_b of one shape (P,), got {e.shape}, {a.shape}, {b.shape}")
+        raise ParameterError(
+            "embeddings", f"must be (N, D) with index_a and index_b of one shape (P,), got {e.shape}, {a.shape}, {b.shape}"
+        )
     out = np.empty(len(a), dtype=np.float64)
     for start in range(0, len(a), chunk):
         rows = slice(start, start + chunk)
@@ -217,9 +219,24 @@ def evaluate_pair_folds(distances: Any, same: Any, folds: Any, far: float = 1e-3
     val_mean, val_std = _mean_std(val)
     far_mean, _ = _mean_std(far_reached)
     return PairFoldsResult(
-        n_pairs=len(d), n_matched=int(s.sum()), n_mismatched=int((~s).sum()), n_folds=len(fold_ids), far_target=far,
-        accuracy_mean=accuracy_mean, accuracy_std=accuracy_std, val_mean=val_mean, val_std=val_std, far_mean=far_mean,
-        auc=roc_auc(d, s), eer=equal_error_rate(d, s),
-        fold_accuracy=accuracy, fold_threshold=threshold, fold_val=val, fold_far=far_reached, fold_far_threshold=far_thresholds,
-        warning="; ".join(warnings[:3]) + (f" (and {len(warnings) - 3} more folds)" if len(warnings) > 3 else "") if warnings else None,
+        n_pairs=len(d),
+        n_matched=int(s.sum()),
+        n_mismatched=int((~s).sum()),
+        n_folds=len(fold_ids),
+        far_target=far,
+        accuracy_mean=accuracy_mean,
+        accuracy_std=accuracy_std,
+        val_mean=val_mean,
+        val_std=val_std,
+        far_mean=far_mean,
+        auc=roc_auc(d, s),
+        eer=equal_error_rate(d, s),
+        fold_accuracy=accuracy,
+        fold_threshold=threshold,
+        fold_val=val,
+        fold_far=far_reached,
+        fold_far_threshold=far_thresholds,
+        warning="; ".join(warnings[:3]) + (f" (and {len(warnings) - 3} more folds)" if len(warnings) > 3 else "")
+        if warnings
+        else None,
     )

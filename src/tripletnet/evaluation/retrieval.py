@@ -89,6 +89,6 @@ def retrieval_metrics(
         precision_at_1=precision_at_1 / m,
         r_precision=r_precision / m,
         map_at_r=map_at_r / m,
-        recall_at_k={str(k): h / m for k, h in zip(recall_ks, hits)},
+        recall_at_k={str(k): h / m for k, h in zip(recall_ks, hits, strict=True)},
         n_queries=m,
     )

@@ -120,7 +120,14 @@ class GalleryIndex:
             index.hnsw.efConstruction = ef_construction
             index.hnsw.efSearch = ef_search
         index.add(vectors)
-        return cls(index, fingerprint, kind, None if labels is None else list(labels), None if paths is None else [str(p) for p in paths], checkpoint)
+        return cls(
+            index,
+            fingerprint,
+            kind,
+            None if labels is None else list(labels),
+            None if paths is None else [str(p) for p in paths],
+            checkpoint,
+        )
 
     def search(self, queries: np.ndarray | torch.Tensor, k: int, batch_size: int = QUERY_BATCH) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest gallery items of each query.
@@ -177,8 +184,15 @@ class GalleryIndex:
         try:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             (tmp / ITEMS_FILE).write_text(json.dumps({"labels": self.labels, "paths": self.paths}) + "\n", encoding="utf-8")
-            meta = {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "kind": self.kind, "size": self.size, "dim": self.dim,
-                    "checkpoint": self.checkpoint, **self.extra}
+            meta = {
+                "format": INDEX_FORMAT,
+                "fingerprint": self.fingerprint,
+                "kind": self.kind,
+                "size": self.size,
+                "dim": self.dim,
+                "checkpoint": self.checkpoint,
+                **self.extra,
+            }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             _replace_folder(tmp, target)
         except BaseException:
@@ -205,7 +219,9 @@ class GalleryIndex:
             items = json.loads((root / ITEMS_FILE).read_text(encoding="utf-8"))
             index = faiss.read_index(str(root / INDEX_FILE))
         except (OSError, ValueError, RuntimeError) as exc:
-            raise UserError(f"index folder {root} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+            raise UserError(
+                f"index folder {root} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+            ) from None
         if index.ntotal != meta.get("size"):
             raise UserError(f"index folder {root} is damaged: {index.ntotal} vectors, meta.json says {meta.get('size')}")
         if fingerprint is not None and meta.get("fingerprint") != fingerprint:

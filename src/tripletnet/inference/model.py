@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..training.checkpoint import checkpoint_input_shape, load_checkpoint, model_from_checkpoint, weights_fingerprint
 from ..config import TrainConfig
 from ..console import Logger, log_stderr, progress
 from ..data.folder import IMAGE_SUFFIXES
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from ..models import EmbeddingNet
+from ..training.checkpoint import checkpoint_input_shape, load_checkpoint, model_from_checkpoint, weights_fingerprint
 
 # What the networks of today take when a checkpoint does not record its input shape.
 DEFAULT_INPUT_SHAPE = (1, 28, 28)
@@ -224,8 +224,11 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}")
     files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     if not files:
         raise UserError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -267,12 +270,17 @@ def _array_batch(array: np.ndarray | torch.Tensor, input_shape: tuple[int, int, 
         raise ParameterError("images", f"must be uint8 (0..255) or floating point (0..1), got {tensor.dtype}")
     _, height, width = input_shape
     if tuple(tensor.shape[2:]) != (height, width):
-        raise ParameterError("images", f"must be {height} x {width} pixels as the model takes, got {tensor.shape[2]} x {tensor.shape[3]}; "
-                             "pass file paths or PIL images to have them resized")
+        raise ParameterError(
+            "images",
+            f"must be {height} x {width} pixels as the model takes, got {tensor.shape[2]} x {tensor.shape[3]}; "
+            "pass file paths or PIL images to have them resized",
+        )
     return _convert_channels(tensor, input_shape[0], notice)
 
 
-def images_to_batch(images: Images, input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE, log: Logger = log_stderr) -> torch.Tensor:
+def images_to_batch(
+    images: Images, input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE, log: Logger = log_stderr
+) -> torch.Tensor:
     """Any supported images -> float tensor (N, C, H, W) in [0, 1] for the network.
 
     Args:
@@ -375,7 +383,8 @@ class TripletModel:
         input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE, log: Logger = log_stderr,
     ) -> None:
         # NHWC is oneDNN's preferred layout on CPU: 2.5-4x the images/s of NCHW here (as in training).
-        self.network = network.eval().to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overload stubs leave it out.
+        self.network = network.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.config = config
         self.checkpoint = checkpoint
         self.fingerprint = fingerprint
@@ -451,7 +460,9 @@ class TripletModel:
                     "test split) or give a threshold (--threshold)"
                 )
             threshold, far, source = calibration.threshold, calibration.far, calibration.describe()
-        return Verification(distance=distance, same=distance <= threshold, threshold=float(threshold), threshold_source=source, far=far)
+        return Verification(
+            distance=distance, same=distance <= threshold, threshold=float(threshold), threshold_source=source, far=far
+        )
 
     def search(self, gallery: Images | torch.Tensor, queries: Images, k: int = 5) -> Neighbours:
         """The ``k`` nearest gallery images of each query (exact, Euclidean).

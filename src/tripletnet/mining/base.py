@@ -50,7 +50,9 @@ class MineFunction(Protocol):
 
 
 class CountFunction(Protocol):
-    def __call__(self, dist: torch.Tensor, labels: torch.Tensor, margin: float, *, use_numpy: bool | None = None) -> BatchAllCounts: ...
+    def __call__(
+        self, dist: torch.Tensor, labels: torch.Tensor, margin: float, *, use_numpy: bool | None = None
+    ) -> BatchAllCounts: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ class MinerSpec:
 def check_inputs(dist: torch.Tensor, labels: torch.Tensor) -> None:
     """Raise :class:`ParameterError` unless ``dist`` is (B, B) and ``labels`` has B entries."""
     if dist.dim() != 2 or dist.shape[0] != dist.shape[1] or labels.shape != (dist.shape[0],):
-        raise ParameterError("dist", f"must be a (B, B) distance matrix with B labels, got {tuple(dist.shape)} and {tuple(labels.shape)}")
+        raise ParameterError(
+            "dist", f"must be a (B, B) distance matrix with B labels, got {tuple(dist.shape)} and {tuple(labels.shape)}"
+        )
 
 
 def use_numpy_path(dist: torch.Tensor, use_numpy: bool | None) -> bool:

@@ -102,7 +102,8 @@ def mine_batch_all(
     out_a, out_p, out_n = (np.empty(total, dtype=np.int64) for _ in range(3))
     # Cut the pairs where the output crosses multiples of chunk_elements.
     cuts = np.unique(np.searchsorted(ends, np.arange(0, total, max(1, chunk_elements)), side="right"))
-    for lo, hi in zip(cuts, [*cuts[1:], len(ends)]):
+    # With no triplets ``cuts`` is empty while the stops keep len(ends): nothing to write, so no strict zip.
+    for lo, hi in zip(cuts, [*cuts[1:], len(ends)], strict=False):
         start = int(ends[lo - 1]) if lo else 0
         stop = int(ends[hi - 1])
         pair = np.repeat(np.arange(lo, hi), active[lo:hi])

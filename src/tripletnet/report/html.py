@@ -16,10 +16,10 @@ import html
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from PIL import Image
 from ..console import Logger, log_stderr
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from ..evaluation.results import ClusteringResult, RetrievalResult, VerificationResult
 
 N_MISTAKES = 8
 N_QUERIES = 5
@@ -48,7 +51,9 @@ class Pair:
     distance: float
 
 
-def extreme_pairs(embeddings: torch.Tensor, labels: torch.Tensor, count: int, rows_per_block: int = 512) -> tuple[list[Pair], list[Pair]]:
+def extreme_pairs(
+    embeddings: torch.Tensor, labels: torch.Tensor, count: int, rows_per_block: int = 512
+) -> tuple[list[Pair], list[Pair]]:
     """The worst mistakes a threshold can make on these embeddings, over all pairs.
 
     Args:
@@ -82,7 +87,9 @@ def extreme_pairs(embeddings: torch.Tensor, labels: torch.Tensor, count: int, ro
     return _exact_pairs(x, negatives[1], n, count, largest=False), _exact_pairs(x, positives[1], n, count, largest=True)
 
 
-def _keep(best: tuple[torch.Tensor, torch.Tensor], block: torch.Tensor, flat_offset: int, count: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _keep(
+    best: tuple[torch.Tensor, torch.Tensor], block: torch.Tensor, flat_offset: int, count: int, largest: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge a block's best ``count`` entries into the running best (values, flat indices)."""
     values, positions = block.flatten().topk(min(count, block.numel()), largest=largest)
     keep = torch.isfinite(values)
@@ -262,26 +269,33 @@ def write_html_report(
     embeddings = model.embed(images)
     log("evaluating all test pairs ...")
     result = evaluate_embeddings(embeddings, labels, protocol="all-pairs", far=far, clustering=clustering, seed=seed)
+    verification = result.verification
 
     figures: list[tuple[str, bytes]] = []
-    histogram = result["histogram"]
-    threshold = result["threshold"] if math.isfinite(result["threshold"]) else None
-    figures.append(("pair distances", figure_png(plots.distance_histogram_figure(
-        np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]), threshold, far=far,
-        title=f"Pair distances (all {result['n_pairs']:,} test pairs)",
-        pos_summary=f"{result['positive_mean']:.3f} ± {result['positive_std']:.3f}",
-        neg_summary=f"{result['negative_mean']:.3f} ± {result['negative_std']:.3f}"))))
-    marks = {float(k): v for k, v in (result.get("val_at_far") or {}).items()}
-    figures.append(("ROC", figure_png(plots.roc_figure(np.asarray(result["roc_far"]), np.asarray(result["roc_val"]),
-                                                       auc=result.get("auc"), eer=result.get("eer"), marks=marks))))
+    histogram = verification.histogram
+    threshold = verification.threshold if math.isfinite(verification.threshold) else None
+    distance_figure = plots.distance_histogram_figure(
+        np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]),
+        threshold, far=far,
+        title=f"Pair distances (all {verification.n_pairs:,} test pairs)",
+        pos_summary=f"{verification.positive_mean:.3f} ± {verification.positive_std:.3f}",
+        neg_summary=f"{verification.negative_mean:.3f} ± {verification.negative_std:.3f}",
+    )
+    figures.append(("pair distances", figure_png(distance_figure)))
+    # A FAR the negatives cannot resolve has no VAL (None): there is no point to mark.
+    marks = {float(k): v for k, v in verification.val_at_far.items() if v is not None}
+    roc = plots.roc_figure(np.asarray(verification.roc_far), np.asarray(verification.roc_val),
+                           auc=verification.auc, eer=verification.eer, marks=marks)
+    figures.append(("ROC", figure_png(roc)))
     if tsne:
         from ..tsne import tsne_2d
 
         subset = stratified_subset(labels, min(tsne_points, len(labels)), seed)
         log(f"t-SNE of {len(subset):,} test embeddings ...")
         points, seconds = tsne_2d(embeddings[subset].numpy(), seed=seed)
-        figures.append(("t-SNE", figure_png(plots.embedding_2d_figure(
-            points, labels[subset].numpy(), data.class_names, title=f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)"))))
+        tsne_title = f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)"
+        tsne_figure = plots.embedding_2d_figure(points, labels[subset].numpy(), data.class_names, title=tsne_title)
+        figures.append(("t-SNE", figure_png(tsne_figure)))
     curves: list[tuple[str, bytes]] = []
     if history:
         curves.append(("losses", figure_png(plots.losses_figure(history))))
@@ -295,6 +309,12 @@ def write_html_report(
     queries_html = _queries_html(GalleryIndex, model.fingerprint, embeddings, images, labels, data.class_names, n_queries, seed)
 
     names = data.class_names
+    threshold_used = verification.threshold
+    mistakes = (
+        _pairs_html("Closest different-class pairs (the first false accepts of any threshold)",
+                    false_accepts, images, labels, names, threshold_used)
+        + _pairs_html("Farthest same-class pairs (the first false rejects)", false_rejects, images, labels, names, threshold_used)
+    )
     page = "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -303,14 +323,13 @@ def write_html_report(
         f"<style>{STYLE}</style></head><body>",
         _header(checkpoint, model, data.name, len(images)),
         "<main>",
-        _headlines(result),
-        _section("verification", "Verification: every test pair", _verification_table(result)),
+        _headlines(verification, result.retrieval),
+        _section("verification", "Verification: every test pair", _verification_table(verification)),
         _section("figures", "ROC, pair distances" + (" and t-SNE" if tsne else ""),
                  '<div class="figures">' + "".join(_img(png, title) for title, png in figures) + "</div>"),
-        _section("retrieval", "Retrieval and clustering: every test image a query", _retrieval_table(result)),
-        _section("mistakes", "Worst mistakes",
-                 _pairs_html("Closest different-class pairs (the first false accepts of any threshold)", false_accepts, images, labels, names, result)
-                 + _pairs_html("Farthest same-class pairs (the first false rejects)", false_rejects, images, labels, names, result)),
+        _section("retrieval", "Retrieval and clustering: every test image a query",
+                 _retrieval_table(result.retrieval, result.clustering)),
+        _section("mistakes", "Worst mistakes", mistakes),
         _section("queries", f"Queries and their {NEIGHBOURS} nearest test images", queries_html) if n_queries else "",
         _section("curves", "Training curves",
                  '<div class="figures">' + "".join(_img(png, title) for title, png in curves) + "</div>" if curves
@@ -336,8 +355,8 @@ def _check_writable(target: Path) -> None:
 
 def _history(checkpoint: Path) -> list[dict[str, Any]]:
     """Per-epoch records: the run folder's metrics.jsonl up to this checkpoint's epoch, else the checkpoint's own."""
-    from ..training.checkpoint import load_checkpoint
     from ..plots import load_metrics_jsonl
+    from ..training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     metrics = checkpoint.parent / "metrics.jsonl"
@@ -349,53 +368,59 @@ def _header(checkpoint: Path, model: Any, dataset: str, n_images: int) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"<header><h1>tripletnet report: {html.escape(checkpoint.parent.name or str(checkpoint))}</h1>"
-        f"<p>checkpoint {html.escape(str(checkpoint))} · weights {model.fingerprint[:12]} · network {html.escape(model.config.network)}, "
+        f"<p>checkpoint {html.escape(str(checkpoint))} · weights {model.fingerprint[:12]} · "
+        f"network {html.escape(model.config.network)}, "
         f"{model.embedding_dim}-d embeddings</p>"
         f"<p>evaluated on the {html.escape(dataset)} test split ({n_images:,} images) · written {when}</p></header>"
     )
 
 
-def _headlines(result: Mapping[str, Any]) -> str:
+def _headlines(verification: VerificationResult, retrieval: RetrievalResult | None) -> str:
     cards = [
-        ("val", f"VAL @ FAR {result['far']:g}", _fmt(result["val"])),
-        ("threshold", "threshold", _fmt(result["threshold"])),
-        ("accuracy", "accuracy", _fmt(result["accuracy"])),
-        ("auc", "ROC AUC", _fmt(result.get("auc"), 5)),
-        ("eer", "EER", _fmt(result.get("eer"))),
-        ("precision-at-1", "precision@1", _fmt(result.get("precision_at_1"))),
-        ("map-at-r", "MAP@R", _fmt(result.get("map_at_r"))),
+        ("val", f"VAL @ FAR {verification.far:g}", _fmt(verification.val)),
+        ("threshold", "threshold", _fmt(verification.threshold)),
+        ("accuracy", "accuracy", _fmt(verification.accuracy)),
+        ("auc", "ROC AUC", _fmt(verification.auc, 5)),
+        ("eer", "EER", _fmt(verification.eer)),
+        ("precision-at-1", "precision@1", _fmt(retrieval.precision_at_1 if retrieval else None)),
+        ("map-at-r", "MAP@R", _fmt(retrieval.map_at_r if retrieval else None)),
     ]
     body = "".join(
-        f'<div class="headline" id="headline-{key}"><div class="value">{html.escape(value)}</div><div class="name">{html.escape(name)}</div></div>'
+        f'<div class="headline" id="headline-{key}"><div class="value">{html.escape(value)}</div>'
+        f'<div class="name">{html.escape(name)}</div></div>'
         for key, name, value in cards
     )
     return f'<div class="headlines">{body}</div>'
 
 
-def _verification_table(result: Mapping[str, Any]) -> str:
+def _verification_table(verification: VerificationResult) -> str:
+    v = verification
     rows = [
-        ("pairs", f"{result['n_pairs']:,} ({result['n_positive']:,} same-class, {result['n_negative']:,} different-class)"),
-        ("target FAR", f"{result['far']:g}"),
-        ("threshold", _fmt(result["threshold"])),
-        ("FAR reached", _fmt(result["far_reached"], 6)),
-        ("VAL (true accept rate)", _fmt(result["val"])),
-        ("accuracy", _fmt(result["accuracy"])),
-        ("ROC AUC", _fmt(result.get("auc"), 6)),
-        ("EER", _fmt(result.get("eer"))),
-        ("same-class distances", f"{result['positive_mean']:.4f} ± {result['positive_std']:.4f}"),
-        ("different-class distances", f"{result['negative_mean']:.4f} ± {result['negative_std']:.4f}"),
+        ("pairs", f"{v.n_pairs:,} ({v.n_positive:,} same-class, {v.n_negative:,} different-class)"),
+        ("target FAR", f"{v.far:g}"),
+        ("threshold", _fmt(v.threshold)),
+        ("FAR reached", _fmt(v.far_reached, 6)),
+        ("VAL (true accept rate)", _fmt(v.val)),
+        ("accuracy", _fmt(v.accuracy)),
+        ("ROC AUC", _fmt(v.auc, 6)),
+        ("EER", _fmt(v.eer)),
+        ("same-class distances", f"{v.positive_mean:.4f} ± {v.positive_std:.4f}"),
+        ("different-class distances", f"{v.negative_mean:.4f} ± {v.negative_std:.4f}"),
     ]
-    thresholds = result.get("threshold_at_far") or {}
-    rows += [(f"VAL @ FAR {key}", f"{_fmt(val)} (threshold {_fmt(thresholds.get(key))})") for key, val in (result.get("val_at_far") or {}).items()]
-    warning = f'<p class="note">{html.escape(result["warning"])}</p>' if result.get("warning") else ""
+    rows += [(f"VAL @ FAR {key}", f"{_fmt(val)} (threshold {_fmt(v.threshold_at_far.get(key))})")
+             for key, val in v.val_at_far.items()]
+    warning = f'<p class="note">{html.escape(v.warning)}</p>' if v.warning else ""
     return _table(rows) + warning
 
 
-def _retrieval_table(result: Mapping[str, Any]) -> str:
-    rows = [(name, _fmt(result.get(key))) for name, key in (("precision@1", "precision_at_1"), ("R-precision", "r_precision"), ("MAP@R", "map_at_r"))]
-    rows += [(f"recall@{k}", _fmt(v)) for k, v in (result.get("recall_at_k") or {}).items()]
-    if "nmi" in result:
-        rows += [("NMI (k-means)", _fmt(result["nmi"])), ("AMI (k-means)", _fmt(result["ami"]))]
+def _retrieval_table(retrieval: RetrievalResult | None, clustering: ClusteringResult | None) -> str:
+    rows: list[tuple[str, str]] = []
+    if retrieval is not None:
+        rows += [("precision@1", _fmt(retrieval.precision_at_1)), ("R-precision", _fmt(retrieval.r_precision)),
+                 ("MAP@R", _fmt(retrieval.map_at_r))]
+        rows += [(f"recall@{k}", _fmt(value)) for k, value in retrieval.recall_at_k.items()]
+    if clustering is not None:
+        rows += [("NMI (k-means)", _fmt(clustering.nmi)), ("AMI (k-means)", _fmt(clustering.ami))]
     return _table(rows)
 
 
@@ -405,8 +430,7 @@ def _class(label: Any, names: Sequence[str]) -> str:
 
 
 def _pairs_html(title: str, pairs: Sequence[Pair], images: torch.Tensor, labels: torch.Tensor, names: Sequence[str],
-                result: Mapping[str, Any]) -> str:
-    threshold = result["threshold"]
+                threshold: float) -> str:
     cells = []
     for pair in pairs:
         a, b = int(pair.first), int(pair.second)
@@ -415,11 +439,16 @@ def _pairs_html(title: str, pairs: Sequence[Pair], images: torch.Tensor, labels:
         verdict = ("accepted" if accepted else "rejected") + (" (wrong)" if wrong else " (right)")
         css = "thumb wrong" if wrong else "thumb right"
         cells.append(
-            f'<div class="pair">{_img(image_png(images[a]), f"test image {a}", css)}{_img(image_png(images[b]), f"test image {b}", css)}'
+            f'<div class="pair">{_img(image_png(images[a]), f"test image {a}", css)}'
+            f'{_img(image_png(images[b]), f"test image {b}", css)}'
             f"<br>{html.escape(_class(labels[a], names))} / {html.escape(_class(labels[b], names))}"
             f"<br>d = {pair.distance:.4f}<br>{verdict}</div>"
         )
     return f"<h3>{html.escape(title)}</h3><div class=\"pairs\">{''.join(cells)}</div>"
+
+
+def _verdict_class(right: Any) -> str:
+    return "thumb right" if right else "thumb wrong"
 
 
 def _queries_html(index_type: Any, fingerprint: str, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
@@ -431,11 +460,11 @@ def _queries_html(index_type: Any, fingerprint: str, embeddings: torch.Tensor, i
     k = min(NEIGHBOURS + 1, len(embeddings))
     distances, found = index_type.build(embeddings, fingerprint=fingerprint).search(embeddings[chosen], k)
     rows = []
-    for q, ds, ns in zip(chosen.tolist(), distances, found):
+    for q, ds, ns in zip(chosen.tolist(), distances, found, strict=True):
         # The query is in the gallery; skip it (not necessarily rank 0 when duplicates tie).
-        kept = [(float(d), int(n)) for d, n in zip(ds, ns) if int(n) != q][:NEIGHBOURS]
+        kept = [(float(d), int(n)) for d, n in zip(ds, ns, strict=True) if int(n) != q][:NEIGHBOURS]
         neighbours = "".join(
-            f'<div class="neighbour">{_img(image_png(images[n]), f"test image {n}", "thumb right" if labels[n] == labels[q] else "thumb wrong")}'
+            f'<div class="neighbour">{_img(image_png(images[n]), f"test image {n}", _verdict_class(labels[n] == labels[q]))}'
             f"<br>{html.escape(_class(labels[n], names))}<br>{d:.3f}</div>"
             for d, n in kept
         )

@@ -310,7 +310,9 @@ def plan_refinement(
     ``exact_auc``, the keys where positives and negatives overlap, largest first, up to ``refine_bytes``
     of counters."""
     bins = _OccupiedKeys(coarse)
-    needed = {bins.bin_of_false_accept(k) for k in (allowed_false_accepts(f, bins.n_negative) for f in fars) if k < bins.n_negative}
+    needed = {
+        bins.bin_of_false_accept(k) for k in (allowed_false_accepts(f, bins.n_negative) for f in fars) if k < bins.n_negative
+    }
     needed.add(bins.eer_bin())
     chosen = sorted(needed)
     # A fine count is at most its key's coarse count: int32 halves the memory traffic when it fits.
@@ -354,7 +356,9 @@ def compute_all_pairs(
         if b not in row_of_bin:
             raise ValueError(f"coarse key {b + bins.first_key} was not refined: plan with the same FARs")
         row = row_of_bin[b]
-        negatives_before, positives_before = (int(bins.accepted_negatives[b - 1]), int(bins.accepted_positives[b - 1])) if b else (0, 0)
+        negatives_before, positives_before = (
+            (int(bins.accepted_negatives[b - 1]), int(bins.accepted_positives[b - 1])) if b else (0, 0)
+        )
         negatives = np.concatenate([[negatives_before], negatives_before + np.cumsum(fine_negatives[row], dtype=np.int64)])
         positives = np.concatenate([[positives_before], positives_before + np.cumsum(fine_positives[row], dtype=np.int64)])
         return negatives, positives
@@ -366,7 +370,9 @@ def compute_all_pairs(
         b = bins.bin_of_false_accept(k)
         negatives, positives = accepted_inside(b)
         j = int(np.searchsorted(negatives, k, side="right")) - 1  # the bin's float holding the (k+1)-th negative
-        return operating_point(target, float_of(bins.first_key + b, j), int(positives[j]), int(negatives[j]), n_positive, n_negative)
+        return operating_point(
+            target, float_of(bins.first_key + b, j), int(positives[j]), int(negatives[j]), n_positive, n_negative
+        )
 
     main = point(far)
     points = {f"{f:g}": point(f) for f in fars}
@@ -374,7 +380,9 @@ def compute_all_pairs(
     # EER: the exact ROC points inside the crossing bin, after the bin's predecessor point.
     negatives, positives = accepted_inside(bins.eer_bin())
     i = first_crossing(negatives, positives, n_negative, n_positive)
-    eer = equal_error_rate((int(negatives[i - 1]), int(positives[i - 1])), (int(negatives[i]), int(positives[i])), n_negative, n_positive)
+    eer = equal_error_rate(
+        (int(negatives[i - 1]), int(positives[i - 1])), (int(negatives[i]), int(positives[i])), n_negative, n_positive
+    )
 
     # AUC: negatives in later bins beat a positive outright; inside a refined bin, negatives at
     # later floats do and equal floats tie; unrefined bins count each (positive, negative) as a tie.
@@ -391,7 +399,9 @@ def compute_all_pairs(
 
     positive_moments, negative_moments = coarse.positive_moments, coarse.negative_moments
     return verification_result(
-        "all-pairs", main, points,
+        "all-pairs",
+        main,
+        points,
         n_positive=n_positive,
         n_negative=n_negative,
         auc=(wins + 0.5 * tied_in_unrefined) / pairs,
@@ -400,7 +410,8 @@ def compute_all_pairs(
         positive_stats=(positive_moments.mean, positive_moments.std),
         negative_stats=(negative_moments.mean, negative_moments.std),
         roc=log_spaced_roc(
-            np.concatenate([[0.0], bins.accepted_negatives / n_negative]), np.concatenate([[0.0], bins.accepted_positives / n_positive])
+            np.concatenate([[0.0], bins.accepted_negatives / n_negative]),
+            np.concatenate([[0.0], bins.accepted_positives / n_positive]),
         ),
         histogram=_plot_histogram(bins),
     )

@@ -104,7 +104,9 @@ def kfold(
 
 KFOLD = Protocol(
     name="kfold",
-    description=f"LFW-style: n_pairs random pairs (default {KFOLD_PAIRS}) in {FOLDS} folds, each fold's threshold chosen on the others",
+    description=(
+        f"LFW-style: n_pairs random pairs (default {KFOLD_PAIRS}) in {FOLDS} folds, each fold's threshold chosen on the others"
+    ),
     run=kfold,
     default_n_pairs=KFOLD_PAIRS,
 )
