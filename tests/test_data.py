@@ -549,6 +549,6 @@ def _tiny_idx_spec(folder: Path) -> DatasetSpec:
 def test_a_new_idx_dataset_is_one_spec_in_the_registry(tmp_path):
     spec = _tiny_idx_spec(tmp_path)
     registry = dataclasses.replace(DATASETS, named={**DATASETS.named, "tiny": functools.partial(load_registered, spec)})
-    assert "tiny" in registry.names() and registry.describe().startswith("mnist, fashion-mnist, tiny, or a folder")
+    assert "tiny" in registry.names() and registry.describe().startswith("mnist, fashion-mnist, tiny, a folder")
     data = registry.load("tiny", str(tmp_path), download=False)
     assert data.name == "tiny" and data.train_images.shape == (8, 28, 28) and data.test_labels.tolist() == [0, 1, 0, 1]

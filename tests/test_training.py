@@ -47,7 +47,7 @@ def test_a_few_epochs_lower_the_loss_and_write_every_artifact(tmp_path):
     assert "val" not in lines[0] and "val" not in lines[1], "evaluated every 3 epochs only"
     eval_subset = stratified_subset(DATA.test_labels, len(DATA.test_labels), config.seed)
     expected = fast_epoch_metrics(embed_images(result.model, DATA.test_images[eval_subset]), DATA.test_labels[eval_subset], far=1e-3)
-    assert lines[-1]["val"] == expected["val"] and lines[-1]["precision_at_1"] == expected["precision_at_1"]
+    assert lines[-1]["val"] == expected.to_dict()["val"] and lines[-1]["precision_at_1"] == expected.to_dict()["precision_at_1"]
     assert lines[-1]["precision_at_1"] > 0.5, "three epochs learn far better than chance (0.1)"
     assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == config
 
