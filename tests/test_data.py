@@ -465,7 +465,7 @@ def _save_splits_npz(path: Path, n_per_class: int = 3) -> None:
         np.savez(fh, train_images=images, train_labels=labels, test_images=images[:2], test_labels=labels[:2])
 
 
-def _load_splits_npz(path: Path) -> DatasetSplits:
+def _load_splits_npz(path: Path, _options: object) -> DatasetSplits:  # a format of fixed size: no image options
     with np.load(path, allow_pickle=False) as arrays:
         tensors = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
     return DatasetSplits(class_names=("a", "b"), name=path.stem, **tensors)
