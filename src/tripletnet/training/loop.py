@@ -339,7 +339,12 @@ def _format_record(record: dict[str, Any], epochs: int) -> str:
         f"d+ {record['mean_pos_dist']:.3f} d- {record['mean_neg_dist']:.3f}",
     ]
     if "val" in record:
-        parts.append(f"VAL@1e-3 {record['val']:.4f} P@1 {record['precision_at_1']:.4f}")
+        # VAL is None when the evaluation has too few pairs to resolve FAR 1e-3 (small image folders).
+        val = "n/a" if record["val"] is None else f"{record['val']:.4f}"
+        parts.append(f"VAL@1e-3 {val} P@1 {record['precision_at_1']:.4f}")
+        if "seen_val" in record:
+            seen_val = "n/a" if record["seen_val"] is None else f"{record['seen_val']:.4f}"
+            parts.append(f"seen VAL@1e-3 {seen_val} P@1 {record['seen_precision_at_1']:.4f}")
     parts.append(f"{record['images_per_second']:.0f} img/s")
     return " | ".join(parts)
 
