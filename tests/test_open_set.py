@@ -5,9 +5,8 @@ import json
 
 import pytest
 import torch
-from _mnist import data_root, mnist_slice
-from synthetic_images import make_synthetic_dataset
 
+from synthetic_images import make_synthetic_dataset
 from tripletnet.api import embed_checkpoint
 from tripletnet.cli import main
 from tripletnet.config import TrainConfig
@@ -16,6 +15,8 @@ from tripletnet.errors import ParameterError
 from tripletnet.training import train
 from tripletnet.training.checkpoint import load_checkpoint, model_from_checkpoint
 from tripletnet.training.run_data import prepare_run_data
+
+from _mnist import data_root, mnist_slice
 
 DATA = mnist_slice()
 QUIET = lambda _: None  # noqa: E731
@@ -31,7 +32,9 @@ def _config(tmp_path, **overrides):
 # --- class specs ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("spec", "expected"), [("0-4", (0, 1, 2, 3, 4)), ("1,3,5", (1, 3, 5)), ("7, 2-3", (2, 3, 7)), ("9", (9,))])
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("0-4", (0, 1, 2, 3, 4)), ("1,3,5", (1, 3, 5)), ("7, 2-3", (2, 3, 7)), ("9", (9,)),
+])
 def test_class_specs_accept_ranges_and_lists(spec, expected):
     assert parse_class_spec(spec, [str(d) for d in range(10)], "train_classes") == expected
 
@@ -151,7 +154,8 @@ def test_folder_normalisation_comes_from_its_training_split_and_travels_in_the_c
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     reloaded = load_image_folder(dataset.root, config.image_options(), log=QUIET)
     assert state["input"]["channels"] == 3 and state["input"]["image_size"] == 32
-    assert state["input"]["mean"] == pytest.approx(list(reloaded.mean)) and state["input"]["std"] == pytest.approx(list(reloaded.std))
+    assert state["input"]["mean"] == pytest.approx(list(reloaded.mean))
+    assert state["input"]["std"] == pytest.approx(list(reloaded.std))
     assert state["input"]["mean"] != pytest.approx(list(data.mean))  # the 32x32 crop, not the default size's statistics
     model, _ = model_from_checkpoint(state)
     mean, std = model.input_normalization()

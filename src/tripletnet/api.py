@@ -12,18 +12,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .training.checkpoint import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig
 from .console import Logger, log_stderr
 from .data import DATASETS, ClassSplit, DatasetSplits, class_split, indices_of_classes, load_dataset
 from .data.classes import CLASS_CHOICES
-from .errors import ParameterError, UserError
 from .data.pairs import load_pair_images, read_pairs
 from .data.transforms import combine_flip_embeddings, with_horizontal_flips
+from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
 from .fileio import atomic_path, atomic_write_text
 from .models import embed_images
+from .training.checkpoint import load_checkpoint, model_from_checkpoint
 
 SPLITS = ("train", "test")
 FLIP_CHOICES = ("none", "mean", "concat")

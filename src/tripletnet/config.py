@@ -132,8 +132,8 @@ class TrainConfig:
         _check_choice("device", self.device, typing.get_args(Device))
         DATASETS.check(self.dataset)
         # Imported here: the network and miner registries pull in the models.
-        from .models import NETWORKS
         from .mining import parse_schedule
+        from .models import NETWORKS
 
         _check_choice("network", self.network, tuple(NETWORKS))
         parse_schedule(self.mining)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from .datasets import DATA_ENV, DATASET_SPECS, DATASETS, DatasetRegistry, DatasetSplits, PathKind, resolve_data_root
 from .classes import ClassSplit, class_split, indices_of_classes, parse_class_spec
+from .datasets import DATA_ENV, DATASET_SPECS, DATASETS, DatasetRegistry, DatasetSplits, PathKind, resolve_data_root
 from .folder import ImageOptions, ImageSplits, load_image_folder
 from .idx import read_idx
 from .subset import stratified_subset
 
 
-def load_dataset(dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None) -> DatasetSplits:
+def load_dataset(
+    dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None
+) -> DatasetSplits:
     """Load a registered dataset (``mnist``, ``fashion-mnist``) or a dataset given by its path (an image folder).
 
     A registered name wins over a folder of the same name; write ``./mnist`` to mean the folder.
@@ -32,5 +34,6 @@ def load_dataset(dataset: str, data_path: str | None = None, download: bool = Tr
 
 __all__ = [
     "DATASETS", "DATASET_SPECS", "DATA_ENV", "ClassSplit", "DatasetRegistry", "DatasetSplits", "ImageOptions",
-    "ImageSplits", "PathKind", "class_split", "indices_of_classes", "load_dataset", "load_image_folder", "parse_class_spec", "read_idx", "resolve_data_root", "stratified_subset",
+    "ImageSplits", "PathKind", "class_split", "indices_of_classes", "load_dataset", "load_image_folder", "parse_class_spec",
+    "read_idx", "resolve_data_root", "stratified_subset",
 ]

@@ -74,7 +74,8 @@ def parse_class_spec(spec: str, class_names: Sequence[str], parameter: str) -> t
             raise ParameterError(parameter, f"names the class {token!r}, which the dataset lacks ({_describe(class_names)})")
         missing = [label for label in wanted if label >= len(class_names)]
         if missing:
-            raise ParameterError(parameter, f"names the class {missing[0]}, which the dataset lacks (labels 0-{len(class_names) - 1})")
+            lacks = f"names the class {missing[0]}, which the dataset lacks (labels 0-{len(class_names) - 1})"
+            raise ParameterError(parameter, lacks)
         labels.update(wanted)
     return tuple(sorted(labels))
 
@@ -123,7 +124,8 @@ class ClassSplit:
         for key in ("train_classes", "holdout_classes"):
             missing = [name for name in recorded.get(key, []) if name not in label_of]
             if missing:
-                raise ParameterError("data_path", f"holds a dataset without the class {missing[0]!r} that {source} recorded in its {key}")
+                raise ParameterError("data_path", f"holds a dataset without the class {missing[0]!r} that {source} recorded "
+                                                  f"in its {key}")
             sides.append(tuple(sorted(label_of[name] for name in recorded.get(key, []))))
         return cls(sides[0], sides[1], tuple(class_names))
 
@@ -155,7 +157,10 @@ def class_split(data: DatasetSplits, train_classes: str | None = None, holdout_c
     if train is not None and holdout is not None:
         overlap = sorted(set(train) & set(holdout))
         if overlap:
-            raise ParameterError("train_classes", f"and holdout_classes overlap in {', '.join(names[i] for i in overlap)}: a class is trained on or held out, not both", related=("holdout_classes",))
+            shared = ", ".join(names[i] for i in overlap)
+            raise ParameterError("train_classes",
+                                 f"and holdout_classes overlap in {shared}: a class is trained on or held out, not both",
+                                 related=("holdout_classes",))
     if train is None:
         assert holdout is not None
         train = tuple(label for label in range(len(names)) if label not in holdout)
@@ -163,10 +168,12 @@ def class_split(data: DatasetSplits, train_classes: str | None = None, holdout_c
         holdout = tuple(label for label in range(len(names)) if label not in train)
     with_images = [label for label in train if label in present_train]
     if len(with_images) < 2:
-        raise ParameterError("train_classes", f"leaves {len(with_images)} training classes with training images; triplets need at least two")
+        raise ParameterError("train_classes",
+                             f"leaves {len(with_images)} training classes with training images; triplets need at least two")
     test_present = set(torch.unique(data.test_labels).tolist())
     if not any(label in test_present for label in holdout):
-        raise ParameterError("holdout_classes", "leaves no held-out class with test images to evaluate on (hold out at least one class)")
+        raise ParameterError("holdout_classes",
+                             "leaves no held-out class with test images to evaluate on (hold out at least one class)")
     return ClassSplit(tuple(with_images), holdout, names)
 
 

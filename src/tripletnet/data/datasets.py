@@ -359,7 +359,9 @@ class DatasetRegistry:
         """Raise :class:`ParameterError` unless :meth:`loader` knows ``dataset``; loads nothing."""
         self.loader(dataset)
 
-    def load(self, dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None) -> DatasetSplits:
+    def load(
+        self, dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None
+    ) -> DatasetSplits:
         """Load ``dataset``: a registered name (from ``data_path``, downloading if allowed) or a path.
 
         Args:

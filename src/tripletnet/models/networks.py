@@ -55,7 +55,9 @@ class EmbeddingNet(nn.Module):
         """
         channels = self.input_shape[0]
         if len(mean) != channels or len(std) != channels:
-            raise ParameterError("mean", f"and std need {channels} values (one per channel), got {len(mean)} and {len(std)}", related=("std",))
+            raise ParameterError(
+                "mean", f"and std need {channels} values (one per channel), got {len(mean)} and {len(std)}", related=("std",)
+            )
         device = next(self.parameters()).device
         self.input_mean = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.input_std = torch.tensor([s if s > 0 else 1.0 for s in std], dtype=torch.float32, device=device).view(1, -1, 1, 1)

@@ -29,9 +29,9 @@ from ..models import EmbeddingNet, build_network, embed_images, input_shape_of
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
+from .run_data import prepare_run_data
 from .runlog import RunLog
 from .step import StepStats, train_step
-from .run_data import prepare_run_data
 from .validation import validation_loss
 
 DEVICES = typing.get_args(Device)

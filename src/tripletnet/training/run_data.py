@@ -56,7 +56,8 @@ def input_record(data: DatasetSplits) -> dict[str, Any]:
     if isinstance(data, ImageSplits):
         return {"channels": data.channels, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std)}
     channels = 1 if data.train_images.dim() == 3 else int(data.train_images.shape[1])
-    return {"channels": channels, "image_size": int(data.train_images.shape[-1]), "mean": [0.5] * channels, "std": [0.5] * channels}
+    size = int(data.train_images.shape[-1])
+    return {"channels": channels, "image_size": size, "mean": [0.5] * channels, "std": [0.5] * channels}
 
 
 def dataset_source(config: TrainConfig, data: DatasetSplits) -> dict[str, Any]:
@@ -91,7 +92,8 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
         eval_subset = _eval_subset(data.test_labels, config.eval_images, config.seed)
         return RunData(
             train_images=data.train_images[subset], train_labels=data.train_labels[subset],
-            val_images=data.test_images, val_triplets=draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed),
+            val_images=data.test_images,
+            val_triplets=draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed),
             eval_images=data.test_images[eval_subset], eval_labels=data.test_labels[eval_subset],
             seen_eval_images=None, seen_eval_labels=None, split=None, records=records,
         )
@@ -100,14 +102,16 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     pool_labels = data.train_labels[pool]
     n_val = max(VAL_PER_CLASS_MIN * len(split.train), min(VAL_CARVE_MAX, round(len(pool) * VAL_CARVE_FRACTION)))
     if n_val >= len(pool):
-        raise UserError(f"{data.name}: the training classes hold {len(pool)} images, too few to set {n_val} aside for validation and train on the rest")
+        raise UserError(f"{data.name}: the training classes hold {len(pool)} images, too few to set {n_val} aside for validation "
+                        "and train on the rest")
     carved = torch.zeros(len(pool), dtype=torch.bool)
     carved[stratified_subset(pool_labels, n_val, config.seed)] = True
     val_index, rest = pool[carved], pool[~carved]
     val_labels = data.train_labels[val_index]
     val_counts = torch.unique(val_labels, return_counts=True)[1]
     if len(val_counts) < 2 or not bool((val_counts >= 2).any()):
-        raise UserError(f"{data.name}: the validation images set aside cannot form a triplet (two classes, one with two images); add images per identity")
+        raise UserError(f"{data.name}: the validation images set aside cannot form a triplet (two classes, one with two images); "
+                        "add images per identity")
     subset = rest[stratified_subset(data.train_labels[rest], _capped(config, len(rest), log), config.seed)]
     unseen = indices_of_classes(data.test_labels, split.holdout)
     unseen = unseen[_eval_subset(data.test_labels[unseen], config.eval_images, config.seed)]
@@ -117,12 +121,14 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     names = split.class_names
     log(
         f"open set: training on {len(split.train)} classes ({_listed(names, split.train)}), {len(subset)} images per epoch and "
-        f"{len(val_index)} set aside for validation; evaluating on {len(unseen)} test images of {len(split.holdout)} held-out classes "
+        f"{len(val_index)} set aside for validation; evaluating on {len(unseen)} test images of "
+        f"{len(split.holdout)} held-out classes "
         f"({_listed(names, split.holdout)})" + (f" and {len(seen)} of the training classes" if len(seen) else "")
     )
     return RunData(
         train_images=data.train_images[subset], train_labels=data.train_labels[subset],
-        val_images=data.train_images[val_index], val_triplets=draw_validation_triplets(val_labels, config.num_val_triplets, config.seed),
+        val_images=data.train_images[val_index],
+        val_triplets=draw_validation_triplets(val_labels, config.num_val_triplets, config.seed),
         eval_images=data.test_images[unseen], eval_labels=data.test_labels[unseen],
         seen_eval_images=data.test_images[seen] if len(seen) else None,
         seen_eval_labels=data.test_labels[seen] if len(seen) else None,
@@ -136,7 +142,8 @@ def _capped(config: TrainConfig, available: int, log: Logger) -> int:
         return config.num_images
     if available < config.batch_size:
         raise UserError(f"only {available} training images are available, fewer than --batch_size ({config.batch_size})")
-    log(f"--num_images {config.num_images} is more than the {available} training images available: using all {available} per epoch")
+    log(f"--num_images {config.num_images} is more than the {available} training images available: "
+        f"using all {available} per epoch")
     return available
 
 
