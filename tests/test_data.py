@@ -35,6 +35,7 @@ from tripletnet.data import (
 from tripletnet.data import datasets as datasets_module
 from tripletnet.data import download as download_module
 from tripletnet.data.datasets import CSV_FILE, DatasetSpec, has_suffix, load_registered
+from tripletnet.data.folder import ImageOptions
 from tripletnet.errors import ParameterError, UserError
 
 from _mnist import data_root, mnist
@@ -500,11 +501,12 @@ def test_the_csv_kind_hands_the_path_to_the_csv_reader(tmp_path, monkeypatch):
     # The reader is tripletnet.data.csv.load_csv_dataset (the "data" work); registering CSV_FILE is one line.
     calls = []
     reader = types.ModuleType("tripletnet.data.csv")
-    reader.load_csv_dataset = lambda path: calls.append(path) or "splits"
+    reader.load_csv_dataset = lambda path, options: calls.append((path, options)) or "splits"
     monkeypatch.setitem(sys.modules, "tripletnet.data.csv", reader)
     registry = dataclasses.replace(DATASETS, path_kinds=(*DATASETS.path_kinds, CSV_FILE))
-    assert registry.load(str(tmp_path / "labels.csv")) == "splits"
-    assert calls == [tmp_path / "labels.csv"]
+    options = ImageOptions(image_size=32, channels=3)
+    assert registry.load(str(tmp_path / "labels.csv"), options=options) == "splits"
+    assert calls == [(tmp_path / "labels.csv", options)]  # the image options reach the reader
     assert registry.describe().endswith("or a .csv file of image paths and labels")
 
 
