@@ -135,6 +135,15 @@ def test_evaluate_defaults_to_the_unseen_classes_and_classes_chooses(open_run):
     assert labels["seen"] == {0, 1, 2, 3, 4} and labels["all"] == set(range(10))
 
 
+def test_embed_on_the_command_line_takes_classes(open_run, tmp_path, capsys):
+    _, checkpoint = open_run
+    out = tmp_path / "seen.npz"
+    assert main(["embed", "--checkpoint", str(checkpoint), "--classes", "seen", "--out", str(out), "--data_path", data_root()]) == 0
+    from tripletnet.api import load_embeddings
+
+    assert set(load_embeddings(out).labels.tolist()) == {0, 1, 2, 3, 4}
+
+
 def test_classes_other_than_all_need_a_run_that_held_classes_out(tmp_path):
     train(_config(tmp_path, train_classes=None, eval_every=0), data=DATA, log=QUIET)
     assert set(embed_checkpoint(tmp_path / "run" / "last.pt", data=DATA, log=QUIET).labels.tolist()) == set(range(10))

@@ -100,7 +100,10 @@ def embed_checkpoint(
     state = load_checkpoint(checkpoint)
     model, config = model_from_checkpoint(state, source=str(checkpoint))
     if data is None:
-        data = load_checkpoint_dataset(config, data_path, download)
+        # A folder or CSV list is found again by the absolute path the run recorded (the run may have
+        # been started from another working directory), unless data_path names its new place.
+        recorded_path = state.get("dataset_source", {}).get("path")
+        data = load_checkpoint_dataset(config, data_path or recorded_path, download)
     images = data.train_images if split == "train" else data.test_images
     labels = data.train_labels if split == "train" else data.test_labels
     chosen = classes or default_classes(state, data)

@@ -204,6 +204,8 @@ class EvalConfig:
             raise ParameterError("pairs", "needs checkpoint (the model that embeds the pairs' images)", related=("checkpoint",))
         elif self.classes is not None:
             raise ParameterError("classes", "does not apply with pairs: the pairs file chooses the images", related=("pairs",))
+        elif self.out is not None:
+            raise ParameterError("out", "does not apply with pairs (use --json for a machine-readable result)", related=("pairs",))
         # The protocol registry knows which options each protocol reads and how many pairs fit in memory.
         from .evaluation.verification.protocols import get_protocol
 
