@@ -86,8 +86,8 @@ def embed_checkpoint(
         data_path: where the dataset is (see :func:`load_checkpoint_dataset`).
         download: fetch a registered dataset's missing files.
         data: an already loaded dataset to use instead.
-        classes: ``"unseen"`` (the classes held out of training), ``"seen"``, ``"all"``; None: unseen
-            when the run held classes out, else all.
+        classes: ``"unseen"`` (the classes held out of training), ``"seen"``, ``"all"``; None: for the
+            test split, unseen when the run held classes out, else all; for the train split, all.
         log: where the choice of classes is reported.
 
     Returns:
@@ -106,7 +106,8 @@ def embed_checkpoint(
         data = load_checkpoint_dataset(config, data_path or recorded_path, download)
     images = data.train_images if split == "train" else data.test_images
     labels = data.train_labels if split == "train" else data.test_labels
-    chosen = classes or default_classes(state, data)
+    # Held-out classes have no training images: the train split defaults to all of its classes.
+    chosen = classes or (default_classes(state, data) if split == "test" else "all")
     if chosen != "all":
         class_split_ = checkpoint_split(state, data, str(checkpoint))
         if class_split_ is None:
