@@ -138,7 +138,8 @@ def test_evaluate_defaults_to_the_unseen_classes_and_classes_chooses(open_run):
 def test_embed_on_the_command_line_takes_classes(open_run, tmp_path, capsys):
     _, checkpoint = open_run
     out = tmp_path / "seen.npz"
-    assert main(["embed", "--checkpoint", str(checkpoint), "--classes", "seen", "--out", str(out), "--data_path", data_root()]) == 0
+    argv = ["embed", "--checkpoint", str(checkpoint), "--classes", "seen", "--out", str(out), "--data_path", data_root()]
+    assert main(argv) == 0
     from tripletnet.api import load_embeddings
 
     assert set(load_embeddings(out).labels.tolist()) == {0, 1, 2, 3, 4}
