@@ -37,6 +37,7 @@ from tripletnet.data import (
 from tripletnet.data import datasets as datasets_module
 from tripletnet.data import download as download_module
 from tripletnet.data.datasets import CSV_FILE, DatasetSpec, has_suffix, load_registered
+from tripletnet.data.folder import ImageOptions
 from tripletnet.errors import ParameterError, UserError
 
 from _mnist import data_root, mnist
@@ -483,7 +484,7 @@ def _save_splits_npz(path: Path, n_per_class: int = 3) -> None:
         np.savez(fh, train_images=images, train_labels=labels, test_images=images[:2], test_labels=labels[:2])
 
 
-def _load_splits_npz(path: Path) -> DatasetSplits:
+def _load_splits_npz(path: Path, _options: object) -> DatasetSplits:  # a format of fixed size: no image options
     with np.load(path, allow_pickle=False) as arrays:
         tensors = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
     return DatasetSplits(class_names=("a", "b"), name=path.stem, **tensors)
@@ -521,11 +522,12 @@ def test_the_csv_kind_hands_the_path_to_the_csv_reader(tmp_path, monkeypatch):
     # The reader is tripletnet.data.csv.load_csv_dataset (the "data" work); registering CSV_FILE is one line.
     calls = []
     reader = types.ModuleType("tripletnet.data.csv")
-    reader.load_csv_dataset = lambda path: calls.append(path) or "splits"
+    reader.load_csv_dataset = lambda path, options: calls.append((path, options)) or "splits"
     monkeypatch.setitem(sys.modules, "tripletnet.data.csv", reader)
     registry = dataclasses.replace(DATASETS, path_kinds=(*DATASETS.path_kinds, CSV_FILE))
-    assert registry.load(str(tmp_path / "labels.csv")) == "splits"
-    assert calls == [tmp_path / "labels.csv"]
+    options = ImageOptions(image_size=32, channels=3)
+    assert registry.load(str(tmp_path / "labels.csv"), options=options) == "splits"
+    assert calls == [(tmp_path / "labels.csv", options)]  # the image options reach the reader
     assert registry.describe().endswith("or a .csv file of image paths and labels")
 
 

@@ -21,6 +21,7 @@ from tripletnet.training import (
     validation_loss,
 )
 from tripletnet.training.checkpoint import load_checkpoint, model_from_checkpoint
+from tripletnet.training.validation import draw_validation_triplets
 
 DATA = mnist_slice()
 
@@ -164,7 +165,7 @@ def test_random_affine_keeps_digits_recognisable_and_varies_per_image():
 def test_bf16_training_lowers_the_validation_loss_every_epoch(tmp_path):
     config = _config(tmp_path, epochs=2, lr=1e-3, mining="semihard", precision="bf16")
     result = train(config, data=DATA, log=lambda _: None)
-    triplets = loop.draw_validation_triplets(DATA.test_labels, config.num_val_triplets, config.seed)
+    triplets = draw_validation_triplets(DATA.test_labels, config.num_val_triplets, config.seed)
     torch.manual_seed(config.seed)
     untrained = build_network(config.network, config.embedding_dim)  # the run's initial weights
     losses = [validation_loss(untrained, DATA.test_images, triplets, config.margin)] + [r["val_loss"] for r in result.history]
@@ -175,7 +176,7 @@ def test_bf16_training_lowers_the_validation_loss_every_epoch(tmp_path):
 def test_validation_loss_is_the_mean_hinge_with_the_margin(tmp_path):
     torch.manual_seed(0)
     model = build_network("reference", 8).eval()
-    triplets = loop.draw_validation_triplets(DATA.test_labels, 40, seed=0)
+    triplets = draw_validation_triplets(DATA.test_labels, 40, seed=0)
     with torch.no_grad():
         emb = model(images_to_input(DATA.test_images[triplets.flatten()])).view(40, 3, -1)
     d_ap = (emb[:, 0] - emb[:, 1]).norm(dim=1)

@@ -14,14 +14,19 @@ import torch
 
 from .config import TrainConfig
 from .console import Logger, log_stderr
-from .data import DatasetSplits, load_dataset
+from .data import DATASETS, ClassSplit, DatasetSplits, class_split, indices_of_classes, load_dataset
+from .data.classes import CLASS_CHOICES
+from .data.pairs import load_pair_images, read_pairs
+from .data.transforms import combine_flip_embeddings, with_horizontal_flips
 from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
+from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
 from .fileio import atomic_path, atomic_write_text, ensure_folder
 from .models import embed_images
 from .training.checkpoint import load_checkpoint, model_from_checkpoint
 
 SPLITS = ("train", "test")
+FLIP_CHOICES = ("none", "mean", "concat")
 
 
 @dataclass
@@ -33,18 +38,85 @@ class EmbeddedSplit:
     run_dir: Path | None = None
 
 
+def load_checkpoint_dataset(config: TrainConfig, data_path: str | None = None, download: bool = True) -> DatasetSplits:
+    """The dataset a run was trained on, loaded with the run's image options (same size, channels and split).
+
+    Args:
+        config: the run's recorded config.
+        data_path: for a registered dataset, where its files are (default: the run's); for a run on
+            an image folder or CSV list, its new place if it moved since training.
+        download: fetch a registered dataset's missing files.
+
+    Returns:
+        The dataset's splits.
+    """
+    if DATASETS.is_path(config.dataset):
+        return load_dataset(data_path or config.dataset, None, download=download, options=config.image_options())
+    return load_dataset(config.dataset, data_path or config.data_path, download=download)
+
+
+def default_classes(state: dict, data: DatasetSplits) -> str:
+    """``unseen`` when the run held classes out (or the data has test-only identities), else ``all``."""
+    if state.get("split") or class_split(data) is not None:
+        return "unseen"
+    return "all"
+
+
+def checkpoint_split(state: dict, data: DatasetSplits, source: str) -> ClassSplit | None:
+    """The open-set split a checkpoint recorded, in the labels of ``data``; for older runs, the data's own."""
+    if state.get("split"):
+        return ClassSplit.from_dict(state["split"], data.class_names, source)
+    return class_split(data)
+
+
 def embed_checkpoint(
-    checkpoint: str | Path, split: str = "test", data_path: str | None = None, download: bool = True, data: DatasetSplits | None = None
+    checkpoint: str | Path,
+    split: str = "test",
+    data_path: str | None = None,
+    download: bool = True,
+    data: DatasetSplits | None = None,
+    classes: str | None = None,
+    log: Logger = log_stderr,
 ) -> EmbeddedSplit:
-    """Load a checkpoint and embed the ``split`` of the dataset it was trained on."""
+    """Load a checkpoint and embed the ``split`` of the dataset it was trained on.
+
+    Args:
+        checkpoint: a tripletnet checkpoint.
+        split: ``"train"`` or ``"test"``.
+        data_path: where the dataset is (see :func:`load_checkpoint_dataset`).
+        download: fetch a registered dataset's missing files.
+        data: an already loaded dataset to use instead.
+        classes: ``"unseen"`` (the classes held out of training), ``"seen"``, ``"all"``; None: for the
+            test split, unseen when the run held classes out, else all; for the train split, all.
+        log: where the choice of classes is reported.
+
+    Returns:
+        The embeddings and labels of the chosen images.
+    """
     if split not in SPLITS:
         raise ParameterError("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
+    if classes is not None and classes not in CLASS_CHOICES:
+        raise ParameterError("classes", f"must be one of {', '.join(CLASS_CHOICES)}, got {classes!r}")
     state = load_checkpoint(checkpoint)
     model, config = model_from_checkpoint(state, source=str(checkpoint))
     if data is None:
-        data = load_dataset(config.dataset, data_path or config.data_path, download=download)
+        # A folder or CSV list is found again by the absolute path the run recorded (the run may have
+        # been started from another working directory), unless data_path names its new place.
+        recorded_path = state.get("dataset_source", {}).get("path")
+        data = load_checkpoint_dataset(config, data_path or recorded_path, download)
     images = data.train_images if split == "train" else data.test_images
     labels = data.train_labels if split == "train" else data.test_labels
+    # Held-out classes have no training images: the train split defaults to all of its classes.
+    chosen = classes or (default_classes(state, data) if split == "test" else "all")
+    if chosen != "all":
+        class_split_ = checkpoint_split(state, data, str(checkpoint))
+        if class_split_ is None:
+            raise ParameterError("classes", f"{chosen} needs a run that held classes out (--train_classes or --holdout_classes); this one did not")
+        keep = indices_of_classes(labels, class_split_.labels(chosen))
+        if len(keep) == 0:
+            raise UserError(f"{checkpoint}: the {split} split has no images of the {chosen} classes")
+        images, labels = images[keep], labels[keep]
+        log(f"embedding {len(labels):,} {split} images of the {chosen} classes ({len(torch.unique(labels))} classes)")
     embeddings = embed_images(model, images, progress=True)
     return EmbeddedSplit(embeddings, labels, config, data.class_names, Path(checkpoint).parent)
 
@@ -91,6 +163,7 @@ def evaluate(
     clustering: bool = True,
     out_dir: str | Path | None = None,
     tsne: bool = True,
+    classes: str | None = None,
     log: Logger = log_stderr,
 ) -> EvaluationResult:
     """Evaluate a checkpoint (on its dataset's test split) or an embeddings file; optionally write a report folder.
@@ -109,6 +182,8 @@ def evaluate(
             is False) and, for a checkpoint whose run folder has them, the per-epoch metrics and
             losses plots.
         tsne: draw the t-SNE map (with ``out_dir``).
+        classes: with a checkpoint, which test classes: unseen, seen or all (None: unseen when
+            the run held classes out, else all).
         log: where progress messages go.
 
     Returns:
@@ -123,9 +198,11 @@ def evaluate(
     get_protocol(protocol).check_options(n_pairs=n_pairs, repeats=repeats)
     if (checkpoint is None) == (embeddings_file is None):
         raise UserError("give exactly one of a checkpoint or an embeddings file")
+    if classes is not None and checkpoint is None:
+        raise ParameterError("classes", "applies to a checkpoint (an embeddings file holds the images it holds)", related=("checkpoint",))
     if out_dir is not None:
         ensure_folder(out_dir)  # an output folder that cannot exist is refused before minutes of work
-    split = embed_checkpoint(checkpoint, "test", data_path) if checkpoint else load_embeddings(embeddings_file)  # type: ignore[arg-type]
+    split = embed_checkpoint(checkpoint, "test", data_path, classes=classes, log=log) if checkpoint else load_embeddings(embeddings_file)  # type: ignore[arg-type]
     result = evaluate_embeddings(
         split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, repeats=repeats, seed=seed,
         clustering=clustering,
@@ -214,3 +291,55 @@ def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, t
             except ValueError:
                 pass  # a run trained with --eval_every 0 has no per-epoch metrics to draw
     log(f"report written to {out}/: {', '.join(written)}")
+
+
+def evaluate_pairs_file(
+    checkpoint: str | Path,
+    pairs: str | Path,
+    images: str | Path | None = None,
+    *,
+    flip: str = "none",
+    far: float = 1e-3,
+    log: Logger = log_stderr,
+) -> PairFoldsResult:
+    """Verify the pairs of a pairs file with a checkpoint's model, by the file's folds (LFW's 10-fold protocol).
+
+    Args:
+        checkpoint: a tripletnet checkpoint; its input size and channels decide how images are read.
+        pairs: an LFW ``pairs.txt`` or a CSV pairs file (see :mod:`tripletnet.data.pairs`).
+        images: the folder image names are relative to (default: the pairs file's folder).
+        flip: horizontal-flip test-time augmentation: ``"mean"``, ``"concat"`` or ``"none"``.
+        far: the target false-accept rate for VAL.
+        log: where progress lines go.
+
+    Returns:
+        Accuracy and VAL (mean and std over the folds), ROC AUC and EER over all pairs.
+    """
+    check_far(far, zero_allowed=False)
+    if flip not in FLIP_CHOICES:
+        raise ParameterError("flip", f"must be one of {', '.join(FLIP_CHOICES)}, got {flip!r}")
+    model, _ = model_from_checkpoint(load_checkpoint(checkpoint), source=str(checkpoint))
+    channels, height, _width = model.input_shape
+    pair_list = read_pairs(pairs, images)
+    pictures, index_a, index_b = load_pair_images(pair_list, height, channels, log)
+    if flip == "none":
+        embeddings = embed_images(model, pictures, progress=True)
+    else:
+        embeddings = combine_flip_embeddings(embed_images(model, with_horizontal_flips(pictures), progress=True), flip)  # type: ignore[arg-type]
+    distances = pair_distances(embeddings, index_a, index_b)
+    return evaluate_pair_folds(distances, pair_list.same, pair_list.folds, far=far)
+
+
+def format_pair_folds(result: PairFoldsResult, source: str) -> str:
+    """A short table of a pairs-file evaluation."""
+    rows = [
+        f"pairs-file verification: {source}",
+        f"  pairs            {result.n_pairs:,} ({result.n_matched:,} matched, {result.n_mismatched:,} mismatched), {result.n_folds} folds",
+        f"  accuracy         {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  (threshold chosen on the other folds)",
+        f"  VAL@FAR={result.far_target:g}  {result.val_mean:.4f} ± {result.val_std:.4f}  (FAR reached {result.far_mean:.4g})",
+        f"  ROC AUC          {result.auc:.4f}",
+        f"  EER              {result.eer:.4f}",
+    ]
+    if result.warning:
+        rows.append(f"  warning: {result.warning}")
+    return "\n".join(rows)

@@ -24,6 +24,7 @@ from typing import Any, Literal, NoReturn
 
 from . import __version__
 from .config import PRESETS, RESUMABLE_FIELDS, ConfigLayer, EvalConfig, TrainConfig, layered_config, load_toml, value_type
+from .data.classes import CLASS_CHOICES
 from .errors import ParameterError, UserError
 
 PROG = "tripletnet"
@@ -93,7 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "train",
         help="train an embedding network",
         description=(
-            "Train a CNN that maps 28x28 images to L2-normalised embeddings with online triplet mining. "
+            "Train a CNN that maps images (MNIST's 28x28, or your own folder or CSV list) to L2-normalised embeddings "
+            "with online triplet mining; --train_classes/--holdout_classes keep classes unseen for evaluation. "
             "Every epoch writes <checkpoint_path>/epoch_<n>.pt, last.pt and a line of metrics.jsonl."
         ),
     )
@@ -130,8 +132,23 @@ def _build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--split", choices=("train", "test"), default="test", help="which split (default: test)")
     embed.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
     embed.add_argument("--data_path", "--data-path", dest="data_path",
-                       help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+                       help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/); for a run on an "
+                            "image folder or CSV list, its new place if it moved")
+    embed.add_argument("--classes", choices=CLASS_CHOICES,
+                       help="which classes: unseen (held out of training), seen, or all "
+                            "(default: unseen when the run held classes out, else all)")
     embed.set_defaults(handler=_cmd_embed)
+
+    pairs = sub.add_parser("pairs", help="write a balanced, seeded pairs file from a folder of identities",
+                           description="Draw matched and mismatched pairs from <images>/<identity>/<image> into an LFW "
+                                       "pairs.txt (or CSV when --out ends in .csv), every identity in one fold.")
+    pairs.add_argument("--images", required=True, metavar="DIR", help="one subfolder per identity (e.g. a test split)")
+    pairs.add_argument("--out", required=True, metavar="FILE", help="the pairs file to write (.csv: CSV, else LFW format)")
+    pairs.add_argument("--folds", type=int, default=10, help="number of folds (default: 10)")
+    pairs.add_argument("--per_fold", "--per-fold", dest="per_fold", type=int, default=600,
+                       help="pairs per fold, half matched and half mismatched (default: 600)")
+    pairs.add_argument("--seed", type=int, default=0, help="seed of the draw (default: 0)")
+    pairs.set_defaults(handler=_cmd_pairs)
     add_use_commands(sub)
     for name, subparser in sub.choices.items():
         subparser.set_defaults(prog=f"{PROG} {name}")
@@ -194,10 +211,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import format_table
 
     config = build_eval_config(args)
+    if config.pairs is not None:
+        from .api import evaluate_pairs_file, format_pair_folds
+
+        assert config.checkpoint is not None  # validate() requires it with pairs
+        folds = evaluate_pairs_file(config.checkpoint, config.pairs, config.images, flip=config.flip, far=config.far)
+        print(json.dumps(folds.to_dict()) if config.json else format_pair_folds(folds, config.pairs))
+        return 0
     result = evaluate(
         checkpoint=config.checkpoint, embeddings_file=config.embeddings, data_path=config.data_path,
         protocol=config.protocol, far=config.far, n_pairs=config.n_pairs, repeats=config.repeats, seed=config.seed,
-        clustering=config.clustering, out_dir=config.out, tsne=config.tsne,
+        clustering=config.clustering, out_dir=config.out, tsne=config.tsne, classes=config.classes,
     )
     print(json.dumps(result.to_dict(), allow_nan=False) if config.json else format_table(result))
     return 0
@@ -208,10 +232,19 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     if not args.out.endswith(".npz"):
         raise ParameterError("out", f"must name an .npz file, got {args.out!r}")
-    split = embed_checkpoint(args.checkpoint, args.split, args.data_path)
+    split = embed_checkpoint(args.checkpoint, args.split, args.data_path, classes=args.classes)
     path = save_embeddings(args.out, split.embeddings, split.labels)
     print(f"wrote {len(split.embeddings):,} embeddings of size {split.embeddings.shape[1]} ({args.split} split) to {path}")
     return 0
+
+
+def _cmd_pairs(args: argparse.Namespace) -> int:
+    from .data.pairs import write_pairs_file
+
+    write_pairs_file(args.images, args.out, folds=args.folds, per_fold=args.per_fold, seed=args.seed)
+    return 0
+
+
 
 
 # ============================================================================ using a trained model

@@ -33,6 +33,9 @@ else:  # pragma: no cover
 Precision = Literal["fp32", "bf16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Protocol = Literal["all-pairs", "pairs", "kfold"]
+SplitBy = Literal["identity", "image"]
+Flip = Literal["none", "mean", "concat"]
+Classes = Literal["unseen", "seen", "all"]
 
 # Upper bounds that keep every step's arithmetic finite (issue 10: --lr 1e300 overflowed).
 LR_MAX = 1.0
@@ -57,6 +60,12 @@ class TrainConfig:
     download: bool = field(default=True, metadata={"help": "download missing dataset files from the public mirrors"})
     num_images: int = field(default=59904, metadata={"help": "training images per epoch: a class-stratified subset drawn from the seed"})
     augment: bool = field(default=True, metadata={"help": "augment training images: random rotation (±10°), scale (±10%%) and shift (±2 px) per image"})
+    image_size: int | None = field(default=None, metadata={"help": "image folders and CSV lists: side of the square images (resize the short side, centre-crop); None: the data's own (median short side, within 28-64); MNIST is 28"})
+    channels: int | None = field(default=None, metadata={"help": "image folders and CSV lists: 1 (grey) or 3 (RGB); None: from the data (any colour image -> 3)"})
+    split_by: SplitBy = field(default="identity", metadata={"help": "image folders and CSV lists without a train/test split: identity (test identities never seen in training) or image (every identity in both)"})
+    skip_bad_images: bool = field(default=False, metadata={"help": "skip and count unreadable images instead of stopping at the first"})
+    train_classes: str | None = field(default=None, metadata={"help": "open set: train on these classes only, e.g. 0-4 or 1,3,5 (labels, or class names for folders); the per-epoch evaluation uses the other classes' test images"})
+    holdout_classes: str | None = field(default=None, metadata={"help": "open set: hold these classes out of training (same syntax); with --train_classes, evaluate on these only"})
     # batches
     batch_size: int = field(default=256, metadata={"help": "images per batch (class-balanced: every class present when it fits)"})
     num_workers: int = field(default=0, metadata={"help": "accepted for compatibility with the reference; data is held in memory, so no loader workers are used"})
@@ -107,14 +116,34 @@ class TrainConfig:
             ("checkpoint_path", self.checkpoint_path.strip() != "", "must name a folder (write . for the current one)"),
         ], self)
         _check_choice("precision", self.precision, typing.get_args(Precision))
+        _check_choice("split_by", self.split_by, typing.get_args(SplitBy))
+        from .data.classes import check_class_spec
+        from .data.transforms import check_channels, check_image_size
+
+        check_channels(self.channels)
+        if self.image_size is not None:
+            check_image_size(self.image_size)
+        check_class_spec(self.train_classes, "train_classes")
+        check_class_spec(self.holdout_classes, "holdout_classes")
+        if not DATASETS.is_path(self.dataset):
+            for name, value in (("image_size", self.image_size), ("channels", self.channels)):
+                if value is not None:
+                    raise ParameterError(name, f"applies to image folders and CSV lists; {self.dataset} has its own format (28x28 grey)")
         _check_choice("device", self.device, typing.get_args(Device))
         DATASETS.check(self.dataset)
         # Imported here: the network and miner registries pull in the models.
-        from .models import NETWORKS
         from .mining import parse_schedule
+        from .models import NETWORKS
 
         _check_choice("network", self.network, tuple(NETWORKS))
         parse_schedule(self.mining)
+
+    def image_options(self) -> Any:
+        """The :class:`~tripletnet.data.folder.ImageOptions` this config gives image folders and CSV lists."""
+        from .data.folder import ImageOptions
+
+        return ImageOptions(image_size=self.image_size, channels=self.channels, split_by=self.split_by,
+                            skip_bad_images=self.skip_bad_images)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name: what config.json and checkpoints record."""
@@ -139,7 +168,11 @@ class EvalConfig:
 
     checkpoint: str | None = field(default=None, metadata={"help": "a tripletnet checkpoint (its dataset's test split is embedded); give this or --embeddings", "metavar": "FILE.pt"})
     embeddings: str | None = field(default=None, metadata={"help": "an .npz from 'tripletnet embed' (arrays embeddings, labels)", "metavar": "FILE.npz"})
-    data_path: str | None = field(default=None, metadata={"help": "dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)"})
+    data_path: str | None = field(default=None, metadata={"help": "dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/); for a run on an image folder or CSV list, its new place if it moved"})
+    classes: Classes | None = field(default=None, metadata={"help": "which test classes: unseen (held out of training), seen, or all (default: unseen when the run held classes out, else all)"})
+    pairs: str | None = field(default=None, metadata={"help": "evaluate a pairs file instead (LFW pairs.txt, or CSV path_a,path_b,same[,fold]) with its folds: needs --checkpoint", "metavar": "FILE"})
+    images: str | None = field(default=None, metadata={"help": "with --pairs: the folder its image names are relative to (default: the pairs file's folder)", "metavar": "DIR"})
+    flip: Flip = field(default="none", metadata={"help": "with --pairs: horizontal-flip test-time augmentation: mean (average an image's and its mirror's embeddings), concat (join them), none"})
     protocol: Protocol = field(default="all-pairs", metadata={"help": "all-pairs: every test pair, exact; pairs: the reference's random pairs; kfold: LFW-style 10 folds"})
     far: float = field(default=1e-3, metadata={"help": "target false-accept rate for the threshold, in (0, 1]"})
     n_pairs: int | None = field(default=None, metadata={"help": "pairs for --protocol pairs (default 1024) or kfold (default 6000); all-pairs uses every pair"})
@@ -160,6 +193,19 @@ class EvalConfig:
             raise ParameterError("checkpoint", f"or embeddings: give exactly one of the two, got {given}", related=("embeddings",))
         _check_choice("protocol", self.protocol, typing.get_args(Protocol))
         _check_all([("far", _finite_in(self.far, 0, 1), "must be in (0, 1]")], self)
+        _check_choice("flip", self.flip, typing.get_args(Flip))
+        if self.classes is not None:
+            _check_choice("classes", self.classes, typing.get_args(Classes))
+        if self.pairs is None:
+            for name in ("images", "flip"):
+                if getattr(self, name) != getattr(EvalConfig, name):
+                    raise ParameterError(name, "applies only with pairs (a pairs file)", related=("pairs",))
+        elif self.checkpoint is None:
+            raise ParameterError("pairs", "needs checkpoint (the model that embeds the pairs' images)", related=("checkpoint",))
+        elif self.classes is not None:
+            raise ParameterError("classes", "does not apply with pairs: the pairs file chooses the images", related=("pairs",))
+        elif self.out is not None:
+            raise ParameterError("out", "does not apply with pairs (use --json for a machine-readable result)", related=("pairs",))
         # The protocol registry knows which options each protocol reads and how many pairs fit in memory.
         from .evaluation.verification.protocols import get_protocol
 

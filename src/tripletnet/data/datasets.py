@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from .download import DownloadError, Opener, fetch_verified, sha256_of
 from .idx import parse_idx, read_bytes
+
+if TYPE_CHECKING:
+    from .folder import ImageOptions
 
 DATA_ENV = "TRIPLETNET_DATA"
 
@@ -281,7 +285,7 @@ def load_registered(
 # --- the registry ---------------------------------------------------------------------------------
 
 NamedLoader = Callable[[str | None, bool], DatasetSplits]  # (data_path, download) -> splits
-PathLoader = Callable[[Path], DatasetSplits]
+PathLoader = Callable[[Path, "ImageOptions"], DatasetSplits]  # (path, image options) -> splits
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,8 @@ class PathKind:
         kind: a short name ("folder", "csv").
         description: how the CLI help lists it ("a folder of class subfolders").
         matches: whether a path (which may not exist yet) is this kind; the first match loads it.
-        load: reads the dataset at the path; a problem with the files is a :class:`UserError`.
+        load: reads the dataset at the path with the given image options (size, channels, split
+            rules); a problem with the files is a :class:`UserError`.
     """
 
     kind: str
@@ -325,8 +330,15 @@ class DatasetRegistry:
         choices = [*self.named, *(kind.description for kind in self.path_kinds)]
         return choices[0] if len(choices) == 1 else ", ".join(choices[:-1]) + ", or " + choices[-1]
 
-    def loader(self, dataset: str) -> Callable[[str | None, bool], DatasetSplits]:
+    def is_path(self, dataset: str) -> bool:
+        """Whether ``dataset`` is given by its path (a folder, a CSV file) rather than a registered name."""
+        return dataset not in self.named
+
+    def loader(self, dataset: str, options: ImageOptions | None = None) -> Callable[[str | None, bool], DatasetSplits]:
         """How to load ``dataset`` (a registered name or a path), as ``load(data_path, download)``.
+
+        ``options`` (default: :class:`~tripletnet.data.folder.ImageOptions`'s defaults) reach the
+        loaders of datasets given by a path; registered datasets have their own fixed format.
 
         Raises:
             ParameterError: ``dataset`` is neither a registered name nor a path of a registered kind.
@@ -339,7 +351,7 @@ class DatasetRegistry:
             path = Path(dataset).expanduser()
             for kind in self.path_kinds:
                 if kind.matches(path):
-                    return lambda _data_path, _download: kind.load(path)
+                    return lambda _data_path, _download: kind.load(path, options or _default_options())
             why = "which is none of these"
         except (OSError, RuntimeError) as exc:  # a name too long for the OS; "~user" of an unknown user
             why = f"which cannot be a path here ({exc.strerror if isinstance(exc, OSError) else exc})"
@@ -349,30 +361,39 @@ class DatasetRegistry:
         """Raise :class:`ParameterError` unless :meth:`loader` knows ``dataset``; loads nothing."""
         self.loader(dataset)
 
-    def load(self, dataset: str, data_path: str | None = None, download: bool = True) -> DatasetSplits:
+    def load(
+        self, dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None
+    ) -> DatasetSplits:
         """Load ``dataset``: a registered name (from ``data_path``, downloading if allowed) or a path.
 
         Args:
             dataset: a registered name or a path of a registered kind.
             data_path: where registered datasets' files are (default ``$TRIPLETNET_DATA``, else ``./data/``).
             download: fetch a registered dataset's missing files.
+            options: image size, channels and split rules for datasets given by a path.
 
         Returns:
             The train and test splits in memory.
         """
-        return self.loader(dataset)(data_path, download)
+        return self.loader(dataset, options)(data_path, download)
 
 
-def _load_image_folder(path: Path) -> DatasetSplits:
-    from .folder import load_image_folder  # imported when used: folder.py imports this module
+def _default_options() -> ImageOptions:
+    from .folder import DEFAULT_OPTIONS  # imported when used: folder.py imports this module
 
-    return load_image_folder(path)
+    return DEFAULT_OPTIONS
 
 
-def _load_csv(path: Path) -> DatasetSplits:
+def _load_image_folder(path: Path, options: ImageOptions) -> DatasetSplits:
+    from .folder import load_image_folder
+
+    return load_image_folder(path, options)
+
+
+def _load_csv(path: Path, options: ImageOptions) -> DatasetSplits:
     from .csv import load_csv_dataset
 
-    return load_csv_dataset(path)
+    return load_csv_dataset(path, options)
 
 
 IMAGE_FOLDER = PathKind("folder", "a folder of class subfolders", lambda path: path.is_dir(), _load_image_folder)

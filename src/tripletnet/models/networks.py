@@ -1,15 +1,16 @@
 """Embedding networks: an image of (channels, height, width) in, an L2-normalised embedding out.
 
 Every network takes float images in [0, 1] of shape (B, C, H, W) and normalises them itself
-(mean 0.5, std 0.5, as the reference does), so training, validation, evaluation and an exported
-model all see the same inputs. Linear heads are sized from the input shape; for MNIST's
+(mean 0.5, std 0.5, as the reference does, unless :meth:`EmbeddingNet.set_input_normalization`
+gives the training data's per-channel mean and std), so training, validation, evaluation and an
+exported model all see the same inputs. Linear heads are sized from the input shape; for MNIST's
 (1, 28, 28) the networks are layer for layer (and, from the same seed, weight for weight) the
 ones tripletnet always built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,9 +41,38 @@ class EmbeddingNet(nn.Module):
         self.head = nn.Linear(trunk_features, embedding_dim)
         self.embedding_dim = embedding_dim
         self.input_shape = tuple(input_shape)
+        # Per-channel (1, C, 1, 1) mean and std; None: 0.5 and 0.5. Not persistent: the state_dict
+        # keys stay those of every earlier checkpoint; the checkpoint records the values beside it.
+        self.register_buffer("input_mean", None, persistent=False)
+        self.register_buffer("input_std", None, persistent=False)
+
+    def set_input_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalise inputs by these per-channel values (the training data's) instead of 0.5 and 0.5.
+
+        Args:
+            mean: one value per input channel, on the [0, 1] scale.
+            std: one value per channel; a zero std (a constant channel) counts as 1.
+        """
+        channels = self.input_shape[0]
+        if len(mean) != channels or len(std) != channels:
+            raise ParameterError(
+                "mean", f"and std need {channels} values (one per channel), got {len(mean)} and {len(std)}", related=("std",)
+            )
+        device = next(self.parameters()).device
+        self.input_mean = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.input_std = torch.tensor([s if s > 0 else 1.0 for s in std], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) per channel that the network normalises its inputs with."""
+        if self.input_mean is None or self.input_std is None:
+            return (0.5,) * self.input_shape[0], (0.5,) * self.input_shape[0]
+        return tuple(self.input_mean.flatten().tolist()), tuple(self.input_std.flatten().tolist())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - 0.5) / 0.5
+        if self.input_mean is None or self.input_std is None:
+            x = (images - 0.5) / 0.5  # scalars: MNIST runs stay bit for bit what they always were
+        else:
+            x = (images - self.input_mean) / self.input_std
         x = self.trunk(x).flatten(1)
         return F.normalize(self.head(x), p=2.0, dim=1)
 

@@ -3,8 +3,11 @@
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
 ``format``, ``epoch``, ``config`` (TrainConfig as a dict), ``input_shape`` ([channels, height,
 width] of the images the model takes), ``model``, ``optimizer``, ``scheduler``, ``history`` (the
-metrics records so far), ``weights_sha256`` (see :func:`weights_fingerprint`, checked at load:
-a flipped byte in a weight is refused) and, after a collapse fallback, ``mining_fallback_epoch``. Checkpoints
+metrics records so far), ``input`` (channels, image_size, mean, std: what the model normalises its
+inputs with), ``dataset_source`` (the dataset as given, and for image folders and CSV lists its
+absolute path), ``split`` (for open-set runs: the train_classes and holdout_classes names), ``weights_sha256``
+(see :func:`weights_fingerprint`, checked at load: a flipped byte in a weight is refused) and,
+after a collapse fallback, ``mining_fallback_epoch``. Checkpoints
 written before ``input_shape`` existed hold MNIST models, (1, 28, 28). Older checkpoints also hold
 ``torch_rng``, which nothing reads: training draws from its own seeded generators, never from
 torch's global RNG.
@@ -102,6 +105,9 @@ def model_from_checkpoint(state: dict[str, Any], source: str = "checkpoint") -> 
     except RuntimeError as exc:
         summary = str(exc).strip().splitlines()[0]
         raise UserError(f"{source}: weights do not fit network {config.network!r}: {summary}") from None
+    recorded_input = state.get("input")
+    if isinstance(recorded_input, dict) and "mean" in recorded_input and "std" in recorded_input:
+        model.set_input_normalization(recorded_input["mean"], recorded_input["std"])
     model.eval()
     return model, config
 

@@ -23,7 +23,7 @@ import torch
 
 from ..config import Device, TrainConfig
 from ..console import Logger, log_stderr, progress
-from ..data import DatasetSplits, load_dataset, stratified_subset
+from ..data import DatasetSplits, ImageSplits, load_dataset
 from ..errors import ParameterError, UserError
 from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
@@ -31,10 +31,11 @@ from ..models import EmbeddingNet, build_network, embed_images, input_shape_of
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
+from .run_data import prepare_run_data
 from .runfolder import prepare_run_folder
 from .runlog import RunLog
 from .step import StepStats, train_step
-from .validation import draw_validation_triplets, validation_loss
+from .validation import validation_loss
 
 DEVICES = typing.get_args(Device)
 
@@ -76,9 +77,13 @@ class Run:
     train_images: torch.Tensor  # uint8, on the device
     train_labels: torch.Tensor
     sampler: ClassBalancedBatchSampler
+    val_images: torch.Tensor  # the images the validation triplets index (open set: carved from the training classes)
     val_triplets: torch.Tensor
-    eval_images: torch.Tensor
+    eval_images: torch.Tensor  # open set: the held-out classes' test images
     eval_labels: torch.Tensor
+    seen_eval_images: torch.Tensor | None  # open set: the training classes' test images, for the seen_ figures
+    seen_eval_labels: torch.Tensor | None
+    data_records: dict[str, Any]  # what the checkpoint records about the data: input, dataset_source, split
     model: EmbeddingNet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -187,22 +192,22 @@ def _prepare(
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    # Data: in-memory uint8 tensors, a stratified subset, fixed validation triplets and evaluation subset.
+    # Data: in-memory uint8 tensors, a stratified subset (of the training classes, open set), fixed
+    # validation triplets and evaluation subsets (see run_data).
     if data is None:
-        data = load_dataset(config.dataset, config.data_path, download=config.download)
+        data = load_dataset(config.dataset, config.data_path, download=config.download, options=config.image_options())
     if config.num_images < config.batch_size:
         raise UserError(f"--num_images ({config.num_images}) must be at least --batch_size ({config.batch_size})")
-    subset = stratified_subset(data.train_labels, config.num_images, config.seed)
-    train_images, train_labels = data.train_images[subset], data.train_labels[subset]
-    sampler = ClassBalancedBatchSampler(train_labels, config.batch_size, config.num_images // config.batch_size, config.seed)
-    val_triplets = draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed)
-    n_eval = len(data.test_labels) if config.eval_images == 0 else min(config.eval_images, len(data.test_labels))
-    eval_subset = stratified_subset(data.test_labels, n_eval, config.seed)
+    run_data = prepare_run_data(config, data, log)
+    train_images, train_labels = run_data.train_images, run_data.train_labels
+    sampler = ClassBalancedBatchSampler(train_labels, config.batch_size, len(train_labels) // config.batch_size, config.seed)
 
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_network(config.network, config.embedding_dim, input_shape_of(train_images))
+    if isinstance(data, ImageSplits):  # image files: normalised by their training split's mean/std, inside the model
+        model.set_input_normalization(data.mean, data.std)
     # NHWC convolutions are ~15% faster on CPU here (oneDNN's preferred layout).
     model = model.to(memory_format=torch.channels_last).to(device)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -210,7 +215,9 @@ def _prepare(
     run = Run(
         config=config, run_dir=run_dir, device=device, data=data,
         train_images=train_images.to(device), train_labels=train_labels.to(device), sampler=sampler,
-        val_triplets=val_triplets, eval_images=data.test_images[eval_subset], eval_labels=data.test_labels[eval_subset],
+        val_images=run_data.val_images, val_triplets=run_data.val_triplets,
+        eval_images=run_data.eval_images, eval_labels=run_data.eval_labels,
+        seen_eval_images=run_data.seen_eval_images, seen_eval_labels=run_data.seen_eval_labels, data_records=run_data.records,
         model=model, optimizer=optimizer, scheduler=scheduler, schedule=parse_schedule(config.mining),
         runlog=RunLog(run_dir),
     )
@@ -335,7 +342,7 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
         "mean_pos_dist": means["mean_pos_dist"],
         "mean_neg_dist": means["mean_neg_dist"],
         "embedding_spread": means["embedding_spread"],
-        "val_loss": validation_loss(run.model, run.data.test_images, run.val_triplets, config.margin),
+        "val_loss": validation_loss(run.model, run.val_images, run.val_triplets, config.margin),
         "epoch_seconds": seconds,
         "images_per_second": len(run.sampler) * config.batch_size / seconds,
     }
@@ -345,6 +352,10 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
         eval_started = time.perf_counter()
         metrics = fast_epoch_metrics(embed_images(run.model, run.eval_images), run.eval_labels, far=1e-3)
         record.update(metrics.to_dict())
+        if run.seen_eval_images is not None and run.seen_eval_labels is not None:  # open set: the training classes beside
+            seen = fast_epoch_metrics(embed_images(run.model, run.seen_eval_images), run.seen_eval_labels, far=1e-3)
+            record.update({f"seen_{key}": value for key, value in seen.to_dict().items()})
+            record["seen_eval_images"] = len(run.seen_eval_labels)
         record["eval_seconds"] = time.perf_counter() - eval_started
         record["eval_images"] = len(run.eval_labels)
     epoch_stats = StepStats(
@@ -373,6 +384,7 @@ def save_epoch(run: Run, epoch: int, record: dict[str, Any]) -> None:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "history": run.history,
+        **run.data_records,
         **({"mining_fallback_epoch": run.fallback_epoch} if run.fallback_epoch is not None else {}),
     }
     save_checkpoint(run.run_dir / f"epoch_{epoch}.pt", state)
@@ -393,7 +405,12 @@ def _format_record(record: dict[str, Any], epochs: int) -> str:
         f"d+ {record['mean_pos_dist']:.3f} d- {record['mean_neg_dist']:.3f}",
     ]
     if "val" in record:
-        parts.append(f"VAL@1e-3 {record['val']:.4f} P@1 {record['precision_at_1']:.4f}")
+        # VAL is None when the evaluation has too few pairs to resolve FAR 1e-3 (small image folders).
+        val = "n/a" if record["val"] is None else f"{record['val']:.4f}"
+        parts.append(f"VAL@1e-3 {val} P@1 {record['precision_at_1']:.4f}")
+        if "seen_val" in record:
+            seen_val = "n/a" if record["seen_val"] is None else f"{record['seen_val']:.4f}"
+            parts.append(f"seen VAL@1e-3 {seen_val} P@1 {record['seen_precision_at_1']:.4f}")
     parts.append(f"{record['images_per_second']:.0f} img/s")
     return " | ".join(parts)
 

@@ -1,0 +1,152 @@
+"""What a run trains, validates and evaluates on, open set or closed set, decided once before the first epoch.
+
+Closed set (the built-in datasets without ``train_classes``/``holdout_classes``): a stratified
+subset of the training split trains, fixed random test triplets give the validation loss, and a
+stratified subset of the test split is the per-epoch evaluation, exactly as tripletnet always did.
+
+Open set (a :class:`~tripletnet.data.classes.ClassSplit`): only the training classes' training
+images are used for training; the validation triplets come from a stratified slice of those images
+carved off before the training subset is drawn (never from the test classes); the per-epoch
+evaluation embeds the held-out classes' test images, and the training classes' test images (when
+the dataset has any) give the ``seen_`` figures beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig
+from ..console import Logger
+from ..data import DATASETS, ClassSplit, DatasetSplits, ImageSplits, class_split, indices_of_classes, stratified_subset
+from ..errors import UserError
+from .validation import draw_validation_triplets
+
+VAL_CARVE_FRACTION = 0.1  # share of the training classes' images set aside for the validation triplets ...
+VAL_CARVE_MAX = 1000  # ... at most this many ...
+VAL_PER_CLASS_MIN = 2  # ... and at least two per class, so every class can give an anchor and a positive
+
+
+@dataclass
+class RunData:
+    """The tensors a run reads every epoch (uint8 images on the CPU) and what its checkpoint records about them."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor  # the images the validation triplets index
+    val_triplets: torch.Tensor
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    seen_eval_images: torch.Tensor | None  # open set: the training classes' test images; None otherwise
+    seen_eval_labels: torch.Tensor | None
+    split: ClassSplit | None
+    records: dict[str, Any]  # checkpoint fields: input, dataset_source and, open set, split
+
+
+def _eval_subset(labels: torch.Tensor, eval_images: int, seed: int) -> torch.Tensor:
+    n_eval = len(labels) if eval_images == 0 else min(eval_images, len(labels))
+    return stratified_subset(labels, n_eval, seed)
+
+
+def input_record(data: DatasetSplits) -> dict[str, Any]:
+    """channels, image_size, mean and std of the network's inputs: the training split's for image files, 0.5 for IDX sets."""
+    if isinstance(data, ImageSplits):
+        return {"channels": data.channels, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std)}
+    channels = 1 if data.train_images.dim() == 3 else int(data.train_images.shape[1])
+    size = int(data.train_images.shape[-1])
+    return {"channels": channels, "image_size": size, "mean": [0.5] * channels, "std": [0.5] * channels}
+
+
+def dataset_source(config: TrainConfig, data: DatasetSplits) -> dict[str, Any]:
+    """How to find the dataset again: its name, or for a folder/CSV list its absolute path and kind."""
+    if not DATASETS.is_path(config.dataset):
+        return {"dataset": config.dataset}
+    root = str(data.root) if isinstance(data, ImageSplits) else config.dataset
+    return {"dataset": config.dataset, "path": str(Path(config.dataset).expanduser().absolute()), "root": root}
+
+
+def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> RunData:
+    """Subsets, validation triplets and evaluation images of a run (see the module doc).
+
+    Args:
+        config: the run's settings (num_images, seed, num_val_triplets, eval_images, class specs).
+        data: the loaded dataset.
+        log: where a capped image count is reported.
+
+    Returns:
+        The run's data.
+
+    Raises:
+        ParameterError: a bad class spec for this dataset.
+        UserError: too few images for a batch or for validation triplets.
+    """
+    split = class_split(data, config.train_classes, config.holdout_classes)
+    records: dict[str, Any] = {"input": input_record(data), "dataset_source": dataset_source(config, data)}
+    if split is None:
+        # Closed set: every draw exactly as before open-set splits existed (MNIST runs replay bit for bit).
+        n_train = _capped(config, len(data.train_labels), log) if DATASETS.is_path(config.dataset) else config.num_images
+        subset = stratified_subset(data.train_labels, n_train, config.seed)
+        eval_subset = _eval_subset(data.test_labels, config.eval_images, config.seed)
+        return RunData(
+            train_images=data.train_images[subset], train_labels=data.train_labels[subset],
+            val_images=data.test_images,
+            val_triplets=draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed),
+            eval_images=data.test_images[eval_subset], eval_labels=data.test_labels[eval_subset],
+            seen_eval_images=None, seen_eval_labels=None, split=None, records=records,
+        )
+    records["split"] = split.to_dict()
+    pool = indices_of_classes(data.train_labels, split.train)
+    pool_labels = data.train_labels[pool]
+    n_val = max(VAL_PER_CLASS_MIN * len(split.train), min(VAL_CARVE_MAX, round(len(pool) * VAL_CARVE_FRACTION)))
+    if n_val >= len(pool):
+        raise UserError(f"{data.name}: the training classes hold {len(pool)} images, too few to set {n_val} aside for validation "
+                        "and train on the rest")
+    carved = torch.zeros(len(pool), dtype=torch.bool)
+    carved[stratified_subset(pool_labels, n_val, config.seed)] = True
+    val_index, rest = pool[carved], pool[~carved]
+    val_labels = data.train_labels[val_index]
+    val_counts = torch.unique(val_labels, return_counts=True)[1]
+    if len(val_counts) < 2 or not bool((val_counts >= 2).any()):
+        raise UserError(f"{data.name}: the validation images set aside cannot form a triplet (two classes, one with two images); "
+                        "add images per identity")
+    subset = rest[stratified_subset(data.train_labels[rest], _capped(config, len(rest), log), config.seed)]
+    unseen = indices_of_classes(data.test_labels, split.holdout)
+    unseen = unseen[_eval_subset(data.test_labels[unseen], config.eval_images, config.seed)]
+    seen = indices_of_classes(data.test_labels, split.train)
+    if len(seen):
+        seen = seen[_eval_subset(data.test_labels[seen], config.eval_images, config.seed)]
+    names = split.class_names
+    log(
+        f"open set: training on {len(split.train)} classes ({_listed(names, split.train)}), {len(subset)} images per epoch and "
+        f"{len(val_index)} set aside for validation; evaluating on {len(unseen)} test images of "
+        f"{len(split.holdout)} held-out classes "
+        f"({_listed(names, split.holdout)})" + (f" and {len(seen)} of the training classes" if len(seen) else "")
+    )
+    return RunData(
+        train_images=data.train_images[subset], train_labels=data.train_labels[subset],
+        val_images=data.train_images[val_index],
+        val_triplets=draw_validation_triplets(val_labels, config.num_val_triplets, config.seed),
+        eval_images=data.test_images[unseen], eval_labels=data.test_labels[unseen],
+        seen_eval_images=data.test_images[seen] if len(seen) else None,
+        seen_eval_labels=data.test_labels[seen] if len(seen) else None,
+        split=split, records=records,
+    )
+
+
+def _capped(config: TrainConfig, available: int, log: Logger) -> int:
+    """``num_images``, or all ``available`` images when it asks for more (said once)."""
+    if config.num_images <= available:
+        return config.num_images
+    if available < config.batch_size:
+        raise UserError(f"only {available} training images are available, fewer than --batch_size ({config.batch_size})")
+    log(f"--num_images {config.num_images} is more than the {available} training images available: "
+        f"using all {available} per epoch")
+    return available
+
+
+def _listed(names: tuple[str, ...], labels: tuple[int, ...], shown: int = 6) -> str:
+    text = ", ".join(names[label] for label in labels[:shown])
+    return text + (f", ... {len(labels) - shown} more" if len(labels) > shown else "")

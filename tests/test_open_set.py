@@ -1,0 +1,206 @@
+"""Open-set runs end to end: class specs, disjoint train/validation/evaluation classes, what the
+checkpoint records, evaluate/embed --classes, and a colour image folder trained and verified on a pairs file."""
+
+import json
+
+import pytest
+import torch
+
+from synthetic_images import make_synthetic_dataset
+from tripletnet.api import embed_checkpoint
+from tripletnet.cli import main
+from tripletnet.config import TrainConfig
+from tripletnet.data import class_split, load_image_folder, parse_class_spec
+from tripletnet.errors import ParameterError
+from tripletnet.training import train
+from tripletnet.training.checkpoint import load_checkpoint, model_from_checkpoint
+from tripletnet.training.run_data import prepare_run_data
+
+from _mnist import data_root, mnist_slice
+
+DATA = mnist_slice()
+def QUIET(_message: str) -> None:  # noqa: N802 - reads as the constant it stands for
+    """A logger that drops every line."""
+
+
+def _config(tmp_path, **overrides):
+    values = {"num_images": 128, "batch_size": 32, "epochs": 1, "eval_images": 100, "num_val_triplets": 16,
+              "augment": False, "checkpoint_path": str(tmp_path / "run"), "train_classes": "0-4"}
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+# --- class specs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("0-4", (0, 1, 2, 3, 4)), ("1,3,5", (1, 3, 5)), ("7, 2-3", (2, 3, 7)), ("9", (9,)),
+])
+def test_class_specs_accept_ranges_and_lists(spec, expected):
+    assert parse_class_spec(spec, [str(d) for d in range(10)], "train_classes") == expected
+
+
+def test_a_class_name_wins_over_reading_the_token_as_a_label():
+    names = ("T-shirt/top", "Trouser", "7")
+    assert parse_class_spec("T-shirt/top,Trouser", names, "train_classes") == (0, 1)
+    assert parse_class_spec("7", names, "train_classes") == (2,)  # the class named 7, not label 7
+
+
+@pytest.mark.parametrize(("train_classes", "holdout_classes", "parameter", "message"), [
+    ("0-10", None, "train_classes", "class 10, which the dataset lacks"),
+    ("cat", None, "train_classes", "class 'cat', which the dataset lacks"),
+    ("0-4", "4-6", "train_classes", "overlap in 4"),
+    ("3", None, "train_classes", "at least two"),
+    (None, "0-8", "train_classes", "at least two"),
+    ("5-3", None, "train_classes", "start is after its end"),
+    ("1,,2", None, "train_classes", "must list classes"),
+])
+def test_bad_class_specs_are_refused_naming_the_option(train_classes, holdout_classes, parameter, message):
+    with pytest.raises(ParameterError, match=message) as info:
+        class_split(DATA, train_classes, holdout_classes)
+    assert info.value.parameter == parameter
+
+
+def test_bad_class_specs_are_one_line_on_the_command_line(tmp_path, capsys):
+    code = main(["train", "--train_classes", "0-4", "--holdout_classes", "3-9", "--epochs", "1",
+                 "--checkpoint_path", str(tmp_path / "run"), "--no-download", "--data_path", data_root()])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--train_classes and --holdout_classes overlap in 3, 4" in err
+    assert not (tmp_path / "run").exists()
+
+
+# --- the split a run uses ------------------------------------------------------------------------
+
+
+def test_open_set_training_validation_and_evaluation_classes_are_disjoint_from_the_held_out_ones(tmp_path):
+    config = _config(tmp_path, train_classes="0-4")
+    data = prepare_run_data(config, DATA, QUIET)
+    train_set = set(data.train_labels.tolist())
+    assert train_set == {0, 1, 2, 3, 4}
+    assert set(data.eval_labels.tolist()) == {5, 6, 7, 8, 9}
+    assert data.seen_eval_labels is not None and set(data.seen_eval_labels.tolist()) == {0, 1, 2, 3, 4}
+    # The validation images are training-split images of training classes, none of them trained on.
+    pool = torch.nonzero(DATA.train_labels < 5).flatten()
+    rows = {bytes(DATA.train_images[i].numpy()): int(DATA.train_labels[i]) for i in pool.tolist()}
+    val_labels = [rows[bytes(image.numpy())] for image in data.val_images]
+    assert set(val_labels) <= {0, 1, 2, 3, 4}
+    train_rows = {bytes(image.numpy()) for image in data.train_images}
+    assert not train_rows & {bytes(image.numpy()) for image in data.val_images}
+    assert data.records["split"] == {"train_classes": ["0", "1", "2", "3", "4"], "holdout_classes": ["5", "6", "7", "8", "9"]}
+
+
+def test_holdout_classes_alone_trains_on_the_rest_and_with_train_classes_evaluates_on_them_only(tmp_path):
+    only_holdout = prepare_run_data(_config(tmp_path, train_classes=None, holdout_classes="8,9"), DATA, QUIET)
+    assert set(only_holdout.train_labels.tolist()) == set(range(8)) and set(only_holdout.eval_labels.tolist()) == {8, 9}
+    both = prepare_run_data(_config(tmp_path, train_classes="0-3", holdout_classes="7"), DATA, QUIET)
+    assert set(both.train_labels.tolist()) == {0, 1, 2, 3} and set(both.eval_labels.tolist()) == {7}
+
+
+def test_a_closed_set_run_draws_exactly_what_it_always_drew(tmp_path):
+    from tripletnet.data import stratified_subset
+    from tripletnet.training.validation import draw_validation_triplets
+
+    config = _config(tmp_path, train_classes=None)
+    data = prepare_run_data(config, DATA, QUIET)
+    subset = stratified_subset(DATA.train_labels, config.num_images, config.seed)
+    assert torch.equal(data.train_images, DATA.train_images[subset])
+    assert torch.equal(data.val_triplets, draw_validation_triplets(DATA.test_labels, config.num_val_triplets, config.seed))
+    assert data.val_images is DATA.test_images and data.seen_eval_images is None and "split" not in data.records
+
+
+@pytest.fixture(scope="module")
+def open_run(tmp_path_factory):
+    """One open-set run on digits 0-4, shared by the tests that read its checkpoint."""
+    tmp_path = tmp_path_factory.mktemp("open")
+    return train(_config(tmp_path), data=DATA, log=QUIET), tmp_path / "run" / "last.pt"
+
+
+def test_an_open_set_run_reports_unseen_and_seen_figures_and_its_checkpoint_records_the_split(open_run):
+    result, checkpoint = open_run
+    record = result.history[-1]
+    assert {"val", "precision_at_1", "seen_val", "seen_precision_at_1"} <= set(record)
+    assert record["eval_images"] == 100 and record["seen_eval_images"] == 100
+    state = load_checkpoint(checkpoint)
+    assert state["split"]["holdout_classes"] == ["5", "6", "7", "8", "9"]
+    assert state["input"] == {"channels": 1, "image_size": 28, "mean": [0.5], "std": [0.5]}
+    assert set(state["model"]) == set(result.model.state_dict())  # normalisation is not in the weights
+
+
+def test_evaluate_defaults_to_the_unseen_classes_and_classes_chooses(open_run):
+    _, checkpoint = open_run
+    labels = {which: set(embed_checkpoint(checkpoint, data=DATA, classes=which, log=QUIET).labels.tolist())
+              for which in (None, "unseen", "seen", "all")}
+    assert labels[None] == labels["unseen"] == {5, 6, 7, 8, 9}
+    assert labels["seen"] == {0, 1, 2, 3, 4} and labels["all"] == set(range(10))
+
+
+def test_embed_on_the_command_line_takes_classes(open_run, tmp_path, capsys):
+    _, checkpoint = open_run
+    out = tmp_path / "seen.npz"
+    argv = ["embed", "--checkpoint", str(checkpoint), "--classes", "seen", "--out", str(out), "--data_path", data_root()]
+    assert main(argv) == 0
+    from tripletnet.api import load_embeddings
+
+    assert set(load_embeddings(out).labels.tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_classes_other_than_all_need_a_run_that_held_classes_out(tmp_path):
+    train(_config(tmp_path, train_classes=None, eval_every=0), data=DATA, log=QUIET)
+    assert set(embed_checkpoint(tmp_path / "run" / "last.pt", data=DATA, log=QUIET).labels.tolist()) == set(range(10))
+    with pytest.raises(ParameterError, match="held classes out") as info:
+        embed_checkpoint(tmp_path / "run" / "last.pt", data=DATA, classes="unseen", log=QUIET)
+    assert info.value.parameter == "classes"
+
+
+# --- your own images ------------------------------------------------------------------------------
+
+
+def test_folder_normalisation_comes_from_its_training_split_and_travels_in_the_checkpoint(tmp_path):
+    dataset = make_synthetic_dataset(tmp_path / "faces", n_train=6, n_test=4, images_per_identity=6)
+    data = load_image_folder(dataset.root, log=QUIET)
+    config = _config(tmp_path, dataset=str(dataset.root), train_classes=None, num_images=16, batch_size=8, eval_images=0,
+                     num_val_triplets=4, image_size=32)
+    result = train(config, log=QUIET)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    reloaded = load_image_folder(dataset.root, config.image_options(), log=QUIET)
+    assert state["input"]["channels"] == 3 and state["input"]["image_size"] == 32
+    assert state["input"]["mean"] == pytest.approx(list(reloaded.mean))
+    assert state["input"]["std"] == pytest.approx(list(reloaded.std))
+    assert state["input"]["mean"] != pytest.approx(list(data.mean))  # the 32x32 crop, not the default size's statistics
+    model, _ = model_from_checkpoint(state)
+    mean, std = model.input_normalization()
+    assert mean == pytest.approx(reloaded.mean, rel=1e-6) and std == pytest.approx(reloaded.std, rel=1e-6)
+    assert (mean, std) == result.model.input_normalization()
+    assert state["split"]["holdout_classes"] == list(dataset.test_identities)  # the folder's test-only identities
+    assert state["dataset_source"]["root"] == str(dataset.root)
+
+
+def test_a_colour_folder_trains_then_a_pairs_file_of_its_unseen_identities_is_verified(tmp_path, capsys):
+    dataset = make_synthetic_dataset(tmp_path / "faces", n_train=6, n_test=20, images_per_identity=4)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(dataset.root), "--image_size", "32", "--num_images", "16", "--batch_size", "8",
+                 "--epochs", "1", "--eval_images", "0", "--num_val_triplets", "4", "--no-augment",
+                 "--checkpoint_path", str(run)]) == 0
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["eval_images"] == 80 and "seen_val" not in record  # the test split holds unseen identities only
+    pairs = tmp_path / "pairs.txt"
+    assert main(["pairs", "--images", str(dataset.root / "test"), "--out", str(pairs), "--folds", "10", "--per_fold", "4"]) == 0
+    assert pairs.read_text().splitlines()[0].split() == ["10", "2"]
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--pairs", str(pairs), "--images", str(dataset.root / "test"),
+                 "--flip", "mean", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_pairs"] == 40 and result["n_folds"] == 10 and 0 <= result["accuracy_mean"] <= 1
+    # The folder moved: --data_path points evaluate at its new place.
+    moved = tmp_path / "moved"
+    dataset.root.rename(moved)
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--data_path", str(moved), "--json", "--no-clustering"]) == 0
+    assert json.loads(capsys.readouterr().out)
+
+
+def test_pairs_options_without_a_pairs_file_are_refused(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--flip", "mean"]) == 2
+    assert "--flip applies only with --pairs" in capsys.readouterr().err
+    assert main(["evaluate", "--embeddings", str(tmp_path / "x.npz"), "--pairs", str(tmp_path / "p.txt")]) == 2
+    assert "--pairs needs --checkpoint" in capsys.readouterr().err
