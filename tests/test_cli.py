@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import tripletnet
-from tripletnet.training.checkpoint import save_checkpoint
 from tripletnet.cli import _build_parser, build_eval_config, build_train_config, main, parameter_message
 from tripletnet.config import LR_MAX, MARGIN_MAX, PRESETS, RESUMABLE_FIELDS, EvalConfig, TrainConfig
 from tripletnet.errors import ParameterError
+from tripletnet.training.checkpoint import save_checkpoint
 
 from _mnist import data_root, require_dataset
 
@@ -69,7 +69,11 @@ MISTAKES = [
     (["--num_images", "-5"], "num_images"),
     (["--epochs", "many"], "invalid int value"),
     (["--checkpoint_path", ""], "--checkpoint_path must name a folder (write . for the current one), got "),
-    (["--dataset", ""], "--dataset must be mnist, fashion-mnist, a folder of class subfolders, or a .csv file of image paths and labels; got an empty name"),
+    (
+        ["--dataset", ""],
+        "--dataset must be mnist, fashion-mnist, a folder of class subfolders, or a .csv file of image paths and labels; "
+        "got an empty name",
+    ),
 ]
 
 

@@ -131,9 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
     embed.add_argument("--split", choices=("train", "test"), default="test", help="which split (default: test)")
     embed.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
-    embed.add_argument("--data_path", "--data-path", dest="data_path",
-                       help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/); for a run on an "
-                            "image folder or CSV list, its new place if it moved")
+    _add_data_path_option(embed)
     embed.add_argument("--classes", choices=CLASS_CHOICES,
                        help="which classes: unseen (held out of training), seen, or all "
                             "(default: unseen when the run held classes out, else all)")
@@ -153,6 +151,12 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, subparser in sub.choices.items():
         subparser.set_defaults(prog=f"{PROG} {name}")
     return parser
+
+
+def _add_data_path_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data_path", "--data-path", dest="data_path",
+                        help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/); for a run on an "
+                             "image folder or CSV list, its new place if it moved")
 
 
 def build_train_config(args: argparse.Namespace) -> TrainConfig:
@@ -272,10 +276,12 @@ def add_use_commands(subparsers: Any) -> None:
     index.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
     gallery = index.add_mutually_exclusive_group(required=True)
     gallery.add_argument("--split", choices=("train", "test"), help="a split of the checkpoint's dataset")
-    gallery.add_argument("--images", metavar="DIR", help="a folder of images (searched recursively; a subfolder name is the label)")
+    gallery.add_argument(
+        "--images", metavar="DIR", help="a folder of images (searched recursively; a subfolder name is the label)"
+    )
     index.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced if it is one)")
     index.add_argument("--hnsw", action="store_true", help="approximate HNSW index for large galleries (default: exact)")
-    index.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+    _add_data_path_option(index)
     index.set_defaults(handler=_cmd_index)
 
     search = subparsers.add_parser(
@@ -286,7 +292,8 @@ def add_use_commands(subparsers: Any) -> None:
     queries.add_argument("--query", metavar="IMAGE", help="one query image")
     queries.add_argument("--queries", metavar="DIR", help="a folder of query images (searched recursively)")
     search.add_argument("-k", type=int, default=5, help="neighbours per query (default: 5)")
-    search.add_argument("--checkpoint", help="the checkpoint the index was built with, if it has moved (it must hold the same weights)")
+    search.add_argument("--checkpoint",
+                        help="the checkpoint the index was built with, if it has moved (it must hold the same weights)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(handler=_cmd_search)
 
@@ -306,7 +313,7 @@ def add_use_commands(subparsers: Any) -> None:
     source.add_argument("--run", metavar="DIR", help="a run folder (its last.pt is reported)")
     source.add_argument("--checkpoint", help="a tripletnet checkpoint")
     report.add_argument("--out", required=True, metavar="FILE.html", help="HTML file to write")
-    report.add_argument("--data_path", "--data-path", dest="data_path", help="dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/)")
+    _add_data_path_option(report)
     report.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default: 1e-3)")
     report.add_argument("--test_images", "--test-images", dest="test_images", type=int, default=0,
                         help="evaluate a class-stratified subset of this many test images (default: 0 = all)")
@@ -379,8 +386,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     files = [Path(args.query)] if args.query else list_images(Path(args.queries))
     distances, positions = index.search(model.embed(files), args.k)
     results = [
-        {"query": str(f), "neighbours": [{"rank": r + 1, "distance": float(d), **index.item(int(p))} for r, (d, p) in enumerate(zip(ds, ps))]}
-        for f, ds, ps in zip(files, distances, positions)
+        {"query": str(f), "neighbours": [{"rank": rank, "distance": float(d), **index.item(int(p))}
+                                         for rank, (d, p) in enumerate(zip(ds, ps, strict=True), start=1)]}
+        for f, ds, ps in zip(files, distances, positions, strict=True)
     ]
     if args.json:
         print(json.dumps({"index": str(args.index), "k": args.k, "results": results}))
@@ -389,7 +397,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"query {result['query']}")
         for n in result["neighbours"]:
             # Without paths (a dataset split), the gallery position identifies the image.
-            described = "  ".join([*(str(n[key]) for key in ("label", "path") if key in n), *([] if "path" in n else [f"#{n['index']}"])])
+            named = [str(n[key]) for key in ("label", "path") if key in n]
+            described = "  ".join(named if "path" in n else [*named, f"#{n['index']}"])
             print(f"  {n['rank']:>3}  {n['distance']:.4f}  {described}")
     return 0
 
@@ -404,7 +413,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     path = export_model(model, args.out, args.format)
     c, h, w = model.input_shape
     detail = f"ONNX opset {ONNX_OPSET}" if args.format == "onnx" else "TorchScript"
-    print(f"wrote {path} ({detail}): input '{INPUT_NAME}' uint8 N x {c} x {h} x {w}, output embeddings N x {model.embedding_dim} fp32")
+    print(f"wrote {path} ({detail}): input '{INPUT_NAME}' uint8 N x {c} x {h} x {w}, "
+          f"output embeddings N x {model.embedding_dim} fp32")
     return 0
 
 

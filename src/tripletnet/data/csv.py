@@ -96,7 +96,10 @@ def read_image_list_csv(path: str | Path) -> list[ImageEntry]:
         if len(fields) not in (2, 3):
             raise UserError(f"{where}: expected path,label or path,label,split, found {len(fields)} fields")
         if (len(fields) == 3) != with_split:
-            raise UserError(f"{where}: {'no' if with_split else 'a'} split column, unlike line {rows[0][0]}: give a split on every row or on none")
+            raise UserError(
+                f"{where}: {'no' if with_split else 'a'} split column, unlike line {rows[0][0]}: "
+                "give a split on every row or on none"
+            )
         image, label = fields[0], fields[1]
         if not image or not label:
             raise UserError(f"{where}: empty {'path' if not image else 'label'}")

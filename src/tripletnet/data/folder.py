@@ -257,7 +257,9 @@ def _identity_folders(root: Path) -> list[Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def _list_split(folder: Path, split: str | None, empty_allowed: bool) -> list[ImageEntry]:
@@ -270,7 +272,8 @@ def _list_split(folder: Path, split: str | None, empty_allowed: bool) -> list[Im
         entries.extend(ImageEntry(path, identity.name, split, str(path)) for path in files)
     if not entries:
         raise UserError(
-            f"{folder} holds no images: expected one subfolder per identity holding its images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            f"{folder} holds no images: expected one subfolder per identity holding its images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return entries
 
@@ -406,7 +409,7 @@ def load_image_list(
     if not kept:
         raise UserError(f"{name}: none of its {len(entries)} images could be read")
     splits = assign_splits(kept, options.split_by, options.test_fraction, options.seed, name)
-    train_probes = [probes[i] for i, split in zip(sorted(probes), splits) if split == "train"]
+    train_probes = [probes[i] for i, split in zip(sorted(probes), splits, strict=True) if split == "train"]
     if not train_probes:
         raise UserError(f"{name}: no training images")
     size = options.image_size if options.image_size is not None else _default_image_size(train_probes)
@@ -415,7 +418,7 @@ def load_image_list(
     chosen_channels = choose_channels(n_grey, n_colour, options.channels, name, log)
 
     decoded: dict[str, list[tuple[np.ndarray, ImageEntry]]] = {"train": [], "test": []}
-    for entry, split in progress(list(zip(kept, splits)), total=len(kept), desc="reading images", unit="img"):
+    for entry, split in progress(list(zip(kept, splits, strict=True)), total=len(kept), desc="reading images", unit="img"):
         array = readable(lambda e: read_image(e.path, size, chosen_channels, e.where), entry)
         if array is not None:
             decoded[split].append((array, entry))

@@ -85,7 +85,9 @@ def _pooled_area(input_shape: InputShape, poolings: int) -> int:
     """Height x width after ``poolings`` 2x2 max-pools (each floors odd sizes)."""
     _, height, width = input_shape
     if min(height, width) >> poolings < 1:
-        raise ParameterError("input_shape", f"must be at least {1 << poolings} pixels high and wide for this network, got {height}x{width}")
+        raise ParameterError(
+            "input_shape", f"must be at least {1 << poolings} pixels high and wide for this network, got {height}x{width}"
+        )
     return (height >> poolings) * (width >> poolings)
 
 
