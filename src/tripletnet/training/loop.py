@@ -29,6 +29,10 @@ from ..models import EmbeddingNet, build_network, embed_images, input_shape_of
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
+from .distributed import (
+    ProcessContext, context_from_environment, process_device, shard_batch, start_process_group,
+    stop_process_group, use_distributed_batch_norm,
+)
 from .runlog import RunLog
 from .step import StepStats, train_step
 from .validation import draw_validation_triplets, validation_loss
@@ -84,7 +88,9 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 1
     fallback_epoch: int | None = None  # the epoch a collapsing miner was replaced from
-    is_main_process: bool = True  # only the main process writes files (multi-process training comes later)
+    is_main_process: bool = True  # only the main process writes files
+    context: ProcessContext = field(default_factory=ProcessContext)  # rank and world size (torchrun)
+    trainer: torch.nn.Module | None = None  # the DistributedDataParallel wrapper of ``model`` when several processes train
 
 
 def train(
@@ -107,7 +113,22 @@ def train(
     Returns:
         The trained model, the config, the per-epoch records and the run folder.
     """
-    run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log)
+    context = context_from_environment()
+    if not context.is_main_process:
+        log = _quiet  # only the main process logs (every process computes the same records)
+    run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log, context=context)
+    try:
+        return _train_epochs(run, log)
+    finally:
+        stop_process_group(run.context)
+
+
+def _quiet(message: str) -> None:
+    del message
+
+
+def _train_epochs(run: Run, log: Logger) -> TrainResult:
+    config = run.config
     for epoch in range(run.start_epoch, config.epochs + 1):
         miner, means, seconds, lr = run_epoch(run, epoch, log)
         record = epoch_record(run, epoch, miner, lr, means, seconds)
@@ -129,12 +150,18 @@ def train(
 
 
 def prepare_run(
-    config: TrainConfig, *, resume: str | Path | None, overwrite: bool, data: DatasetSplits | None, log: Logger
+    config: TrainConfig, *, resume: str | Path | None, overwrite: bool, data: DatasetSplits | None, log: Logger,
+    context: ProcessContext | None = None,
 ) -> Run:
-    """Config and run folder (nothing written on a user mistake), data, model, optimiser, resume."""
+    """Config and run folder (nothing written on a user mistake), data, model, optimiser, resume.
+
+    Under torchrun (``context`` of several processes) it also joins the process group; every
+    process resumes from the same checkpoint.
+    """
+    context = context or ProcessContext()
     checkpoint = load_checkpoint(resume) if resume else None
     config.validate()
-    device = resolve_device(config.device)
+    device = process_device(resolve_device(config.device), context)
     run_dir = Path(config.checkpoint_path)
     if checkpoint is None and (run_dir / "last.pt").exists() and not overwrite:
         raise UserError(
@@ -169,7 +196,7 @@ def prepare_run(
         train_images=train_images.to(device), train_labels=train_labels.to(device), sampler=sampler,
         val_triplets=val_triplets, eval_images=data.test_images[eval_subset], eval_labels=data.test_labels[eval_subset],
         model=model, optimizer=optimizer, scheduler=scheduler, schedule=parse_schedule(config.mining),
-        runlog=RunLog(run_dir),
+        runlog=RunLog(run_dir), is_main_process=context.is_main_process, context=context,
     )
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -178,6 +205,11 @@ def prepare_run(
         run.history = list(checkpoint.get("history", []))
         run.start_epoch = int(checkpoint["epoch"]) + 1
         run.fallback_epoch = checkpoint.get("mining_fallback_epoch")
+    if context.is_distributed:
+        start_process_group(context, device)
+        # Batch statistics of the global batch, as one process would compute them.
+        use_distributed_batch_norm(model)
+        run.trainer = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     if run.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +281,12 @@ def _train_batches(run: Run, epoch: int, miner: str, guard: CollapseGuard | None
     totals = dict.fromkeys(STAT_KEYS, 0.0)
     batches = run.sampler.batches(epoch)
     for indices in progress(batches, total=len(batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]"):
-        stats = train_step(run.model, run.optimizer, run.train_images[indices], run.train_labels[indices], miner, run.config, gen)
+        labels = run.train_labels[indices]
+        if run.trainer is None:
+            stats = train_step(run.model, run.optimizer, run.train_images[indices], labels, miner, run.config, gen)
+        else:
+            stats = train_step(run.trainer, run.optimizer, run.train_images[indices], labels, miner, run.config, gen,
+                               shard=shard_batch(labels, run.context))
         if guard is not None and guard.trips(stats):
             return None  # the guard restores the epoch's starting weights, so this step's update is undone too
         for key in totals:
