@@ -8,8 +8,8 @@ same loss ``L``. Why no loss scaling is needed (factor 1):
 * the backward of the autograd-aware ``all_gather`` sums, over the processes, the gradient each
   of them sends to a gathered slot; all of them hold the same ``L``, so a process's own share
   receives ``world * dL/de``;
-* :class:`DistributedBatchNorm` sums its batch statistics with an autograd-aware ``all_reduce``,
-  whose backward is again a sum over processes: ``world * dL/dS`` for the shared statistics ``S``;
+* :class:`DistributedBatchNorm` gathers every process's batch moments with the same all_gather, so
+  a process's moments also receive ``world * dL/dm`` (the sum over processes of identical terms);
 * DistributedDataParallel then averages the parameter gradients (divides their sum by ``world``),
   which leaves ``sum over shares of dL/dtheta``, the single-process gradient.
 
@@ -199,8 +199,8 @@ def gather_global_batch(local: torch.Tensor, shard: BatchShard) -> torch.Tensor:
 class DistributedBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch, on any device.
 
-    torch's SyncBatchNorm runs on GPUs only; this one sums the per-channel count, sum and sum of
-    squares over the processes with an autograd-aware all_reduce, on CPU too. Its parameters and
+    torch's SyncBatchNorm runs on GPUs only; this one combines every process's per-channel count,
+    mean and centred sum of squares (gathered with autograd), on CPU too. Its parameters and
     buffers are nn.BatchNorm2d's, so checkpoints stay interchangeable. Outside a process group,
     or in eval mode, it is exactly nn.BatchNorm2d.
     """
@@ -208,17 +208,9 @@ class DistributedBatchNorm(nn.BatchNorm2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.BatchNorm2d's name
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        import torch.distributed.nn.functional as dist_fn
-
         self._check_input_dim(input)
-        dims = (0, 2, 3)
         values = input.float()
-        count = values.new_full((1,), values.numel() / values.shape[1])
-        stacked = torch.cat([count, values.sum(dims), (values * values).sum(dims)])
-        total = dist_fn.all_reduce(stacked)
-        n = total[0]
-        mean = total[1 : 1 + self.num_features] / n
-        var = (total[1 + self.num_features :] / n - mean * mean).clamp_min(0.0)  # biased, as BN normalises
+        mean, var, n = _global_channel_moments(values)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             assert self.num_batches_tracked is not None
             with torch.no_grad():
@@ -232,6 +224,29 @@ class DistributedBatchNorm(nn.BatchNorm2d):
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(input.dtype)
+
+
+def _global_channel_moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of (N, C, H, W) ``values`` over all processes, and the count.
+
+    Each process sends its count, means and centred sums of squares; they are combined with Chan's
+    parallel formula. Sums of x and x^2 would lose the variance to cancellation when the mean is
+    large against the spread (a first convolution over mostly-background images).
+    """
+    import torch.distributed.nn.functional as dist_fn
+
+    dims = (0, 2, 3)
+    local_mean = values.mean(dims)
+    centred = values - local_mean.view(1, -1, 1, 1)
+    local_m2 = (centred * centred).sum(dims)
+    count = values.new_full((1,), values.numel() / values.shape[1])
+    parts = torch.stack(dist_fn.all_gather(torch.cat([count, local_mean, local_m2])))  # (world, 1 + 2C)
+    channels = values.shape[1]
+    counts, means, m2s = parts[:, :1], parts[:, 1 : 1 + channels], parts[:, 1 + channels :]
+    n = counts.sum()
+    mean = (counts * means).sum(0) / n
+    m2 = (m2s + counts * (means - mean) ** 2).sum(0)
+    return mean, m2 / n, n
 
 
 def use_distributed_batch_norm(model: nn.Module) -> nn.Module:
