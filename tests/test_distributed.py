@@ -5,10 +5,10 @@ with one process on the same global batches:
 
 * one step's gradient (SGD with lr 1, so the update is the gradient): equal within 1e-3 of the
   largest gradient entry of each tensor (measured: 4e-4 on the first convolution, whose gradient
-  goes through the batch mean torch computes least accurately; <= 2e-5 on every other tensor). This is the exact claim (global-batch mining, loss scale 1, batch norm
-  over processes); what remains is float rounding: reductions over a share and over the whole
-  batch add in different orders, and torch's CPU BatchNorm2d itself is off by ~2e-4 relative
-  in its batch mean on MNIST-like inputs.
+  goes through the batch mean torch computes least accurately; <= 2e-5 on every other tensor).
+  This is the exact claim (global-batch mining, loss scale 1, batch norm over processes); what
+  remains is float rounding: reductions over a share and over the whole batch add in different
+  orders, and torch's CPU BatchNorm2d itself is off by ~2e-4 relative in its batch mean on MNIST-like inputs.
 * whole runs with Adam: Adam's first steps move every weight by about +-lr whatever the
   gradient's size, so a gradient entry within rounding of zero can take the other sign (a 2*lr
   difference) and the trajectories then drift apart like any two float orders would. The test
@@ -76,7 +76,9 @@ def test_shares_split_every_class_and_gather_back_in_order(world: int) -> None:
             assert abs(in_share - int((labels == label).sum()) / world) < 1  # each class's K split evenly
     # What gather_global_batch does, without processes: pad each share, concatenate, reorder.
     values = torch.arange(len(labels)) * 10
-    padded = torch.cat([torch.cat([values[s.positions], values.new_full((s.share_size - len(s.positions),), -1)]) for s in shards])
+    padded = torch.cat([
+        torch.cat([values[s.positions], values.new_full((s.share_size - len(s.positions),), -1)]) for s in shards
+    ])
     assert torch.equal(padded[shards[0].gathered_order], values)
 
 

@@ -58,7 +58,10 @@ def draw_affine(
     Returns:
         (count, 2, 3) float32 affine matrices in affine_grid's [-1, 1] coordinates, on the CPU.
     """
-    uniform = lambda low, high: low + (high - low) * torch.rand(count, generator=gen)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(count, generator=gen)
+
     angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
     scale = uniform(1 - max_scale, 1 + max_scale)
     # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.

@@ -30,8 +30,13 @@ from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
 from .distributed import (
-    ProcessContext, context_from_environment, process_device, shard_batch, start_process_group,
-    stop_process_group, use_distributed_batch_norm,
+    ProcessContext,
+    context_from_environment,
+    process_device,
+    shard_batch,
+    start_process_group,
+    stop_process_group,
+    use_distributed_batch_norm,
 )
 from .runlog import RunLog
 from .step import StepStats, train_step
