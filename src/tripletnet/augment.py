@@ -29,14 +29,50 @@ def random_affine(
     """Rotate (±max_degrees), scale (1 ± max_scale) and shift (±max_shift px) each image of a
     (B, C, H, W) batch by its own random amount; bilinear, zero (background) outside the image."""
     b, _, h, w = images.shape
-    uniform = lambda low, high: low + (high - low) * torch.rand(b, generator=gen)
+    return apply_affine(images, draw_affine(b, h, w, gen, max_degrees, max_scale, max_shift))
+
+
+def draw_affine(
+    count: int,
+    height: int,
+    width: int,
+    gen: torch.Generator,
+    max_degrees: float = 10.0,
+    max_scale: float = 0.1,
+    max_shift: float = 2.0,
+) -> torch.Tensor:
+    """The random transforms :func:`random_affine` applies, for ``count`` images of height x width.
+
+    Drawing them apart from applying them lets several processes draw the transforms of one
+    global batch from the same generator and each apply its own share.
+
+    Args:
+        count: how many images (one transform each).
+        height: image height in pixels (shifts are in pixels).
+        width: image width in pixels.
+        gen: the (CPU) generator the draws come from.
+        max_degrees: largest rotation either way.
+        max_scale: largest relative scale change either way.
+        max_shift: largest shift in pixels either way.
+
+    Returns:
+        (count, 2, 3) float32 affine matrices in affine_grid's [-1, 1] coordinates, on the CPU.
+    """
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(count, generator=gen)
+
     angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
     scale = uniform(1 - max_scale, 1 + max_scale)
     # affine_grid works in [-1, 1] coordinates: one pixel is 2 / size.
-    tx = uniform(-max_shift, max_shift) * 2 / w
-    ty = uniform(-max_shift, max_shift) * 2 / h
+    tx = uniform(-max_shift, max_shift) * 2 / width
+    ty = uniform(-max_shift, max_shift) * 2 / height
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+
+
+def apply_affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Warp each image of a (B, C, H, W) batch by its (2, 3) matrix of ``theta``; zero outside the image."""
     # The draws come from the (CPU) generator; the transform runs where the images are.
     grid = F.affine_grid(theta.to(device=images.device, dtype=images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

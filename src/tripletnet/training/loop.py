@@ -31,6 +31,15 @@ from ..models import EmbeddingNet, build_network, embed_images, input_shape_of
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
+from .distributed import (
+    ProcessContext,
+    context_from_environment,
+    process_device,
+    shard_batch,
+    start_process_group,
+    stop_process_group,
+    use_distributed_batch_norm,
+)
 from .run_data import prepare_run_data
 from .runfolder import prepare_run_folder
 from .runlog import RunLog
@@ -92,7 +101,9 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 1
     fallback_epoch: int | None = None  # the epoch a collapsing miner was replaced from
-    is_main_process: bool = True  # only the main process writes files (multi-process training comes later)
+    is_main_process: bool = True  # only the main process writes files
+    context: ProcessContext = field(default_factory=ProcessContext)  # rank and world size (torchrun)
+    trainer: torch.nn.Module | None = None  # the DistributedDataParallel wrapper of ``model`` when several processes train
     lock: FolderLock | None = None  # held by the main process while it writes into run_dir
 
     def release(self) -> None:
@@ -128,7 +139,10 @@ def train(
     Returns:
         The trained model, the config, the per-epoch records and the run folder.
     """
-    run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log)
+    context = context_from_environment()
+    if not context.is_main_process:
+        log = _quiet  # only the main process logs (every process computes the same records)
+    run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log, context=context)
     try:
         for epoch in range(run.start_epoch, config.epochs + 1):
             miner, means, seconds, lr = run_epoch(run, epoch, log)
@@ -141,7 +155,12 @@ def train(
             _plot_losses(run.history, run.run_dir, log)
     finally:
         run.release()
+        stop_process_group(run.context)
     return TrainResult(model=run.model, config=config, history=run.history, run_dir=run.run_dir)
+
+
+def _quiet(message: str) -> None:
+    del message
 
 
 def _collapse_warning(record: dict[str, Any], config: TrainConfig) -> str:
@@ -161,19 +180,27 @@ def _collapse_warning(record: dict[str, Any], config: TrainConfig) -> str:
 
 
 def prepare_run(
-    config: TrainConfig, *, resume: str | Path | None, overwrite: bool, data: DatasetSplits | None, log: Logger
+    config: TrainConfig, *, resume: str | Path | None, overwrite: bool, data: DatasetSplits | None, log: Logger,
+    context: ProcessContext | None = None,
 ) -> Run:
-    """Config and run folder (nothing written on a user mistake), data, model, optimiser, resume."""
+    """Config and run folder (nothing written on a user mistake), data, model, optimiser, resume.
+
+    Under torchrun (``context`` of several processes) it also joins the process group; every
+    process resumes from the same checkpoint.
+    """
+    context = context or ProcessContext()
     checkpoint = load_checkpoint(resume) if resume else None
     config.validate()
-    device = resolve_device(config.device)
+    device = process_device(resolve_device(config.device), context)
     run_dir = Path(config.checkpoint_path)
+    if not context.is_main_process:  # the main process alone locks, checks and writes the run folder
+        return _prepare(config, run_dir, device, checkpoint, data, log, context)
     created = not run_dir.exists()
     # Locked before anything is checked or written: a second run into the same folder is refused at once.
     lock = FolderLock(run_dir, log=log).acquire()
     try:
         prepare_run_folder(run_dir, resume=Path(resume) if resume else None, resume_state=checkpoint, overwrite=overwrite)
-        run = _prepare(config, run_dir, device, checkpoint, data, log)
+        run = _prepare(config, run_dir, device, checkpoint, data, log, context)
     except BaseException:
         lock.release()
         if created:  # a run refused before it began leaves no folder behind
@@ -187,7 +214,7 @@ def prepare_run(
 
 def _prepare(
     config: TrainConfig, run_dir: Path, device: torch.device, checkpoint: dict[str, Any] | None,
-    data: DatasetSplits | None, log: Logger,
+    data: DatasetSplits | None, log: Logger, context: ProcessContext,
 ) -> Run:
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -219,7 +246,7 @@ def _prepare(
         eval_images=run_data.eval_images, eval_labels=run_data.eval_labels,
         seen_eval_images=run_data.seen_eval_images, seen_eval_labels=run_data.seen_eval_labels, data_records=run_data.records,
         model=model, optimizer=optimizer, scheduler=scheduler, schedule=parse_schedule(config.mining),
-        runlog=RunLog(run_dir),
+        runlog=RunLog(run_dir), is_main_process=context.is_main_process, context=context,
     )
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -228,6 +255,11 @@ def _prepare(
         run.history = list(checkpoint.get("history", []))
         run.start_epoch = int(checkpoint["epoch"]) + 1
         run.fallback_epoch = checkpoint.get("mining_fallback_epoch")
+    if context.is_distributed:
+        start_process_group(context, device)
+        # Batch statistics of the global batch, as one process would compute them.
+        use_distributed_batch_norm(model)
+        run.trainer = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     if run.is_main_process:
         atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
@@ -298,7 +330,12 @@ def _train_batches(run: Run, epoch: int, miner: str, guard: CollapseGuard | None
     totals = dict.fromkeys(STAT_KEYS, 0.0)
     batches = run.sampler.batches(epoch)
     for step, indices in enumerate(progress(batches, total=len(batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]"), 1):
-        stats = train_step(run.model, run.optimizer, run.train_images[indices], run.train_labels[indices], miner, run.config, gen)
+        labels = run.train_labels[indices]
+        if run.trainer is None:
+            stats = train_step(run.model, run.optimizer, run.train_images[indices], labels, miner, run.config, gen)
+        else:
+            stats = train_step(run.trainer, run.optimizer, run.train_images[indices], labels, miner, run.config, gen,
+                               shard=shard_batch(labels, run.context))
         _stop_if_diverged(run, epoch, step, stats.loss)
         if guard is not None and guard.trips(stats):
             return None  # the guard restores the epoch's starting weights, so this step's update is undone too

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..augment import random_affine
+from ..augment import apply_affine, draw_affine, random_affine
 from ..config import TrainConfig
 from ..distances import pairwise_distances
 from ..losses import counted_distance_sums, triplet_hinges
 from ..mining import get_miner
 from ..models import images_to_input
+from .distributed import BatchShard, gather_global_batch
 
 
 @dataclass
@@ -95,28 +96,44 @@ def train_step(
     miner: str,
     config: TrainConfig,
     gen: torch.Generator,
+    shard: BatchShard | None = None,
 ) -> StepStats:
     """One optimisation step on a batch of uint8 images: augment, embed, mine, loss, update.
 
     Args:
-        model: the network, on the device the batch is on.
+        model: the network (DistributedDataParallel-wrapped when ``shard`` is given), on the batch's device.
         optimizer: its optimiser.
-        images: uint8 (B, H, W) or (B, C, H, W) images on the model's device.
+        images: uint8 (B, H, W) or (B, C, H, W) images of the (global) batch on the model's device.
         labels: (B,) labels on the same device.
         miner: a registered miner name.
         config: the run's config (augment, precision, margin).
         gen: the epoch's CPU generator (augmentation draws from it).
+        shard: this process's share of the global batch when several processes train; it embeds
+            only its share, gathers everyone's embeddings and mines the whole batch.
 
     Returns:
-        The step's statistics.
+        The step's statistics (of the whole global batch: the same on every process).
     """
-    inputs = images_to_input(images)
-    if config.augment:
-        inputs = random_affine(inputs, gen)
+    if shard is None:
+        inputs = images_to_input(images)
+        if config.augment:
+            inputs = random_affine(inputs, gen)
+    else:
+        positions = shard.positions.to(images.device)
+        inputs = images_to_input(images[positions])
+        if config.augment:
+            # The transforms of the whole global batch, drawn as one process would, then this share's.
+            _, _, height, width = inputs.shape
+            inputs = apply_affine(inputs, draw_affine(len(labels), height, width, gen)[shard.positions])
     # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         embeddings = model(inputs)
-    loss, stats = triplet_step(embeddings.float(), labels, miner, config.margin)
+    embeddings = embeddings.float()
+    if shard is not None:
+        # Loss scale 1: see tripletnet.training.distributed for why DDP's averaging then gives
+        # the single-process gradient.
+        embeddings = gather_global_batch(embeddings, shard)
+    loss, stats = triplet_step(embeddings, labels, miner, config.margin)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -1,0 +1,222 @@
+"""Several processes: the global batch's shares, gathering, batch norm, and 2 gloo processes vs one.
+
+The equivalence tests spawn two CPU processes (gloo on a free localhost port) and compare them
+with one process on the same global batches:
+
+* one step's gradient (SGD with lr 1, so the update is the gradient): equal within 1e-3 of the
+  largest gradient entry of each tensor (measured: 4e-4 on the first convolution, whose gradient
+  goes through the batch mean torch computes least accurately; <= 2e-5 on every other tensor).
+  This is the exact claim (global-batch mining, loss scale 1, batch norm over processes); what
+  remains is float rounding: reductions over a share and over the whole batch add in different
+  orders, and torch's CPU BatchNorm2d itself is off by ~2e-4 relative in its batch mean on MNIST-like inputs.
+* whole runs with Adam: Adam's first steps move every weight by about +-lr whatever the
+  gradient's size, so a gradient entry within rounding of zero can take the other sign (a 2*lr
+  difference) and the trajectories then drift apart like any two float orders would. The test
+  therefore runs one step per epoch and asserts: 95% of weights within 1e-5, every weight within
+  2*lr per step, and records (losses, VAL, P@1, ...) within 1e-3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tripletnet.augment import apply_affine, draw_affine, random_affine
+from tripletnet.config import TrainConfig
+from tripletnet.data import DatasetSplits
+from tripletnet.errors import UserError
+from tripletnet.training import load_checkpoint, train
+from tripletnet.training.distributed import (
+    DistributedBatchNorm,
+    ProcessContext,
+    collective_timeout,
+    context_from_environment,
+    shard_batch,
+    use_distributed_batch_norm,
+)
+
+TOLERANCE = 1e-5
+GRADIENT_TOLERANCE = 1e-3  # of the largest entry; measured: 4e-4 on the first convolution, <= 2e-5 elsewhere
+RECORD_TOLERANCE = 1e-3
+
+
+def test_environment_without_torchrun_is_one_process() -> None:
+    assert context_from_environment({}) == ProcessContext(rank=0, world_size=1, local_rank=0)
+    context = context_from_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (context.rank, context.world_size, context.local_rank, context.is_main_process) == (3, 4, 1, False)
+
+
+@pytest.mark.parametrize("environ", [{"WORLD_SIZE": "two"}, {"WORLD_SIZE": "2", "RANK": "2"}, {"WORLD_SIZE": "0"}])
+def test_inconsistent_torchrun_environment_is_a_user_error(environ: dict[str, str]) -> None:
+    with pytest.raises(UserError):
+        context_from_environment(environ)
+
+
+def test_collective_timeout_reads_its_variable() -> None:
+    assert collective_timeout({"TRIPLETNET_COLLECTIVE_TIMEOUT": "7.5"}).total_seconds() == 7.5
+    with pytest.raises(UserError):
+        collective_timeout({"TRIPLETNET_COLLECTIVE_TIMEOUT": "-1"})
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shares_split_every_class_and_gather_back_in_order(world: int) -> None:
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 7, 7, 7, 7])
+    shards = [shard_batch(labels, ProcessContext(rank, world)) for rank in range(world)]
+    positions = torch.cat([s.positions for s in shards])
+    assert sorted(positions.tolist()) == list(range(len(labels)))  # disjoint and complete
+    for shard in shards:
+        for label in labels.unique():
+            in_share = int((labels[shard.positions] == label).sum())
+            assert abs(in_share - int((labels == label).sum()) / world) < 1  # each class's K split evenly
+    # What gather_global_batch does, without processes: pad each share, concatenate, reorder.
+    values = torch.arange(len(labels)) * 10
+    padded = torch.cat([
+        torch.cat([values[s.positions], values.new_full((s.share_size - len(s.positions),), -1)]) for s in shards
+    ])
+    assert torch.equal(padded[shards[0].gathered_order], values)
+
+
+def test_affine_drawn_then_applied_equals_random_affine() -> None:
+    images = torch.rand(6, 1, 28, 28)
+    expected = random_affine(images, torch.Generator().manual_seed(3))
+    theta = draw_affine(6, 28, 28, torch.Generator().manual_seed(3))
+    assert torch.equal(apply_affine(images, theta), expected)
+    # A share's images warped by the share's rows of the global draw are the global result's rows.
+    assert torch.equal(apply_affine(images[[1, 4]], theta[[1, 4]]), expected[[1, 4]])
+
+
+def test_distributed_batch_norm_is_batch_norm_in_one_process() -> None:
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3))
+    reference = torch.nn.BatchNorm2d(3)
+    use_distributed_batch_norm(model)
+    assert isinstance(model[0], DistributedBatchNorm)
+    assert model.state_dict().keys() == torch.nn.Sequential(reference).state_dict().keys()
+    x = torch.randn(4, 3, 5, 5)
+    assert torch.equal(model(x), reference(x))
+    assert torch.equal(model[0].running_var, reference.running_var)
+
+
+# --------------------------------------------------------------------------- two processes against one
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _process(rank: int, world: int, port: int, config: TrainConfig, data: DatasetSplits, root: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        TRIPLETNET_COLLECTIVE_TIMEOUT="60",
+    )
+    # Each process gets its own run folder, so a file written by a non-main process would show.
+    train(dataclasses.replace(config, checkpoint_path=f"{root}/rank{rank}"), data=data, log=lambda _: None)
+
+
+def _tiny_config(path: Path, epochs: int) -> TrainConfig:
+    # One global batch of 64 per epoch: each epoch is one step.
+    return TrainConfig(
+        network="reference", num_images=64, batch_size=64, epochs=epochs, mining="semihard:0.5,batch_all",
+        precision="fp32", num_val_triplets=32, eval_images=200, threads=1, lr_drop_epoch=0, seed=5,
+        checkpoint_path=str(path), download=False,
+    )
+
+
+def _assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], steps: int, lr: float) -> None:
+    assert a.keys() == b.keys()
+    differences = torch.cat([(a[key].double() - b[key].double()).abs().flatten() for key in a])
+    assert float((differences <= TOLERANCE).double().mean()) >= 0.95  # measured: 99.8% after one step, 97% after two
+    assert float(differences.max()) <= 2 * lr * steps + TOLERANCE
+
+
+def _assert_records_equal(a: dict, b: dict) -> None:
+    for key, value in a.items():
+        if key in {"epoch_seconds", "images_per_second", "eval_seconds"}:
+            continue
+        if isinstance(value, float) and not math.isnan(value):
+            assert b[key] == pytest.approx(value, rel=RECORD_TOLERANCE, abs=RECORD_TOLERANCE), key
+        else:
+            assert b[key] == value or (isinstance(value, float) and math.isnan(b[key])), key
+
+
+def _gradient_process(rank: int, port: int, data: DatasetSplits, out: str) -> None:
+    import os
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    from tripletnet.training.distributed import start_process_group, stop_process_group
+    from tripletnet.training.step import train_step
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    context = ProcessContext(rank=rank, world_size=2, local_rank=rank)
+    start_process_group(context, torch.device("cpu"))
+    try:
+        model, images, labels, config, gen = _gradient_setup(data)
+        use_distributed_batch_norm(model)
+        trainer = DistributedDataParallel(model)
+        train_step(trainer, torch.optim.SGD(model.parameters(), lr=1.0), images, labels, "semihard", config, gen,
+                   shard=shard_batch(labels, context))
+        if rank == 0:
+            torch.save(model.state_dict(), out)
+    finally:
+        stop_process_group(context)
+
+
+def _gradient_setup(data: DatasetSplits) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, TrainConfig, torch.Generator]:
+    from tripletnet.models import build_network
+
+    torch.set_num_threads(1)
+    torch.manual_seed(2)
+    model = build_network("reference", 64, (1, 28, 28))
+    indices = torch.arange(96)
+    config = TrainConfig(precision="fp32", augment=True, download=False)
+    return model, data.train_images[indices], data.train_labels[indices], config, torch.Generator().manual_seed(9)
+
+
+def test_two_processes_take_the_single_process_gradient(tmp_path: Path, mnist_slice: DatasetSplits) -> None:
+    from tripletnet.training.step import train_step
+
+    out = tmp_path / "two.pt"
+    mp.spawn(_gradient_process, args=(_free_port(), mnist_slice, str(out)), nprocs=2, join=True)
+    model, images, labels, config, gen = _gradient_setup(mnist_slice)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), images, labels, "semihard", config, gen)
+    two = torch.load(out, weights_only=True)
+    for name, _ in model.named_parameters():
+        gradient_one = before[name] - model.state_dict()[name]
+        gradient_two = before[name] - two[name]
+        scale = float(gradient_one.abs().max())
+        assert scale > 0, name
+        torch.testing.assert_close(gradient_two, gradient_one, rtol=0, atol=GRADIENT_TOLERANCE * scale, msg=name)
+    for name in ("trunk.1.running_mean", "trunk.1.running_var", "trunk.5.running_mean", "trunk.5.running_var"):
+        torch.testing.assert_close(two[name], model.state_dict()[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_two_processes_train_as_one_and_resume_in_one(tmp_path: Path, mnist_slice: DatasetSplits) -> None:
+    port = _free_port()
+    mp.spawn(_process, args=(2, port, _tiny_config(tmp_path, epochs=1), mnist_slice, str(tmp_path / "ddp")), nprocs=2, join=True)
+    assert not (tmp_path / "ddp" / "rank1").exists()  # only the main process writes
+    two = load_checkpoint(tmp_path / "ddp" / "rank0" / "last.pt")
+
+    config = _tiny_config(tmp_path / "single", epochs=2)
+    single = train(config, data=mnist_slice, log=lambda _: None)
+    one = load_checkpoint(tmp_path / "single" / "epoch_1.pt")
+    _assert_weights_close(two["model"], one["model"], steps=1, lr=config.lr)
+    _assert_records_equal(one["history"][0], two["history"][0])
+
+    # 2 -> 1 processes: resume the two-process checkpoint in one process, same global batch.
+    resumed = train(
+        _tiny_config(tmp_path / "resumed", epochs=2), resume=tmp_path / "ddp" / "rank0" / "last.pt",
+        data=mnist_slice, log=lambda _: None,
+    )
+    _assert_weights_close(resumed.model.state_dict(), single.model.state_dict(), steps=2, lr=config.lr)
+    _assert_records_equal(single.history[1], resumed.history[1])
