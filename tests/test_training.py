@@ -247,3 +247,28 @@ def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_p
     # Without the fallback, hard mining goes on.
     kept = train(_config(tmp_path, "kept", collapse_fallback=False, **options), data=DATA, log=lambda _: None)
     assert [r["miner"] for r in kept.history] == ["semihard", "semihard", "hard", "hard"]
+
+
+def test_precision_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch, tmp_path):
+    """Emulated bf16 is several times slower than fp32 (an AVX2-only CPU): auto must not pick it there."""
+    import torch
+
+    from tripletnet.config import TrainConfig
+    from tripletnet.training import loop
+
+    said: list[str] = []
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    assert loop.resolve_precision(TrainConfig(), cpu, said.append).precision == "fp32"
+    monkeypatch.setattr(loop, "native_bf16", lambda device: True)
+    assert loop.resolve_precision(TrainConfig(), cpu, said.append).precision == "bf16"
+    assert loop.resolve_precision(TrainConfig(precision="fp32"), cpu, said.append).precision == "fp32"  # explicit wins
+    assert len(said) == 2 and all("precision auto" in line for line in said)
+    monkeypatch.undo()
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    real_path = loop.Path
+    monkeypatch.setattr(loop, "Path", lambda p: real_path(fake) if p == "/proc/cpuinfo" else real_path(p))
+    assert loop.native_bf16(cpu) is True
+    fake.write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert loop.native_bf16(cpu) is False
