@@ -271,29 +271,6 @@ def test_epoch_metrics_without_metrics_is_an_error_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# --------------------------------------------------------------------------- metrics file
-
-
-def test_load_metrics_jsonl_skips_blank_lines(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text(json.dumps({"epoch": 1}) + "\n\n  \n" + json.dumps({"epoch": 2}) + "\n")
-    assert plots.load_metrics_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
-
-
-@pytest.mark.parametrize("broken", ['{"epoch": 3', "[1, 2]"])
-def test_load_metrics_jsonl_names_file_and_line(tmp_path, broken):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"epoch": 1}\n\n' + broken + "\n")
-    with pytest.raises(UserError) as info:
-        plots.load_metrics_jsonl(path)
-    assert str(path) in str(info.value) and "line 3" in str(info.value)
-
-
-def test_load_metrics_jsonl_missing_file_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="cannot read"):
-        plots.load_metrics_jsonl(tmp_path / "absent.jsonl")
-
-
 # --------------------------------------------------------------------------- t-SNE
 
 

@@ -48,3 +48,11 @@ def test_only_the_main_process_writes(tmp_path):
     log.start(RECORDS)
     log.append(RECORDS[0])
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_blank_lines_are_skipped_and_a_missing_file_is_a_user_error(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"epoch": 1}) + "\n\n  \n" + json.dumps({"epoch": 2}) + "\n")
+    assert read_records(path) == [{"epoch": 1}, {"epoch": 2}]
+    with pytest.raises(UserError, match="no metrics file"):
+        read_records(tmp_path / "absent.jsonl")

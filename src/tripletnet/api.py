@@ -24,6 +24,7 @@ from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_d
 from .fileio import atomic_path, atomic_write_text, ensure_folder
 from .models import embed_images
 from .training.checkpoint import load_checkpoint, model_from_checkpoint
+from .training.runlog import read_records
 
 SPLITS = ("train", "test")
 FLIP_CHOICES = ("none", "mean", "concat")
@@ -281,7 +282,7 @@ def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, t
                    auc=verification.auc, eer=verification.eer, marks=marks)
     history_file = split.run_dir / "metrics.jsonl" if split.run_dir else None
     if history_file and history_file.is_file():
-        history = plots.load_metrics_jsonl(history_file)
+        history = read_records(history_file)
         if history:
             plots.plot_losses(history, out / "losses.png")
             written.append("losses.png")

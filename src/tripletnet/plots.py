@@ -32,7 +32,6 @@ __all__ = [
     "distance_histogram_figure",
     "embedding_2d_figure",
     "epoch_metrics_figure",
-    "load_metrics_jsonl",
     "losses_figure",
     "plot_distance_histograms",
     "plot_distance_histograms_from_counts",
@@ -484,24 +483,3 @@ def plot_epoch_metrics(history: Sequence[Mapping[str, Any]], out: str | Path) ->
 # --------------------------------------------------------------------------- metrics file
 
 
-def load_metrics_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a run's JSON-lines metrics file; a broken line is a UserError naming file and line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read metrics file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"metrics file {path} is not UTF-8 text") from None
-    records: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}: line {number} is not a JSON object")
-        records.append(record)
-    return records

@@ -355,12 +355,12 @@ def _check_writable(target: Path) -> None:
 
 def _history(checkpoint: Path) -> list[dict[str, Any]]:
     """Per-epoch records: the run folder's metrics.jsonl up to this checkpoint's epoch, else the checkpoint's own."""
-    from ..plots import load_metrics_jsonl
+    from ..training.runlog import read_records
     from ..training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     metrics = checkpoint.parent / "metrics.jsonl"
-    records = load_metrics_jsonl(metrics) if metrics.is_file() else list(state.get("history") or [])
+    records = read_records(metrics) if metrics.is_file() else list(state.get("history") or [])
     return [r for r in records if not isinstance(r.get("epoch"), int) or r["epoch"] <= state["epoch"]]
 
 
