@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 from PIL import Image
 
 from tripletnet import plots
-from tripletnet.errors import UserError
 from tripletnet.tsne import tsne_2d
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

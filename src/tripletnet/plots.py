@@ -10,7 +10,6 @@ Colours mean the same thing in every figure: same-class (positive) pairs are blu
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
@@ -23,7 +22,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .errors import UserError
 from .fileio import atomic_path
 
 __all__ = [

@@ -355,8 +355,8 @@ def _check_writable(target: Path) -> None:
 
 def _history(checkpoint: Path) -> list[dict[str, Any]]:
     """Per-epoch records: the run folder's metrics.jsonl up to this checkpoint's epoch, else the checkpoint's own."""
-    from ..training.runlog import read_records
     from ..training.checkpoint import load_checkpoint
+    from ..training.runlog import read_records
 
     state = load_checkpoint(checkpoint)
     metrics = checkpoint.parent / "metrics.jsonl"
