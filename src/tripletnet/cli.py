@@ -385,7 +385,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index, fingerprint=model.fingerprint)
     files = [Path(args.query)] if args.query else list_images(Path(args.queries))
     distances, positions = index.search(model.embed(files), args.k)
-    results = [
+    results: list[dict[str, Any]] = [
         {"query": str(f), "neighbours": [{"rank": rank, "distance": float(d), **index.item(int(p))}
                                          for rank, (d, p) in enumerate(zip(ds, ps, strict=True), start=1)]}
         for f, ds, ps in zip(files, distances, positions, strict=True)

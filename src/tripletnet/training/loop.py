@@ -75,16 +75,15 @@ def native_bf16(device: torch.device) -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def resolve_precision(config: TrainConfig, device: torch.device, log: Logger) -> TrainConfig:
-    """``config`` with ``precision`` "auto" replaced by what this device runs well (said once).
+def resolve_precision(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """``config`` with ``precision`` "auto" replaced by what this device runs well.
 
-    The resolved value is what config.json and the checkpoints record, so a run can be repeated
-    with the same arithmetic elsewhere.
+    The resolved value is what config.json and the checkpoints record (and the run's first log
+    line names), so a run can be repeated with the same arithmetic elsewhere.
     """
     if config.precision != "auto":
         return config
     chosen: Precision = "bf16" if native_bf16(device) else "fp32"
-    log(f"precision auto: {chosen} ({'native bf16 on this ' if chosen == 'bf16' else 'no native bf16 on this '}{device.type})")
     return dataclasses.replace(config, precision=chosen)
 
 
@@ -222,7 +221,7 @@ def prepare_run(
     checkpoint = load_checkpoint(resume) if resume else None
     config.validate()
     device = process_device(resolve_device(config.device), context)
-    config = resolve_precision(config, device, log)
+    config = resolve_precision(config, device)
     run_dir = Path(config.checkpoint_path)
     if not context.is_main_process:  # the main process alone locks, checks and writes the run folder
         return _prepare(config, run_dir, device, checkpoint, data, log, context)
@@ -296,7 +295,7 @@ def _prepare(
         atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
         run.runlog.start(run.history)
     log(
-        f"training {config.network} on {data.name} ({device.type}): {config.num_images} images/epoch, "
+        f"training {config.network} on {data.name} ({device.type}, {config.precision}): {config.num_images} images/epoch, "
         f"{len(sampler)} batches of {config.batch_size}, epochs {run.start_epoch}..{config.epochs}, run folder {run_dir}"
     )
     return run
