@@ -8,7 +8,6 @@ import onnxruntime
 import pytest
 import torch
 
-from _checkpoint import shared_checkpoint
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import export as export_module
@@ -16,6 +15,7 @@ from tripletnet.inference import load_model
 from tripletnet.inference.export import INPUT_NAME, ONNX_OPSET, export_model
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
+from _checkpoint import shared_checkpoint
 from _mnist import mnist
 
 # torch.jit.load is deprecated in favour of torch.export, but it is how a TorchScript file is read back.

@@ -1,6 +1,5 @@
 """Atomic writes: whole files or none, with the permissions a plain open() would give."""
 
-import contextlib
 import errno
 import json
 import os
@@ -22,6 +21,8 @@ from tripletnet.fileio import (
     atomic_write_text,
     ensure_folder,
 )
+
+from _filesystems import small_filesystem
 
 
 def test_written_files_get_the_umask_permissions_not_mkstemps_0600(tmp_path):
@@ -49,21 +50,6 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 # --- write errors: one line naming the path and the cause, nothing half-written -------------------
 
 
-
-
-@contextlib.contextmanager
-def small_filesystem(tmp_path, size_kib: int = 64, read_only: bool = False):
-    """A real tmpfs of ``size_kib`` mounted under ``tmp_path`` (root only); skips where mounting is not allowed."""
-    mount_point = tmp_path / "fs"
-    mount_point.mkdir()
-    options = f"size={size_kib}k" + (",ro" if read_only else "")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); the injected-error tests cover this")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_path_under_a_file_is_a_write_error_naming_it_with_exit_code_2(tmp_path):
@@ -111,7 +97,7 @@ def test_injected_no_space_mid_write_keeps_the_old_file_and_is_a_system_error(tm
 
 
 def test_a_full_filesystem_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
-    with small_filesystem(tmp_path, size_kib=64) as fs:
+    with small_filesystem(tmp_path / "fs", 64 * 1024) as fs:
         target = fs / "last.pt"
         atomic_write_bytes(target, b"a" * 20_000)
         with pytest.raises(WriteError) as info:
@@ -122,7 +108,7 @@ def test_a_full_filesystem_mid_write_keeps_the_old_file_and_leaves_no_temporary(
 
 
 def test_a_read_only_filesystem_is_a_path_error(tmp_path):
-    with small_filesystem(tmp_path, read_only=True) as fs:
+    with small_filesystem(tmp_path / "fs", 64 * 1024, read_only=True) as fs:
         with pytest.raises(WriteError) as info:
             atomic_write_text(fs / "metrics.json", "{}")
         assert info.value.exit_code == 2 and "Read-only" in str(info.value)

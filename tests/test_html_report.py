@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
-from _checkpoint import shared_checkpoint
 from tripletnet.cli import main
 from tripletnet.data import stratified_subset
 from tripletnet.errors import UserError
@@ -24,6 +23,7 @@ from tripletnet.evaluation import all_pairs
 from tripletnet.inference import load_model
 from tripletnet.report.html import extreme_pairs, write_html_report
 
+from _checkpoint import shared_checkpoint
 from _mnist import data_root, mnist
 
 TEST_IMAGES = 600

@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
-from _checkpoint import shared_checkpoint
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import load_model
 from tripletnet.inference.index import GalleryIndex
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
+from _checkpoint import shared_checkpoint
 from _mnist import mnist
 
 

@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 import tripletnet
-from _checkpoint import shared_checkpoint
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import (
@@ -21,6 +20,7 @@ from tripletnet.inference import (
 from tripletnet.models import embed_images
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
+from _checkpoint import shared_checkpoint
 from _mnist import mnist
 
 

@@ -6,7 +6,6 @@ what is learnt. The README's "Reliability" table quotes the counts these tests u
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -27,6 +26,7 @@ from tripletnet.training import train
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 from tripletnet.training.runfolder import run_artefacts
 
+from _filesystems import small_filesystem
 from _mnist import assert_same_state, data_root, require_dataset
 
 KILL_POINTS = 3  # random kill -9 moments in a four-epoch run, each followed by resumes to the end
@@ -155,20 +155,6 @@ def test_overflowing_learning_rates_and_margins_are_refused_before_anything_is_w
 
 
 # --- writes that fail ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_filesystem(where: Path, size_bytes: int, read_only: bool = False):
-    """A real tmpfs (root only); skipped where this machine does not allow mounting."""
-    where.mkdir()
-    options = f"size={max(size_bytes, 4096)}" + (",ro" if read_only else "")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); tests/test_fileio.py injects ENOSPC instead")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_a_disk_that_fills_mid_checkpoint_is_one_line_exit_1_and_keeps_every_earlier_file(tmp_path, capsys):
