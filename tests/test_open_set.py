@@ -204,3 +204,20 @@ def test_pairs_options_without_a_pairs_file_are_refused(tmp_path, capsys):
     assert "--flip applies only with --pairs" in capsys.readouterr().err
     assert main(["evaluate", "--embeddings", str(tmp_path / "x.npz"), "--pairs", str(tmp_path / "p.txt")]) == 2
     assert "--pairs needs --checkpoint" in capsys.readouterr().err
+
+
+def test_the_first_log_line_counts_the_images_an_epoch_really_uses(tmp_path, mnist):
+    """Open set: --num_images larger than the training classes hold is capped, and the log says the capped number."""
+    from tripletnet.config import TrainConfig
+    from tripletnet.data import DatasetSplits
+    from tripletnet.training import train
+
+    small = DatasetSplits(mnist.train_images[:600], mnist.train_labels[:600], mnist.test_images[:200],
+                          mnist.test_labels[:200], mnist.class_names, "mnist")
+    said: list[str] = []
+    config = TrainConfig(train_classes="0-4", num_images=59904, batch_size=64, epochs=1, eval_every=0,
+                         num_val_triplets=16, checkpoint_path=str(tmp_path / "run"))
+    train(config, data=small, log=said.append)
+    (line,) = [s for s in said if s.startswith("training ")]
+    steps = int(line.split(" batches of ")[0].rsplit(" ", 1)[1])
+    assert f"{steps * 64} images/epoch" in line and "59904" not in line

@@ -295,8 +295,9 @@ def _prepare(
         atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
         run.runlog.start(run.history)
     log(
-        f"training {config.network} on {data.name} ({device.type}, {config.precision}): {config.num_images} images/epoch, "
-        f"{len(sampler)} batches of {config.batch_size}, epochs {run.start_epoch}..{config.epochs}, run folder {run_dir}"
+        f"training {config.network} on {data.name} ({device.type}, {config.precision}): "
+        f"{len(sampler) * config.batch_size} images/epoch, {len(sampler)} batches of {config.batch_size}, "
+        f"epochs {run.start_epoch}..{config.epochs}, run folder {run_dir}"
     )
     return run
 
