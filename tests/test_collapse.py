@@ -1,5 +1,6 @@
 """The collapse verdict on synthetic embeddings (not the run it was tuned on) and the guard's snapshot/undo."""
 
+import dataclasses
 import math
 
 import pytest
@@ -54,23 +55,9 @@ def test_a_loss_stuck_at_the_margin_with_everything_close_is_collapse_at_any_mar
             embedding_spread=0.5,
         )
         assert is_collapsed(stuck, margin)
-        separating = StepStats(
-            loss=0.5 * margin,
-            active_fraction=1.0,
-            mean_pos_dist=0.01 * margin,
-            mean_neg_dist=0.01 * margin,
-            num_triplets=10,
-            embedding_spread=0.5,
-        )
+        separating = dataclasses.replace(stuck, loss=0.5 * margin)
         assert not is_collapsed(separating, margin)
-        far_apart = StepStats(
-            loss=margin,
-            active_fraction=1.0,
-            mean_pos_dist=0.5 * margin,
-            mean_neg_dist=0.5 * margin,
-            num_triplets=10,
-            embedding_spread=0.5,
-        )
+        far_apart = dataclasses.replace(stuck, mean_pos_dist=0.5 * margin, mean_neg_dist=0.5 * margin)
         assert not is_collapsed(far_apart, margin)
 
 
