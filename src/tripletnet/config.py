@@ -30,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "fp64"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Protocol = Literal["all-pairs", "pairs", "kfold"]
 SplitBy = Literal["identity", "image"]
@@ -82,7 +82,7 @@ class TrainConfig:
     lr_drop_epoch: int = field(default=15, metadata={"help": "multiply the learning rate by lr_drop_factor after this many epochs (0 = never)"})
     lr_drop_factor: float = field(default=0.1, metadata={"help": "learning-rate drop factor"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
-    precision: Precision = field(default="auto", metadata={"help": "training arithmetic: auto (bf16 where the hardware computes it natively: CPUs with AVX-512 BF16 or AMX, GPUs that support it; else fp32), fp32, or bf16 (autocast; evaluation stays fp32)"})
+    precision: Precision = field(default="auto", metadata={"help": "training arithmetic: auto (bf16 where the hardware computes it natively: CPUs with AVX-512 BF16 or AMX, GPUs that support it; else fp32), fp32, bf16 (autocast; evaluation stays fp32), or fp64 (weights and training in float64: slow; for checking that runs agree, e.g. several processes against one)"})
     device: Device = field(default="auto", metadata={"help": "where to train: auto (cuda if available, else cpu), cpu, cuda or mps; model, batches and mining all run there"})
     # bookkeeping
     seed: int = field(default=0, metadata={"help": "random seed: subset, batches, validation triplets and initial weights"})

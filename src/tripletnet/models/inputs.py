@@ -18,12 +18,12 @@ def input_shape_of(images: torch.Tensor) -> InputShape:
     raise ParameterError("images", f"must be (N, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
 
 
-def images_to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W) or (B, C, H, W) -> float32 (B, C, H, W) in [0, 1], on the images' device."""
+def images_to_input(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, H, W) or (B, C, H, W) -> ``dtype`` (B, C, H, W) in [0, 1], on the images' device."""
     input_shape_of(images)  # checks the rank
     if images.dim() == 3:
         images = images.unsqueeze(1)
-    return images.to(torch.float32).div_(255.0)
+    return images.to(dtype).div_(255.0)
 
 
 @torch.no_grad()
@@ -41,9 +41,12 @@ def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int =
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    weight = next(model.parameters())  # the inputs take the weights' device and dtype (float64 under --precision fp64)
     starts = range(0, len(images), batch_size)
     batches = progress_bar(starts, total=len(starts), desc="embedding", unit="batch") if progress else starts
-    out = [model(images_to_input(images[i : i + batch_size].to(device))).to("cpu") for i in batches]
+    out = [
+        model(images_to_input(images[i : i + batch_size].to(weight.device), weight.dtype)).to("cpu", torch.float32)
+        for i in batches
+    ]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, getattr(model, "embedding_dim", 0))

@@ -209,7 +209,7 @@ class DistributedBatchNorm(nn.BatchNorm2d):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
         self._check_input_dim(input)
-        values = input.float()
+        values = input.to(torch.promote_types(input.dtype, torch.float32))  # bf16 -> fp32; fp64 stays
         mean, var, n = _global_channel_moments(values)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             assert self.num_batches_tracked is not None

@@ -87,6 +87,11 @@ def resolve_precision(config: TrainConfig, device: torch.device) -> TrainConfig:
     return dataclasses.replace(config, precision=chosen)
 
 
+def parameter_dtype(precision: Precision) -> torch.dtype:
+    """The weights' dtype: float64 under precision fp64, else float32 (bf16 autocasts over float32 weights)."""
+    return torch.float64 if precision == "fp64" else torch.float32
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cpu``/``cuda``/``mps`` as asked, if present.
 
@@ -266,7 +271,7 @@ def _prepare(
     if isinstance(data, ImageSplits):  # image files: normalised by their training split's mean/std, inside the model
         model.set_input_normalization(data.mean, data.std)
     # NHWC convolutions are ~15% faster on CPU here (oneDNN's preferred layout).
-    model = model.to(memory_format=torch.channels_last).to(device)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+    model = model.to(memory_format=torch.channels_last).to(device, parameter_dtype(config.precision))  # type: ignore[call-overload]  # torch's stubs lack memory_format
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _epoch_lr_lambda(config))
     run = Run(

@@ -114,13 +114,14 @@ def train_step(
     Returns:
         The step's statistics (of the whole global batch: the same on every process).
     """
+    dtype = next(model.parameters()).dtype  # float64 under --precision fp64, else float32
     if shard is None:
-        inputs = images_to_input(images)
+        inputs = images_to_input(images, dtype)
         if config.augment:
             inputs = random_affine(inputs, gen)
     else:
         positions = shard.positions.to(images.device)
-        inputs = images_to_input(images[positions])
+        inputs = images_to_input(images[positions], dtype)
         if config.augment:
             # The transforms of the whole global batch, drawn as one process would, then this share's.
             _, _, height, width = inputs.shape
@@ -128,7 +129,7 @@ def train_step(
     # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         embeddings = model(inputs)
-    embeddings = embeddings.float()
+    embeddings = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))  # bf16 -> fp32; fp64 stays
     if shard is not None:
         # Loss scale 1: see tripletnet.training.distributed for why DDP's averaging then gives
         # the single-process gradient.
