@@ -19,10 +19,12 @@ code path.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -117,6 +119,49 @@ def start_process_group(context: ProcessContext, device: torch.device) -> None:
         world_size=context.world_size,
         timeout=collective_timeout(),
     )
+
+
+class PeerProcessFailed(UserError):
+    """Another training process died or stopped answering: this one stops too, instead of hanging."""
+
+    exit_code = 1  # not a mistake in the command line, but a run that failed
+
+
+def _is_collective_failure(error: BaseException) -> bool:
+    # gloo reports a closed connection or a timed-out collective as a plain RuntimeError naming
+    # itself; NCCL and the rendezvous store raise torch.distributed's DistError subclasses.
+    if isinstance(error, dist.DistError):
+        return True
+    return isinstance(error, RuntimeError) and ("gloo" in str(error) or "NCCL" in str(error))
+
+
+@contextlib.contextmanager
+def peer_failures_reported(context: ProcessContext, run_dir: Path) -> Iterator[None]:
+    """Turn a failed collective (a dead or silent peer) into one clear :class:`PeerProcessFailed` line.
+
+    A process whose peer died sees a closed connection at its next collective, at once; one whose
+    peer hangs gives up after the collective timeout (:func:`collective_timeout`). Either way the
+    message says how to resume from the run folder's last checkpoint.
+
+    Args:
+        context: this process's rank and the world size (nothing is caught for one process).
+        run_dir: the run folder, whose ``last.pt`` the message points to.
+    """
+    if not context.is_distributed:
+        yield
+        return
+    try:
+        yield
+    except Exception as error:
+        if not _is_collective_failure(error):
+            raise
+        last = run_dir / "last.pt"
+        resume = f"resume with --resume {last}" if last.exists() else f"no epoch was saved in {run_dir}; start the run again"
+        cause = str(error).split(". ")[0].split("] ", 1)[-1]  # gloo's text after its source location, first sentence
+        raise PeerProcessFailed(
+            f"process {context.rank} of {context.world_size} stopped: another training process died or did not answer "
+            f"within {collective_timeout().total_seconds():g} s ({TIMEOUT_VARIABLE}) - {cause}; {resume}"
+        ) from None
 
 
 def stop_process_group(context: ProcessContext) -> None:

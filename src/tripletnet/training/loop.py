@@ -35,6 +35,7 @@ from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
 from .distributed import (
     ProcessContext,
     context_from_environment,
+    peer_failures_reported,
     process_device,
     shard_batch,
     start_process_group,
@@ -175,21 +176,23 @@ def train(
     context = context_from_environment()
     if not context.is_main_process:
         log = _quiet  # only the main process logs (every process computes the same records)
-    run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log, context=context)
-    config = run.config  # as resolved for this machine (precision auto)
-    try:
-        for epoch in range(run.start_epoch, config.epochs + 1):
-            miner, means, seconds, lr = run_epoch(run, epoch, log)
-            record = epoch_record(run, epoch, miner, lr, means, seconds)
-            save_epoch(run, epoch, record)
-            log(_format_record(record, config.epochs))
-            if record["collapsed"]:
-                log(_collapse_warning(record, config))
-        if run.is_main_process:
-            _plot_losses(run.history, run.run_dir, log)
-    finally:
-        run.release()
-        stop_process_group(run.context)
+    # A dead or silent peer process ends this one with a message, not a hang or a traceback.
+    with peer_failures_reported(context, Path(config.checkpoint_path)):
+        run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log, context=context)
+        config = run.config  # as resolved for this machine (precision auto)
+        try:
+            for epoch in range(run.start_epoch, config.epochs + 1):
+                miner, means, seconds, lr = run_epoch(run, epoch, log)
+                record = epoch_record(run, epoch, miner, lr, means, seconds)
+                save_epoch(run, epoch, record)
+                log(_format_record(record, config.epochs))
+                if record["collapsed"]:
+                    log(_collapse_warning(record, config))
+            if run.is_main_process:
+                _plot_losses(run.history, run.run_dir, log)
+        finally:
+            run.release()
+            stop_process_group(run.context)
     return TrainResult(model=run.model, config=config, history=run.history, run_dir=run.run_dir)
 
 
