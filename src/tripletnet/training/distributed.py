@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -219,6 +221,36 @@ def shard_batch(labels: torch.Tensor, context: ProcessContext) -> BatchShard:
     return BatchShard(positions=shares[context.rank], share_size=share_size, gathered_order=gathered_order)
 
 
+class _AllGatherWithGradient(torch.autograd.Function):
+    # torch.distributed.nn.functional.all_gather does the same but warns (deprecated) in every run.
+
+    @staticmethod
+    def forward(ctx: Any, local: torch.Tensor) -> torch.Tensor:  # noqa: ARG004 - autograd's signature
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> torch.Tensor:  # noqa: ARG004 - autograd's signature
+        # Every process's gradient of every gathered row, summed; this process keeps its own row's.
+        gradient = gradient.contiguous()
+        dist.all_reduce(gradient)
+        return gradient[dist.get_rank()]
+
+
+def all_gather_with_gradient(local: torch.Tensor) -> torch.Tensor:
+    """Every process's ``local`` stacked in rank order, (world, *local.shape); the backward sends each
+    process the sum over all processes of the gradient of its own slot.
+
+    Args:
+        local: this process's tensor (the same shape on every process).
+
+    Returns:
+        The stacked tensors of all processes.
+    """
+    return typing.cast(torch.Tensor, _AllGatherWithGradient.apply(local))
+
+
 def gather_global_batch(local: torch.Tensor, shard: BatchShard) -> torch.Tensor:
     """Every process's share of a per-image tensor, in global-batch order, with gradients.
 
@@ -229,12 +261,10 @@ def gather_global_batch(local: torch.Tensor, shard: BatchShard) -> torch.Tensor:
     Returns:
         (B, ...) rows of the whole global batch; the backward sends each process its rows' gradient.
     """
-    import torch.distributed.nn.functional as dist_fn
-
     padding = shard.share_size - len(local)
     if padding:
         local = torch.cat([local, local.new_zeros((padding, *local.shape[1:]))])
-    gathered = torch.cat(dist_fn.all_gather(local))
+    gathered = all_gather_with_gradient(local).flatten(0, 1)
     return gathered[shard.gathered_order.to(gathered.device)]
 
 
@@ -278,14 +308,12 @@ def _global_channel_moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.T
     parallel formula. Sums of x and x^2 would lose the variance to cancellation when the mean is
     large against the spread (a first convolution over mostly-background images).
     """
-    import torch.distributed.nn.functional as dist_fn
-
     dims = (0, 2, 3)
     local_mean = values.mean(dims)
     centred = values - local_mean.view(1, -1, 1, 1)
     local_m2 = (centred * centred).sum(dims)
     count = values.new_full((1,), values.numel() / values.shape[1])
-    parts = torch.stack(dist_fn.all_gather(torch.cat([count, local_mean, local_m2])))  # (world, 1 + 2C)
+    parts = all_gather_with_gradient(torch.cat([count, local_mean, local_m2]))  # (world, 1 + 2C)
     channels = values.shape[1]
     counts, means, m2s = parts[:, :1], parts[:, 1 : 1 + channels], parts[:, 1 + channels :]
     n = counts.sum()
