@@ -171,7 +171,7 @@ def _mining(rank: int, world: int, port: int, args: argparse.Namespace, results:
     stop_process_group(context)
 
 
-def _report(args: argparse.Namespace, results: Any, load_before: str) -> str:
+def _report(args: argparse.Namespace, results: Any, machine: list[str], load_before: str) -> str:
     def speed(variant: str, world: int) -> str:
         return f"{results[(variant, world)]['images_per_second']:.1f}"
 
@@ -206,8 +206,7 @@ def _report(args: argparse.Namespace, results: Any, load_before: str) -> str:
         "",
         "    PYTHONPATH=src:. python -m benchmarks.ddp --output benchmarks/RESULTS-ddp.md",
         "",
-        # Not describe()'s thread line: the layouts set their own threads (below).
-        *[line for line in describe(args.threads) if not line.startswith("- **Torch threads**")],
+        *machine,
         f"- **Settings**: `{args.network}`, global batch {args.batch} ({CLASSES} classes x {args.batch // CLASSES}), "
         f"synthetic images, no augmentation, fp32, Adam 1e-3, {args.steps} timed steps after {WARMUP_STEPS} warm-up steps; "
         f"{args.threads} threads in all (1 process x {args.threads} threads, or 2 processes x {max(1, args.threads // 2)})",
@@ -244,13 +243,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.batch % (2 * CLASSES):
         parser.error(f"--batch must be a multiple of {2 * CLASSES} (equal shares for PML's gather)")
+    # Described before the runs (the code as measured); not describe()'s thread line: each layout sets its own.
+    machine = [line for line in describe(args.threads) if not line.startswith("- **Torch threads**")]
     load_before = load_note()
     with mp.Manager() as manager:
         results = manager.dict()
         for variant, world in (("semihard", 1), ("semihard", 2), ("batch_all", 2), ("pml", 2)):
             mp.spawn(_train_steps, args=(world, _free_port(), args, variant, results), nprocs=world, join=True)
         mp.spawn(_mining, args=(2, _free_port(), args, results), nprocs=2, join=True)
-        report = _report(args, dict(results), load_before)
+        report = _report(args, dict(results), machine, load_before)
     print(report)
     if args.output:
         from tripletnet.fileio import atomic_write_text
