@@ -103,6 +103,44 @@ def test_distributed_batch_norm_is_batch_norm_in_one_process() -> None:
     assert torch.equal(model[0].running_var, reference.running_var)
 
 
+# --------------------------------------------------------------------------- host to device
+
+NO_CUDA = "needs a CUDA device (this machine has none): pinned memory and non-blocking copies are CUDA-only"
+
+
+def test_host_to_device_off_cuda_is_a_plain_move() -> None:
+    from tripletnet.models import host_to_device
+
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    moved = host_to_device(images, torch.device("cpu"))
+    assert torch.equal(moved, images)
+    assert not moved.is_pinned()  # pinning is for CUDA transfers only
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_host_to_device_copies_to_cuda_through_pinned_memory() -> None:
+    from tripletnet.models import host_to_device
+
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    moved = host_to_device(images, torch.device("cuda"))
+    assert moved.device.type == "cuda"
+    assert torch.equal(moved.cpu(), images)  # .cpu() waits for the non-blocking copy on the same stream
+    pinned = images.pin_memory()
+    assert torch.equal(host_to_device(pinned[10:20], torch.device("cuda")).cpu(), images[10:20])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_embeddings_on_cuda_equal_those_on_cpu() -> None:
+    from tripletnet.models import build_network, embed_images
+
+    torch.manual_seed(0)
+    model = build_network("reference", 64, (1, 28, 28))
+    images = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8)
+    on_cpu = embed_images(model, images, batch_size=128)
+    on_cuda = embed_images(model.cuda(), images, batch_size=128)
+    torch.testing.assert_close(on_cuda, on_cpu, rtol=0, atol=1e-4)  # TF32/cuDNN kernels differ in rounding
+
+
 # --------------------------------------------------------------------------- two processes against one
 
 

@@ -26,6 +26,24 @@ def images_to_input(images: torch.Tensor, dtype: torch.dtype = torch.float32) ->
     return images.to(dtype).div_(255.0)
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``: from the host to a GPU through pinned (page-locked) memory and without
+    blocking, so the copy overlaps the host's next work; anywhere else a plain ``.to(device)``.
+
+    Args:
+        tensor: the tensor to move (a pinned one is not copied on the host again).
+        device: where it goes.
+
+    Returns:
+        The tensor on ``device``.
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    # torch's pinned-memory allocator keeps a temporary pinned copy alive until the transfer is done.
+    pinned = tensor if tensor.is_pinned() else tensor.pin_memory()
+    return pinned.to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
     """Embeddings of uint8 images (N, H, W) or (N, C, H, W) in eval mode, batched.
@@ -42,10 +60,13 @@ def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int =
     was_training = model.training
     model.eval()
     weight = next(model.parameters())  # the inputs take the weights' device and dtype (float64 under --precision fp64)
+    if weight.device.type == "cuda" and images.device.type == "cpu":
+        images = images.pin_memory()  # once; every batch is then a non-blocking copy of a pinned slice
     starts = range(0, len(images), batch_size)
     batches = progress_bar(starts, total=len(starts), desc="embedding", unit="batch") if progress else starts
     out = [
-        model(images_to_input(images[i : i + batch_size].to(weight.device), weight.dtype)).to("cpu", torch.float32)
+        model(images_to_input(host_to_device(images[i : i + batch_size], weight.device), weight.dtype))
+        .to("cpu", torch.float32)
         for i in batches
     ]
     model.train(was_training)

@@ -28,7 +28,7 @@ from ..data import DatasetSplits, ImageSplits, load_dataset
 from ..errors import ParameterError, UserError
 from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
-from ..models import EmbeddingNet, build_network, embed_images, input_shape_of
+from ..models import EmbeddingNet, build_network, embed_images, host_to_device, input_shape_of
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
@@ -279,7 +279,7 @@ def _prepare(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _epoch_lr_lambda(config))
     run = Run(
         config=config, run_dir=run_dir, device=device, data=data,
-        train_images=train_images.to(device), train_labels=train_labels.to(device), sampler=sampler,
+        train_images=host_to_device(train_images, device), train_labels=host_to_device(train_labels, device), sampler=sampler,
         val_images=run_data.val_images, val_triplets=run_data.val_triplets,
         eval_images=run_data.eval_images, eval_labels=run_data.eval_labels,
         seen_eval_images=run_data.seen_eval_images, seen_eval_labels=run_data.seen_eval_labels, data_records=run_data.records,
