@@ -1,10 +1,13 @@
-"""A training process that dies does not leave the others hanging, and the run resumes.
+"""A training process that dies or hangs does not leave the others hanging, and the run resumes.
 
 Two ``tripletnet train`` processes are started as torchrun would start them (RANK, WORLD_SIZE,
 MASTER_ADDR/PORT in the environment; gloo on CPU) but without torchrun's agent, which would stop
 the survivor itself: this checks tripletnet's own handling. Once the first epoch's checkpoint is
 written, process 1 is killed with SIGKILL; process 0 must stop on its own with one clear line
 (no traceback) that says how to resume, and resuming from that checkpoint in one process works.
+
+A peer that is alive but silent (stopped, deadlocked) shows no closed connection: the collective
+timeout ends the wait instead, with the same kind of message.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from _mnist import data_root, require_dataset
 
@@ -83,3 +87,43 @@ def test_a_killed_process_stops_the_other_with_a_message_and_the_run_resumes(tmp
     )
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == saved + 1
+
+
+SILENT_TIMEOUT_SECONDS = 2
+
+
+def _silent_peer_process(rank: int, port: int, out: str) -> None:
+    from tripletnet.training.distributed import (
+        PeerProcessFailed,
+        ProcessContext,
+        all_gather_with_gradient,
+        peer_failures_reported,
+        start_process_group,
+        stop_process_group,
+    )
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      TRIPLETNET_COLLECTIVE_TIMEOUT=str(SILENT_TIMEOUT_SECONDS))
+    context = ProcessContext(rank=rank, world_size=2, local_rank=rank)
+    start_process_group(context, torch.device("cpu"))
+    try:
+        if rank == 1:  # joins, then never takes part in the collective: alive but silent
+            time.sleep(3 * SILENT_TIMEOUT_SECONDS)
+            return
+        try:
+            with peer_failures_reported(context, Path(out).parent):
+                all_gather_with_gradient(torch.zeros(3))
+        except PeerProcessFailed as error:
+            Path(out).write_text(str(error))
+    finally:
+        stop_process_group(context)
+
+
+def test_a_silent_process_is_given_up_on_after_the_collective_timeout(tmp_path: Path) -> None:
+    out = tmp_path / "message.txt"
+    mp.spawn(_silent_peer_process, args=(_free_port(), str(out)), nprocs=2, join=True)
+    message = out.read_text()
+    assert message.startswith(f"process 0 of 2 stopped: another training process died or did not answer within "
+                              f"{SILENT_TIMEOUT_SECONDS} s")
+    assert "Timed out" in message
+    assert "no epoch was saved" in message  # no last.pt in the folder: nothing to resume from
