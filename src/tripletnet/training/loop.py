@@ -25,10 +25,11 @@ import torch
 from ..config import Device, Precision, TrainConfig
 from ..console import Logger, log_stderr, progress
 from ..data import DatasetSplits, ImageSplits, load_dataset
+from ..data.streaming import BatchSource
 from ..errors import ParameterError, UserError
 from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
-from ..models import EmbeddingNet, build_network, embed_images, input_shape_of
+from ..models import EmbeddingNet, build_network, embed_images
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
@@ -41,7 +42,7 @@ from .distributed import (
     stop_process_group,
     use_distributed_batch_norm,
 )
-from .run_data import prepare_run_data
+from .run_data import batch_source, prepare_run_data, train_input_shape
 from .runfolder import prepare_run_folder
 from .runlog import RunLog
 from .step import StepStats, train_step
@@ -111,8 +112,7 @@ class Run:
     run_dir: Path
     device: torch.device
     data: DatasetSplits
-    train_images: torch.Tensor  # uint8, on the device
-    train_labels: torch.Tensor
+    batches: BatchSource  # the sampler's batches, uint8 on the device: indexed from memory or decoded from disk
     sampler: ClassBalancedBatchSampler
     val_images: torch.Tensor  # the images the validation triplets index (open set: carved from the training classes)
     val_triplets: torch.Tensor
@@ -256,13 +256,13 @@ def _prepare(
     if config.num_images < config.batch_size:
         raise UserError(f"--num_images ({config.num_images}) must be at least --batch_size ({config.batch_size})")
     run_data = prepare_run_data(config, data, log)
-    train_images, train_labels = run_data.train_images, run_data.train_labels
+    train_labels = run_data.train_labels
     sampler = ClassBalancedBatchSampler(train_labels, config.batch_size, len(train_labels) // config.batch_size, config.seed)
 
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_network(config.network, config.embedding_dim, input_shape_of(train_images))
+        model = build_network(config.network, config.embedding_dim, train_input_shape(run_data))
     if isinstance(data, ImageSplits):  # image files: normalised by their training split's mean/std, inside the model
         model.set_input_normalization(data.mean, data.std)
     # NHWC convolutions are ~15% faster on CPU here (oneDNN's preferred layout).
@@ -271,7 +271,7 @@ def _prepare(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _epoch_lr_lambda(config))
     run = Run(
         config=config, run_dir=run_dir, device=device, data=data,
-        train_images=train_images.to(device), train_labels=train_labels.to(device), sampler=sampler,
+        batches=batch_source(run_data, sampler, config, device, log), sampler=sampler,
         val_images=run_data.val_images, val_triplets=run_data.val_triplets,
         eval_images=run_data.eval_images, eval_labels=run_data.eval_labels,
         seen_eval_images=run_data.seen_eval_images, seen_eval_labels=run_data.seen_eval_labels, data_records=run_data.records,
@@ -359,13 +359,12 @@ def _train_batches(run: Run, epoch: int, miner: str, guard: CollapseGuard | None
     gen = run.sampler.epoch_generator(epoch)  # drives augmentation too: an epoch replays exactly
     run.model.train()
     totals = dict.fromkeys(STAT_KEYS, 0.0)
-    batches = run.sampler.batches(epoch)
-    for step, indices in enumerate(progress(batches, total=len(batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]"), 1):
-        labels = run.train_labels[indices]
+    batches = progress(run.batches.epoch(epoch), total=len(run.batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]")
+    for step, (images, labels) in enumerate(batches, 1):
         if run.trainer is None:
-            stats = train_step(run.model, run.optimizer, run.train_images[indices], labels, miner, run.config, gen)
+            stats = train_step(run.model, run.optimizer, images, labels, miner, run.config, gen)
         else:
-            stats = train_step(run.trainer, run.optimizer, run.train_images[indices], labels, miner, run.config, gen,
+            stats = train_step(run.trainer, run.optimizer, images, labels, miner, run.config, gen,
                                shard=shard_batch(labels, run.context))
         _stop_if_diverged(run, epoch, step, stats.loss)
         if guard is not None and guard.trips(stats):
