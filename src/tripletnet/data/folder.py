@@ -536,7 +536,7 @@ def load_image_list(
     )
     if not in_memory:
         needed = len(train_labels) + len(test_labels)
-        log(f"{name}: {needed} decoded images would take {needed * chosen_channels * size * size / 2**20:.0f} MiB, over "
+        log(f"{name}: {needed} decoded images would take {needed * chosen_channels * size * size / 2**20:.1f} MiB, over "
             f"the {options.cache_images} MiB cache budget: they are read from disk for every batch")
     return ImageSplits(
         train_images, train_labels, test_images, test_labels, class_names, name,
