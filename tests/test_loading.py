@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _mnist import assert_same_state, mnist_slice
 
 from synthetic_images import make_synthetic_dataset
 from tripletnet.config import TrainConfig
@@ -16,6 +15,8 @@ from tripletnet.errors import ParameterError, UserError
 from tripletnet.sampler import ClassBalancedBatchSampler
 from tripletnet.training import train
 from tripletnet.training.checkpoint import load_checkpoint
+
+from _mnist import assert_same_state, mnist_slice
 
 CPU = torch.device("cpu")
 
@@ -62,7 +63,8 @@ def test_over_the_budget_the_same_dataset_is_listed_not_decoded(folder):
     assert len(streamed.train_images) == 0 and len(streamed.train_files) == len(held.train_labels)  # type: ignore[arg-type]
     for name in ("train_labels", "test_labels"):
         assert torch.equal(getattr(held, name), getattr(streamed, name))
-    assert (held.train_paths, held.test_paths, held.class_names) == (streamed.train_paths, streamed.test_paths, streamed.class_names)
+    for name in ("train_paths", "test_paths", "class_names"):
+        assert getattr(held, name) == getattr(streamed, name)
     assert (held.mean, held.std) == (streamed.mean, streamed.std), "mean/std from the same pixels, summed in the same order"
     assert torch.equal(streamed.test_files.load(), held.test_images)  # type: ignore[union-attr]
     # exactly at the budget it is still held; one image over, streamed
@@ -77,7 +79,9 @@ def test_streamed_batches_hold_the_in_memory_batches_indices_labels_and_pixels(f
     from_memory = _epochs(InMemoryBatches(held.train_images, held.train_labels, sampler, CPU))
     from_disk = _epochs(_streamed(streamed, num_workers=0))
     assert len(from_disk) == len(expected) == 6
-    for (images, labels), (memory_images, memory_labels), (disk_images, disk_labels) in zip(expected, from_memory, from_disk, strict=True):
+    for (images, labels), (memory_images, memory_labels), (disk_images, disk_labels) in zip(
+        expected, from_memory, from_disk, strict=True
+    ):
         assert torch.equal(memory_labels, labels) and torch.equal(disk_labels, labels)
         assert disk_images.dtype == torch.uint8 and disk_images.shape == (12, 3, 48, 48)
         assert torch.equal(memory_images, images)
