@@ -55,6 +55,10 @@ def test_the_budget_counts_decoded_bytes_of_both_splits():
     assert fits_in_cache(10**9, 3, 64, None) and not fits_in_cache(1, 1, 1, 0)
     with pytest.raises(ParameterError, match="cache_images"):
         ImageOptions(cache_images=-1)
+    with pytest.raises(ParameterError, match="cache_images"):
+        TrainConfig(cache_images=-1).validate()
+    # evaluate and embed reload a run's data with its image options: always into memory, never streamed
+    assert TrainConfig(cache_images=0).image_options().cache_images is None
 
 
 def test_over_the_budget_the_same_dataset_is_listed_not_decoded(folder):

@@ -146,7 +146,7 @@ class TrainConfig:
         from .data.folder import ImageOptions
 
         return ImageOptions(image_size=self.image_size, channels=self.channels, split_by=self.split_by,
-                            skip_bad_images=self.skip_bad_images, cache_images=self.cache_images)
+                            skip_bad_images=self.skip_bad_images)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name: what config.json and checkpoints record."""

@@ -249,10 +249,12 @@ def _prepare(
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    # Data: in-memory uint8 tensors, a stratified subset (of the training classes, open set), fixed
-    # validation triplets and evaluation subsets (see run_data).
+    # Data: uint8 images (in memory, or on disk for image folders over --cache_images), a stratified
+    # subset (of the training classes, open set), fixed validation triplets and evaluation subsets (see run_data).
     if data is None:
-        data = load_dataset(config.dataset, config.data_path, download=config.download, options=config.image_options())
+        # Only training may leave images on disk: evaluate and embed read every test image anyway.
+        options = dataclasses.replace(config.image_options(), cache_images=config.cache_images)
+        data = load_dataset(config.dataset, config.data_path, download=config.download, options=options)
     if config.num_images < config.batch_size:
         raise UserError(f"--num_images ({config.num_images}) must be at least --batch_size ({config.batch_size})")
     run_data = prepare_run_data(config, data, log)
