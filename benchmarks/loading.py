@@ -117,6 +117,20 @@ def streamed_training_rate(files: ImageFiles, labels: torch.Tensor, workers: int
     return steps * BATCH / (time.perf_counter() - started)
 
 
+def verdict(best: dict[str, tuple[int, float]], slowest: float, step: float) -> str:
+    """Which side limits a streamed run, in words: ``best`` loader per format, the ``slowest`` loading rate, the step's rate."""
+    bottleneck = (
+        f"**Compute is the bottleneck**: even the slowest loading case delivers {slowest / step:.0f}x the images a "
+        f"training step consumes ({fmt(slowest, 0)} against {fmt(step, 0)} images/s)"
+        if slowest > step else
+        f"**Loading is the bottleneck**: its slowest case delivers {fmt(slowest, 0)} images/s, the step consumes {fmt(step, 0)}"
+    )
+    workers = ", ".join(f"{suffix.upper()} {count} workers ({fmt(rate, 0)} images/s)" for suffix, (count, rate) in best.items())
+    return (f"{bottleneck}. Fastest loader per format: {workers}. On 2 cores, worker processes compete with the "
+            "step (and with each other) for the same cores, and each batch is pickled between processes: more "
+            "workers need spare cores to pay off. The streamed-training rows show the cost of streaming inside a run.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loading", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2048, help="images per format (default 2048: 8 batches of 256)")
@@ -138,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     log("training step")
     step = step_rate(*folders["png"], args.repeats)
     rows, both_rows = [], []
+    best: dict[str, tuple[int, float]] = {}  # format -> (workers, images/s) of its fastest loader
+    slowest = float("inf")  # images/s of the slowest loading case
     for suffix, (files, labels) in folders.items():
         kib = sum(p.stat().st_size for p in files.paths) / 1024 / len(files)
         rates = {}
@@ -146,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
             rates[workers] = loading_rate(files, labels, workers, args.repeats)
             rows.append([suffix.upper(), f"{kib:.1f} KiB", workers, fmt(rates[workers], 0),
                          f"{rates[workers] / rates[0]:.2f}x", fmt(step, 0), f"{rates[workers] / step:.1f}x"])
+        best[suffix] = max(rates.items(), key=lambda item: item[1])
+        slowest = min(slowest, *rates.values())
     for workers in (0, 2):  # PNG: the slower of the two to decode here
         log(f"png: streamed training, {workers} workers")
         both = streamed_training_rate(*folders["png"], workers, args.steps)
@@ -172,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                "loading / step"], rows),
         f"## Streamed training: loading and steps together ({args.steps} steps after the first)",
         table(["format", "workers", "training images/s", "step alone images/s", "vs step alone"], both_rows),
+        "## Verdict",
+        verdict(best, slowest, step),
     ]) + "\n"
     Path(args.output).write_text(text)
     log(f"wrote {args.output}")
