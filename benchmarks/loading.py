@@ -3,7 +3,7 @@
 ``python -m benchmarks.loading`` (from the repository root, ``PYTHONPATH=src``) writes a synthetic
 identity folder of PNG and JPEG files under /tmp, then measures, side by side in one process:
 
-1. **loading alone**: one epoch of :class:`tripletnet.data.streaming.StreamedBatches` (the
+1. **loading alone**: one epoch of :class:`tripletnet.data.loading.StreamedBatches` (the
    DataLoader a run over the ``--cache_images`` budget uses: decode, resize/crop, stack, behind the
    P x K batches) with 0, 1 and 2 worker processes, nothing else running; images/s.
 2. **the training step** on the same batch shape: ``train_step`` of network conv3, batch 256,
@@ -29,7 +29,7 @@ from PIL import Image
 
 from tripletnet.config import TrainConfig
 from tripletnet.data.folder import ImageFiles
-from tripletnet.data.streaming import StreamedBatches
+from tripletnet.data.loading import StreamedBatches
 from tripletnet.models import build_network
 from tripletnet.sampler import ClassBalancedBatchSampler
 from tripletnet.training import train_step

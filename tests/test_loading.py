@@ -10,7 +10,7 @@ from synthetic_images import make_synthetic_dataset
 from tripletnet.config import TrainConfig
 from tripletnet.data import load_dataset
 from tripletnet.data.folder import ImageOptions, ImageSplits, fits_in_cache, load_image_folder
-from tripletnet.data.streaming import InMemoryBatches, StreamedBatches
+from tripletnet.data.loading import InMemoryBatches, StreamedBatches
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.sampler import ClassBalancedBatchSampler
 from tripletnet.training import train

@@ -45,7 +45,7 @@ Every image is decoded once while loading (to find bad images and compute the tr
 When the decoded images of both splits (N x channels x image_size^2 bytes) fit ``cache_images`` MiB
 they are kept as uint8 tensors; otherwise only their paths are kept (:class:`ImageFiles`, in
 ``ImageSplits.train_files`` / ``test_files``) and training decodes them again for every batch
-(:mod:`.streaming`), by the same rules, to the same pixels.
+(:mod:`.loading`), by the same rules, to the same pixels.
 """
 
 from __future__ import annotations

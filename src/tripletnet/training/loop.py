@@ -25,7 +25,7 @@ import torch
 from ..config import Device, Precision, TrainConfig
 from ..console import Logger, log_stderr, progress
 from ..data import DatasetSplits, ImageSplits, load_dataset
-from ..data.streaming import BatchSource
+from ..data.loading import BatchSource
 from ..errors import ParameterError, UserError
 from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule

@@ -29,7 +29,7 @@ from ..config import TrainConfig
 from ..console import Logger
 from ..data import DATASETS, ClassSplit, DatasetSplits, ImageSplits, class_split, indices_of_classes, stratified_subset
 from ..data.folder import ImageFiles
-from ..data.streaming import BatchSource, InMemoryBatches, StreamedBatches
+from ..data.loading import BatchSource, InMemoryBatches, StreamedBatches
 from ..errors import UserError
 from ..models import input_shape_of
 from ..sampler import ClassBalancedBatchSampler
@@ -107,7 +107,7 @@ def batch_source(run_data: RunData, sampler: ClassBalancedBatchSampler, config: 
         log: where streaming is announced and skipped images are counted.
 
     Returns:
-        A :class:`~tripletnet.data.streaming.BatchSource`.
+        A :class:`~tripletnet.data.loading.BatchSource`.
     """
     if isinstance(run_data.train_images, torch.Tensor):
         return InMemoryBatches(run_data.train_images, run_data.train_labels, sampler, device)
