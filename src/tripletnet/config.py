@@ -43,7 +43,8 @@ MARGIN_MAX = 2.0  # the largest distance between two L2-normalised embeddings
 
 # What a resumed run may change: where and how long it runs and how often it is evaluated, never
 # what it learns (network, data subset, optimiser, mining), which the checkpoint records.
-RESUMABLE_FIELDS = frozenset({"epochs", "threads", "eval_every", "eval_images", "data_path", "download", "checkpoint_path"})
+RESUMABLE_FIELDS = frozenset({"epochs", "threads", "eval_every", "eval_images", "data_path", "download", "checkpoint_path",
+                              "num_workers", "cache_images"})
 
 
 @dataclass
@@ -68,7 +69,8 @@ class TrainConfig:
     holdout_classes: str | None = field(default=None, metadata={"help": "open set: hold these classes out of training (same syntax); with --train_classes, evaluate on these only"})
     # batches
     batch_size: int = field(default=256, metadata={"help": "images per batch (class-balanced: every class present when it fits)"})
-    num_workers: int = field(default=0, metadata={"help": "accepted for compatibility with the reference; data is held in memory, so no loader workers are used"})
+    num_workers: int = field(default=0, metadata={"help": "image folders and CSV lists read from disk (see --cache_images): processes that decode the batches (0: the main process); results do not depend on it"})
+    cache_images: int = field(default=2048, metadata={"help": "MiB of decoded images an image folder or CSV list may hold in memory (all images x channels x size^2 bytes); over it (0: always) images are decoded from disk for every batch by --num_workers processes, with the same batches and results; MNIST and Fashion-MNIST are always held in memory"})
     # model
     network: str = field(default="conv3", metadata={"help": "conv3: three conv blocks, 15 MFLOPs/image; reference: the reference project's two-block CNN, 8 MFLOPs; wide: five convs, 44 MFLOPs"})
     embedding_dim: int = field(default=64, metadata={"help": "size of the L2-normalised embedding"})
@@ -109,6 +111,7 @@ class TrainConfig:
             ("embedding_dim", self.embedding_dim > 0, "must be positive"),
             ("num_val_triplets", self.num_val_triplets > 0, "must be positive"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
+            ("cache_images", self.cache_images >= 0, "must be >= 0 (MiB)"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("eval_images", self.eval_images >= 0, "must be >= 0"),
             ("threads", self.threads >= 0, "must be >= 0"),

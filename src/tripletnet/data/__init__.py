@@ -1,4 +1,4 @@
-"""Data: MNIST-style IDX datasets and image folders, held in memory as uint8 tensors."""
+"""Data: MNIST-style IDX datasets and image folders, as uint8 tensors in memory or, over a budget, on disk (:mod:`.loading`)."""
 
 from __future__ import annotations
 

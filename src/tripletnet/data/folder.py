@@ -38,6 +38,14 @@ negative) and counted in a log line. An image Pillow cannot read (damaged, trunc
 is an error naming it, or with ``skip_bad_images=True`` is skipped and counted. An image larger than
 Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused as such, skipped
 like a bad image when asked. Fewer than two training identities with two usable images is an error.
+
+Held in memory or read from disk
+--------------------------------
+Every image is decoded once while loading (to find bad images and compute the training mean/std).
+When the decoded images of both splits (N x channels x image_size^2 bytes) fit ``cache_images`` MiB
+they are kept as uint8 tensors; otherwise only their paths are kept (:class:`ImageFiles`, in
+``ImageSplits.train_files`` / ``test_files``) and training decodes them again for every batch
+(:mod:`.loading`), by the same rules, to the same pixels.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ from ..console import Logger, log_stderr, progress
 from ..errors import ParameterError, UserError
 from .datasets import DatasetSplits
 from .transforms import (
-    channel_mean_std,
+    ChannelStats,
     check_channels,
     check_image_size,
     choose_channels,
@@ -87,6 +95,11 @@ def check_split_options(split_by: str, test_fraction: float) -> None:
         raise ParameterError("test_fraction", f"must be between 0 and 1 (exclusive), got {test_fraction!r}")
 
 
+def check_cache_images(cache_images: int | None) -> None:
+    if cache_images is not None and (isinstance(cache_images, bool) or not isinstance(cache_images, int) or cache_images < 0):
+        raise ParameterError("cache_images", f"must be a whole number of MiB, 0 or more, got {cache_images!r}")
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """How image files become a dataset; shared by folders and CSV lists (validated on creation).
@@ -100,6 +113,8 @@ class ImageOptions:
         test_fraction: share of identities (or of each identity's images) drawn for test.
         seed: seed of that draw.
         skip_bad_images: skip and count unreadable images instead of stopping at the first.
+        cache_images: MiB of decoded images (both splits) to hold in memory; a dataset that needs
+            more is left on disk (:class:`ImageFiles`), 0 always leaves it there; None: no limit.
     """
 
     image_size: int | None = None
@@ -108,15 +123,67 @@ class ImageOptions:
     test_fraction: float = TEST_FRACTION
     seed: int = SPLIT_SEED
     skip_bad_images: bool = False
+    cache_images: int | None = None
 
     def __post_init__(self) -> None:
         check_split_options(self.split_by, self.test_fraction)
+        check_cache_images(self.cache_images)
         check_channels(self.channels)
         if self.image_size is not None:
             check_image_size(self.image_size)
 
 
 DEFAULT_OPTIONS = ImageOptions()  # frozen: safe to share as a default argument
+
+
+def fits_in_cache(count: int, channels: int, image_size: int, cache_images: int | None) -> bool:
+    """Whether ``count`` decoded uint8 images of ``channels`` x ``image_size``^2 fit ``cache_images`` MiB (None: no limit)."""
+    return cache_images is None or count * channels * image_size * image_size <= cache_images * 2**20
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Images left on disk, decoded on demand by the same rules as images held in memory.
+
+    Small and picklable: what a DataLoader worker process receives.
+
+    Attributes:
+        paths: the image files.
+        wheres: per image, how an error names it (its path, or "list.csv line 7 (path)").
+        image_size: side of the square result.
+        channels: 1 or 3.
+    """
+
+    paths: tuple[Path, ...]
+    wheres: tuple[str, ...]
+    image_size: int
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one decoded image."""
+        return self.channels, self.image_size, self.image_size
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> ImageFiles:
+        """The images at ``indices``, in that order (repeats allowed), still on disk."""
+        chosen = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+        return ImageFiles(tuple(self.paths[i] for i in chosen), tuple(self.wheres[i] for i in chosen),
+                          self.image_size, self.channels)
+
+    def read(self, index: int) -> np.ndarray:
+        """Decode image ``index``: uint8 (channels, image_size, image_size).
+
+        Raises:
+            UserError: the file is unreadable now (see :func:`read_image`).
+        """
+        return read_image(self.paths[index], self.image_size, self.channels, self.wheres[index])
+
+    def load(self) -> torch.Tensor:
+        """Every image decoded into memory: uint8 (N, channels, image_size, image_size)."""
+        return _stack([self.read(i) for i in range(len(self))], self.channels, self.image_size)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +201,8 @@ class ImageSplits(DatasetSplits):
         std: per-channel population std of the training images on the [0, 1] scale.
         split: how train and test were formed: ``"given"``, ``"identity"`` or ``"image"``.
         skipped: images left out as unreadable (only with ``skip_bad_images``), as ``path: reason``.
+        train_files: the training images on disk when the dataset is streamed (see :attr:`streamed`), else None.
+        test_files: the same for the test images.
     """
 
     root: Path
@@ -146,6 +215,14 @@ class ImageSplits(DatasetSplits):
     std: tuple[float, ...]
     split: str
     skipped: tuple[str, ...] = ()
+    train_files: ImageFiles | None = None
+    test_files: ImageFiles | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images were left on disk (over the ``cache_images`` budget): then ``train_images``
+        and ``test_images`` are empty and ``train_files``/``test_files`` list the images."""
+        return self.train_files is not None
 
     @property
     def train_class_names(self) -> tuple[str, ...]:
@@ -417,11 +494,17 @@ def load_image_list(
     n_colour = len(probes) - n_grey
     chosen_channels = choose_channels(n_grey, n_colour, options.channels, name, log)
 
-    decoded: dict[str, list[tuple[np.ndarray, ImageEntry]]] = {"train": [], "test": []}
+    # Every image is decoded once either way: bad images are found now, and the training mean/std
+    # come from the same pixels; over the budget the pixels are dropped once counted.
+    in_memory = fits_in_cache(len(kept), chosen_channels, size, options.cache_images)
+    decoded: dict[str, list[tuple[np.ndarray | None, ImageEntry]]] = {"train": [], "test": []}
+    stats = ChannelStats(chosen_channels)
     for entry, split in progress(list(zip(kept, splits, strict=True)), total=len(kept), desc="reading images", unit="img"):
         array = readable(lambda e: read_image(e.path, size, chosen_channels, e.where), entry)
         if array is not None:
-            decoded[split].append((array, entry))
+            if split == "train":
+                stats.add(array)
+            decoded[split].append((array if in_memory else None, entry))
     if skipped:
         log(f"{name}: skipped {len(skipped)} unreadable images (the first: {skipped[0]})")
 
@@ -432,15 +515,18 @@ def load_image_list(
     class_names = tuple(train_names + test_only)
     label_of = {identity: label for label, identity in enumerate(class_names)}
 
-    def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], ImageFiles | None]:
         items = decoded[split]
-        images = _stack([array for array, _ in items], chosen_channels, size)
+        images = _stack([array for array, _ in items if array is not None], chosen_channels, size)
         labels = torch.tensor([label_of[entry.identity] for _, entry in items], dtype=torch.int64)
-        return images, labels, tuple(_relative(entry.path, root) for _, entry in items)
+        files = None if in_memory else ImageFiles(
+            tuple(entry.path for _, entry in items), tuple(entry.where for _, entry in items), size, chosen_channels
+        )
+        return images, labels, tuple(_relative(entry.path, root) for _, entry in items), files
 
-    train_images, train_labels, train_paths = tensors("train")
-    test_images, test_labels, test_paths = tensors("test")
-    mean, std = channel_mean_std(train_images)
+    train_images, train_labels, train_paths, train_files = tensors("train")
+    test_images, test_labels, test_paths, test_files = tensors("test")
+    mean, std = stats.mean_std()
     split = "given" if all(entry.split is not None for entry in kept) else options.split_by
     test_seen = len({entry.identity for _, entry in decoded["test"]}) - len(test_only)
     log(
@@ -448,10 +534,15 @@ def load_image_list(
         f"of {test_seen + len(test_only)} identities ({len(test_only)} unseen in training; split {split}), "
         f"{size}x{size} {'RGB' if chosen_channels == 3 else 'grey'}"
     )
+    if not in_memory:
+        needed = len(train_labels) + len(test_labels)
+        log(f"{name}: {needed} decoded images would take {needed * chosen_channels * size * size / 2**20:.1f} MiB, over "
+            f"the {options.cache_images} MiB cache budget: they are read from disk for every batch")
     return ImageSplits(
         train_images, train_labels, test_images, test_labels, class_names, name,
         root=root, train_paths=train_paths, test_paths=test_paths, n_train_classes=len(train_names),
         channels=chosen_channels, image_size=size, mean=mean, std=std, split=split, skipped=tuple(skipped),
+        train_files=train_files, test_files=test_files,
     )
 
 

@@ -116,11 +116,40 @@ def choose_channels(n_grey: int, n_colour: int, channels: int | None, what: str,
     return chosen
 
 
+class ChannelStats:
+    """Running per-channel sums of uint8 images, one image at a time: mean/std without holding the images.
+
+    Sums are taken in float64, image by image, so the result does not depend on whether the images
+    were held in memory (:func:`channel_mean_std`) or streamed from disk, nor, beyond rounding in
+    the last bits, on how many there are.
+    """
+
+    def __init__(self, channels: int) -> None:
+        self.total = np.zeros(channels, dtype=np.float64)
+        self.total_sq = np.zeros(channels, dtype=np.float64)
+        self.pixels = 0
+
+    def add(self, image: np.ndarray) -> None:
+        """Count one uint8 image (C, H, W)."""
+        values = image.reshape(len(self.total), -1).astype(np.float64)
+        self.total += values.sum(axis=1)
+        self.total_sq += np.square(values).sum(axis=1)
+        self.pixels += values.shape[1]
+
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, population std) per channel on the [0, 1] scale."""
+        if not self.pixels:
+            raise ParameterError("images", "must hold at least one image to compute a mean and std")
+        mean = self.total / self.pixels
+        # E[x^2] - E[x]^2 is exact enough here: values are at most 255, the sums are exact integers in float64.
+        var = np.maximum(self.total_sq / self.pixels - np.square(mean), 0.0)
+        return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in np.sqrt(var) / 255.0)
+
+
 def channel_mean_std(images: torch.Tensor | np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and population std of uint8 images (N, C, H, W), on the [0, 1] scale.
 
-    Sums are taken in float64 over one image at a time, so memory stays at one image's size and
-    the result does not depend on how many images there are beyond rounding in the last bits.
+    Memory stays at one image's size beyond the input (see :class:`ChannelStats`).
 
     Args:
         images: uint8 (N, C, H, W); the training split.
@@ -131,18 +160,10 @@ def channel_mean_std(images: torch.Tensor | np.ndarray) -> tuple[tuple[float, ..
     array = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if array.ndim != 4 or len(array) == 0:
         raise ParameterError("images", f"must be a non-empty (N, C, H, W) array, got shape {tuple(array.shape)}")
-    n_channels = array.shape[1]
-    total = np.zeros(n_channels, dtype=np.float64)
-    total_sq = np.zeros(n_channels, dtype=np.float64)
+    stats = ChannelStats(array.shape[1])
     for image in array:
-        values = image.reshape(n_channels, -1).astype(np.float64)
-        total += values.sum(axis=1)
-        total_sq += np.square(values).sum(axis=1)
-    count = array.shape[0] * array.shape[2] * array.shape[3]
-    mean = total / count
-    # E[x^2] - E[x]^2 is exact enough here: values are at most 255, the sums are exact integers in float64.
-    var = np.maximum(total_sq / count - np.square(mean), 0.0)
-    return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in np.sqrt(var) / 255.0)
+        stats.add(image)
+    return stats.mean_std()
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -25,10 +25,11 @@ import torch
 from ..config import Device, Precision, TrainConfig
 from ..console import Logger, log_stderr, progress
 from ..data import DatasetSplits, ImageSplits, load_dataset
+from ..data.loading import BatchSource
 from ..errors import ParameterError, UserError
 from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
-from ..models import EmbeddingNet, build_network, embed_images, host_to_device, input_shape_of
+from ..models import EmbeddingNet, build_network, embed_images
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
@@ -42,7 +43,7 @@ from .distributed import (
     stop_process_group,
     use_distributed_batch_norm,
 )
-from .run_data import prepare_run_data
+from .run_data import batch_source, prepare_run_data, train_input_shape
 from .runfolder import prepare_run_folder
 from .runlog import RunLog
 from .step import StepStats, train_step
@@ -117,8 +118,7 @@ class Run:
     run_dir: Path
     device: torch.device
     data: DatasetSplits
-    train_images: torch.Tensor  # uint8, on the device
-    train_labels: torch.Tensor
+    batches: BatchSource  # the sampler's batches, uint8 on the device: indexed from memory or decoded from disk
     sampler: ClassBalancedBatchSampler
     val_images: torch.Tensor  # the images the validation triplets index (open set: carved from the training classes)
     val_triplets: torch.Tensor
@@ -257,20 +257,22 @@ def _prepare(
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    # Data: in-memory uint8 tensors, a stratified subset (of the training classes, open set), fixed
-    # validation triplets and evaluation subsets (see run_data).
+    # Data: uint8 images (in memory, or on disk for image folders over --cache_images), a stratified
+    # subset (of the training classes, open set), fixed validation triplets and evaluation subsets (see run_data).
     if data is None:
-        data = load_dataset(config.dataset, config.data_path, download=config.download, options=config.image_options())
+        # Only training may leave images on disk: evaluate and embed read every test image anyway.
+        options = dataclasses.replace(config.image_options(), cache_images=config.cache_images)
+        data = load_dataset(config.dataset, config.data_path, download=config.download, options=options)
     if config.num_images < config.batch_size:
         raise UserError(f"--num_images ({config.num_images}) must be at least --batch_size ({config.batch_size})")
     run_data = prepare_run_data(config, data, log)
-    train_images, train_labels = run_data.train_images, run_data.train_labels
+    train_labels = run_data.train_labels
     sampler = ClassBalancedBatchSampler(train_labels, config.batch_size, len(train_labels) // config.batch_size, config.seed)
 
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_network(config.network, config.embedding_dim, input_shape_of(train_images))
+        model = build_network(config.network, config.embedding_dim, train_input_shape(run_data))
     if isinstance(data, ImageSplits):  # image files: normalised by their training split's mean/std, inside the model
         model.set_input_normalization(data.mean, data.std)
     # NHWC convolutions are ~15% faster on CPU here (oneDNN's preferred layout).
@@ -279,7 +281,7 @@ def _prepare(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _epoch_lr_lambda(config))
     run = Run(
         config=config, run_dir=run_dir, device=device, data=data,
-        train_images=host_to_device(train_images, device), train_labels=host_to_device(train_labels, device), sampler=sampler,
+        batches=batch_source(run_data, sampler, config, device, log), sampler=sampler,
         val_images=run_data.val_images, val_triplets=run_data.val_triplets,
         eval_images=run_data.eval_images, eval_labels=run_data.eval_labels,
         seen_eval_images=run_data.seen_eval_images, seen_eval_labels=run_data.seen_eval_labels, data_records=run_data.records,
@@ -367,13 +369,12 @@ def _train_batches(run: Run, epoch: int, miner: str, guard: CollapseGuard | None
     gen = run.sampler.epoch_generator(epoch)  # drives augmentation too: an epoch replays exactly
     run.model.train()
     totals = dict.fromkeys(STAT_KEYS, 0.0)
-    batches = run.sampler.batches(epoch)
-    for step, indices in enumerate(progress(batches, total=len(batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]"), 1):
-        labels = run.train_labels[indices]
+    batches = progress(run.batches.epoch(epoch), total=len(run.batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]")
+    for step, (images, labels) in enumerate(batches, 1):
         if run.trainer is None:
-            stats = train_step(run.model, run.optimizer, run.train_images[indices], labels, miner, run.config, gen)
+            stats = train_step(run.model, run.optimizer, images, labels, miner, run.config, gen)
         else:
-            stats = train_step(run.trainer, run.optimizer, run.train_images[indices], labels, miner, run.config, gen,
+            stats = train_step(run.trainer, run.optimizer, images, labels, miner, run.config, gen,
                                shard=shard_batch(labels, run.context))
         _stop_if_diverged(run, epoch, step, stats.loss)
         if guard is not None and guard.trips(stats):

@@ -9,6 +9,12 @@ images are used for training; the validation triplets come from a stratified sli
 carved off before the training subset is drawn (never from the test classes); the per-epoch
 evaluation embeds the held-out classes' test images, and the training classes' test images (when
 the dataset has any) give the ``seen_`` figures beside them.
+
+An image folder or CSV list over the ``--cache_images`` budget stays on disk
+(:attr:`~tripletnet.data.ImageSplits.streamed`): the training images stay files, read for every
+batch (:func:`batch_source`), while the few images evaluated every epoch (the validation triplets'
+and the evaluation subsets) are decoded into memory once here. The indices drawn are the same
+either way.
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ import torch
 from ..config import TrainConfig
 from ..console import Logger
 from ..data import DATASETS, ClassSplit, DatasetSplits, ImageSplits, class_split, indices_of_classes, stratified_subset
+from ..data.folder import ImageFiles
+from ..data.loading import BatchSource, InMemoryBatches, StreamedBatches
 from ..errors import UserError
+from ..models import input_shape_of
+from ..sampler import ClassBalancedBatchSampler
 from .validation import draw_validation_triplets
 
 VAL_CARVE_FRACTION = 0.1  # share of the training classes' images set aside for the validation triplets ...
@@ -34,7 +44,7 @@ VAL_PER_CLASS_MIN = 2  # ... and at least two per class, so every class can give
 class RunData:
     """The tensors a run reads every epoch (uint8 images on the CPU) and what its checkpoint records about them."""
 
-    train_images: torch.Tensor
+    train_images: torch.Tensor | ImageFiles  # files when the dataset is streamed (over the cache budget)
     train_labels: torch.Tensor
     val_images: torch.Tensor  # the images the validation triplets index
     val_triplets: torch.Tensor
@@ -44,6 +54,73 @@ class RunData:
     seen_eval_labels: torch.Tensor | None
     split: ClassSplit | None
     records: dict[str, Any]  # checkpoint fields: input, dataset_source and, open set, split
+
+
+@dataclass(frozen=True)
+class _Images:
+    """A split's images, held (a tensor) or on disk (files): indexed alike, decoded on :meth:`load`."""
+
+    held: torch.Tensor | None
+    files: ImageFiles | None
+
+    @classmethod
+    def of(cls, data: DatasetSplits, split: str) -> _Images:
+        if isinstance(data, ImageSplits) and data.streamed:
+            return cls(None, data.train_files if split == "train" else data.test_files)
+        return cls(data.train_images if split == "train" else data.test_images, None)
+
+    def subset(self, indices: torch.Tensor) -> _Images:
+        """The images at ``indices``, held or on disk as these are."""
+        if self.held is not None:
+            return _Images(self.held[indices], None)
+        assert self.files is not None
+        return _Images(None, self.files.subset(indices))
+
+    def take(self, indices: torch.Tensor) -> torch.Tensor | ImageFiles:
+        """The images at ``indices``: a tensor, or still files."""
+        taken = self.subset(indices)
+        return taken.held if taken.held is not None else taken.files  # type: ignore[return-value]
+
+    def load(self, indices: torch.Tensor) -> torch.Tensor:
+        """The images at ``indices``, decoded into memory."""
+        taken = self.take(indices)
+        return taken.load() if isinstance(taken, ImageFiles) else taken
+
+
+def _validation(images: _Images, triplets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images the validation triplets index, and the triplets: all images held, or only the triplets' own decoded
+    (in triplet order, so the validation loss embeds the very same tensor)."""
+    if images.held is not None:
+        return images.held, triplets
+    return images.load(triplets.flatten()), torch.arange(triplets.numel()).view(triplets.shape)
+
+
+def batch_source(run_data: RunData, sampler: ClassBalancedBatchSampler, config: TrainConfig, device: torch.device,
+                 log: Logger) -> BatchSource:
+    """The training batches of a run: indexed from memory, or decoded from disk by ``config.num_workers`` processes.
+
+    Args:
+        run_data: the run's data (its training images held or on disk).
+        sampler: the P x K sampler over ``run_data.train_labels``.
+        config: num_workers and skip_bad_images.
+        device: where batches go.
+        log: where streaming is announced and skipped images are counted.
+
+    Returns:
+        A :class:`~tripletnet.data.loading.BatchSource`.
+    """
+    if isinstance(run_data.train_images, torch.Tensor):
+        return InMemoryBatches(run_data.train_images, run_data.train_labels, sampler, device)
+    workers = f"{config.num_workers} worker processes" if config.num_workers else "the main process (--num_workers 0)"
+    log(f"training images are decoded from disk for every batch by {workers}")
+    return StreamedBatches(run_data.train_images, run_data.train_labels, sampler, device, config.num_workers,
+                           config.skip_bad_images, log)
+
+
+def train_input_shape(run_data: RunData) -> tuple[int, int, int]:
+    """(channels, height, width) of the training images, held or on disk."""
+    images = run_data.train_images
+    return images.input_shape if isinstance(images, ImageFiles) else input_shape_of(images)
 
 
 def _eval_subset(labels: torch.Tensor, eval_images: int, seed: int) -> torch.Tensor:
@@ -85,16 +162,18 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     """
     split = class_split(data, config.train_classes, config.holdout_classes)
     records: dict[str, Any] = {"input": input_record(data), "dataset_source": dataset_source(config, data)}
+    train, test = _Images.of(data, "train"), _Images.of(data, "test")
     if split is None:
         # Closed set: every draw exactly as before open-set splits existed (MNIST runs replay bit for bit).
         n_train = _capped(config, len(data.train_labels), log) if DATASETS.is_path(config.dataset) else config.num_images
         subset = stratified_subset(data.train_labels, n_train, config.seed)
         eval_subset = _eval_subset(data.test_labels, config.eval_images, config.seed)
+        val_images, val_triplets = _validation(
+            test, draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed))
         return RunData(
-            train_images=data.train_images[subset], train_labels=data.train_labels[subset],
-            val_images=data.test_images,
-            val_triplets=draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed),
-            eval_images=data.test_images[eval_subset], eval_labels=data.test_labels[eval_subset],
+            train_images=train.take(subset), train_labels=data.train_labels[subset],
+            val_images=val_images, val_triplets=val_triplets,
+            eval_images=test.load(eval_subset), eval_labels=data.test_labels[eval_subset],
             seen_eval_images=None, seen_eval_labels=None, split=None, records=records,
         )
     records["split"] = split.to_dict()
@@ -125,12 +204,13 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
         f"{len(split.holdout)} held-out classes "
         f"({_listed(names, split.holdout)})" + (f" and {len(seen)} of the training classes" if len(seen) else "")
     )
+    val_images, val_triplets = _validation(
+        train.subset(val_index), draw_validation_triplets(val_labels, config.num_val_triplets, config.seed))
     return RunData(
-        train_images=data.train_images[subset], train_labels=data.train_labels[subset],
-        val_images=data.train_images[val_index],
-        val_triplets=draw_validation_triplets(val_labels, config.num_val_triplets, config.seed),
-        eval_images=data.test_images[unseen], eval_labels=data.test_labels[unseen],
-        seen_eval_images=data.test_images[seen] if len(seen) else None,
+        train_images=train.take(subset), train_labels=data.train_labels[subset],
+        val_images=val_images, val_triplets=val_triplets,
+        eval_images=test.load(unseen), eval_labels=data.test_labels[unseen],
+        seen_eval_images=test.load(seen) if len(seen) else None,
         seen_eval_labels=data.test_labels[seen] if len(seen) else None,
         split=split, records=records,
     )
