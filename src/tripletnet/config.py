@@ -72,9 +72,12 @@ class TrainConfig:
     # model
     network: str = field(default="conv3", metadata={"help": "conv3: three conv blocks, 15 MFLOPs/image; reference: the reference project's two-block CNN, 8 MFLOPs; wide: five convs, 44 MFLOPs"})
     embedding_dim: int = field(default=64, metadata={"help": "size of the L2-normalised embedding"})
+    projection_dim: int = field(default=0, metadata={"help": "train through a projection head of this size that inference drops (a ReLU and a linear layer after the embedding layer); 0 = none"})
     # mining and loss
     margin: float = field(default=1.0, metadata={"help": f"triplet margin, in (0, {MARGIN_MAX:g}]: unit-length embeddings are at most 2 apart"})
     mining: str = field(default="semihard:0.4,hard", metadata={"help": "mining schedule, e.g. 'semihard:0.4,hard' = semi-hard for the first 40%% of epochs, then hard (each miner at least one epoch); miners: semihard, hard, batch_all"})
+    instance_weight: float = field(default=0.0, metadata={"help": "weight of instance-level triplets: each image is embedded in two augmented views, the other view is its positive and every other image a negative (semi-hard), added to the class triplets; keeps what tells images apart, which helps on classes never seen in training; doubles the step's work (0 = off)"})
+    instance_margin: float = field(default=0.2, metadata={"help": f"margin of the instance-level triplets, in (0, {MARGIN_MAX:g}]"})
     collapse_fallback: bool = field(default=True, metadata={"help": "if hard mining collapses the embeddings (a batch's spread falls below half of the last epoch's), undo that epoch and continue with semi-hard mining"})
     # optimisation
     epochs: int = field(default=20, metadata={"help": "number of epochs"})
@@ -102,11 +105,14 @@ class TrainConfig:
             ("batch_size", self.batch_size >= 4, "must be at least 4 (two classes with two images each)"),
             ("epochs", self.epochs > 0, "must be positive"),
             ("margin", _finite_in(self.margin, 0, MARGIN_MAX), f"must be in (0, {MARGIN_MAX:g}]"),
+            ("instance_margin", _finite_in(self.instance_margin, 0, MARGIN_MAX), f"must be in (0, {MARGIN_MAX:g}]"),
+            ("instance_weight", math.isfinite(self.instance_weight) and 0 <= self.instance_weight <= 100, "must be in [0, 100]"),
             ("lr", _finite_in(self.lr, 0, LR_MAX), f"must be in (0, {LR_MAX:g}]"),
             ("lr_drop_epoch", self.lr_drop_epoch >= 0, "must be >= 0"),
             ("lr_drop_factor", _finite_in(self.lr_drop_factor, 0, 1), "must be in (0, 1]"),
             ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be finite and >= 0"),
             ("embedding_dim", self.embedding_dim > 0, "must be positive"),
+            ("projection_dim", self.projection_dim >= 0, "must be >= 0"),
             ("num_val_triplets", self.num_val_triplets > 0, "must be positive"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),

@@ -262,7 +262,7 @@ def _prepare(
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_network(config.network, config.embedding_dim, input_shape_of(train_images))
+        model = build_network(config.network, config.embedding_dim, input_shape_of(train_images), config.projection_dim)
     if isinstance(data, ImageSplits):  # image files: normalised by their training split's mean/std, inside the model
         model.set_input_normalization(data.mean, data.std)
     # NHWC convolutions are ~15% faster on CPU here (oneDNN's preferred layout).

@@ -10,6 +10,7 @@ import torch
 from ..augment import apply_affine, draw_affine, random_affine
 from ..config import TrainConfig
 from ..distances import pairwise_distances
+from ..errors import ParameterError
 from ..losses import counted_distance_sums, triplet_hinges
 from ..mining import get_miner
 from ..models import images_to_input
@@ -88,6 +89,37 @@ def triplet_step(
     return loss, StepStats(values[0], values[1], values[2], values[3], len(triplets), values[4])
 
 
+INSTANCE_MINER = "semihard"
+"""The miner of the instance-level triplets: each view has one positive (its other view), and the
+semi-hard rule picks a negative just beyond it without the collapse risk of the hardest one."""
+
+
+def instance_triplet_step(
+    embeddings: torch.Tensor, labels: torch.Tensor, miner: str, config: TrainConfig
+) -> tuple[torch.Tensor, StepStats]:
+    """Class triplets plus weighted instance-level triplets on two views of every image.
+
+    ``embeddings`` holds the first views of a batch followed by the second views. The class term
+    mines both views with the class labels (an image's other view is one more positive); the
+    instance term labels each image by its position, so the other view is the only positive and
+    every other image, of any class, a negative. The statistics are the class term's.
+
+    Args:
+        embeddings: (2B, D) embeddings: B first views, then the same B images' second views.
+        labels: (B,) class labels of the B images.
+        miner: the epoch's class miner.
+        config: the run's config (margin, instance weight and margin).
+
+    Returns:
+        The combined loss and the class term's :class:`StepStats`.
+    """
+    batch = len(labels)
+    loss, stats = triplet_step(embeddings, labels.repeat(2), miner, config.margin)
+    identities = torch.arange(batch, device=labels.device).repeat(2)
+    instance_loss, _ = triplet_step(embeddings, identities, INSTANCE_MINER, config.instance_margin)
+    return loss + config.instance_weight * instance_loss, stats
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -114,11 +146,17 @@ def train_step(
     Returns:
         The step's statistics (of the whole global batch: the same on every process).
     """
+    instance = config.instance_weight > 0
     if shard is None:
         inputs = images_to_input(images)
+        if instance:
+            # Two independently augmented views of every image, embedded in one forward pass.
+            inputs = torch.cat([inputs, inputs])
         if config.augment:
             inputs = random_affine(inputs, gen)
     else:
+        if instance:
+            raise ParameterError("instance_weight", "is not supported with several processes yet; train in one process or set it to 0")
         positions = shard.positions.to(images.device)
         inputs = images_to_input(images[positions])
         if config.augment:
@@ -127,13 +165,16 @@ def train_step(
             inputs = apply_affine(inputs, draw_affine(len(labels), height, width, gen)[shard.positions])
     # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-        embeddings = model(inputs)
+        embeddings = model(inputs, project=True)  # through the projection head, if the network has one
     embeddings = embeddings.float()
     if shard is not None:
         # Loss scale 1: see tripletnet.training.distributed for why DDP's averaging then gives
         # the single-process gradient.
         embeddings = gather_global_batch(embeddings, shard)
-    loss, stats = triplet_step(embeddings, labels, miner, config.margin)
+    if instance:
+        loss, stats = instance_triplet_step(embeddings, labels, miner, config)
+    else:
+        loss, stats = triplet_step(embeddings, labels, miner, config.margin)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
