@@ -274,3 +274,15 @@ def test_precision_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch, t
     assert loop.native_bf16(cpu) is True
     fake.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert loop.native_bf16(cpu) is False
+
+
+def test_flip_mirrors_about_the_probability_asked_and_nothing_else_changes():
+    images = torch.rand(400, 1, 12, 12)
+    mirrored = random_affine(images, torch.Generator().manual_seed(1), max_degrees=0, max_scale=0, max_shift=0, flip=0.5)
+    is_mirror = torch.isclose(mirrored, images.flip(-1), atol=1e-5).flatten(1).all(1)
+    is_same = torch.isclose(mirrored, images, atol=1e-5).flatten(1).all(1)
+    assert bool((is_mirror ^ is_same).all())  # each image exactly mirrored or untouched
+    assert 150 < int(is_mirror.sum()) < 250
+    # flip=0 draws nothing extra: the same transforms as a run that never had the option.
+    plain = random_affine(images, torch.Generator().manual_seed(2))
+    assert torch.equal(plain, random_affine(images, torch.Generator().manual_seed(2), flip=0.0))

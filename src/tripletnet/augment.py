@@ -25,11 +25,13 @@ def random_affine(
     max_degrees: float = 10.0,
     max_scale: float = 0.1,
     max_shift: float = 2.0,
+    flip: float = 0.0,
 ) -> torch.Tensor:
     """Rotate (±max_degrees), scale (1 ± max_scale) and shift (±max_shift px) each image of a
-    (B, C, H, W) batch by its own random amount; bilinear, zero (background) outside the image."""
+    (B, C, H, W) batch by its own random amount, and mirror it left-right with probability
+    ``flip``; bilinear, zero (background) outside the image."""
     b, _, h, w = images.shape
-    return apply_affine(images, draw_affine(b, h, w, gen, max_degrees, max_scale, max_shift))
+    return apply_affine(images, draw_affine(b, h, w, gen, max_degrees, max_scale, max_shift, flip))
 
 
 def draw_affine(
@@ -40,6 +42,7 @@ def draw_affine(
     max_degrees: float = 10.0,
     max_scale: float = 0.1,
     max_shift: float = 2.0,
+    flip: float = 0.0,
 ) -> torch.Tensor:
     """The random transforms :func:`random_affine` applies, for ``count`` images of height x width.
 
@@ -54,6 +57,8 @@ def draw_affine(
         max_degrees: largest rotation either way.
         max_scale: largest relative scale change either way.
         max_shift: largest shift in pixels either way.
+        flip: probability of a left-right mirror (drawn only when positive, so runs without it
+            draw exactly what they always drew).
 
     Returns:
         (count, 2, 3) float32 affine matrices in affine_grid's [-1, 1] coordinates, on the CPU.
@@ -68,7 +73,12 @@ def draw_affine(
     tx = uniform(-max_shift, max_shift) * 2 / width
     ty = uniform(-max_shift, max_shift) * 2 / height
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    if flip > 0:
+        # The matrix maps output to input coordinates: negating its x column mirrors the output.
+        mirrored = torch.rand(count, generator=gen) < flip
+        theta[mirrored, :, 0] *= -1
+    return theta
 
 
 def apply_affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,7 @@ def train_step(
             # Two independently augmented views of every image, embedded in one forward pass.
             inputs = torch.cat([inputs, inputs])
         if config.augment:
-            inputs = random_affine(inputs, gen)
+            inputs = random_affine(inputs, gen, flip=config.hflip)
     else:
         if instance:
             raise ParameterError("instance_weight", "is not supported with several processes yet; train in one process or set it to 0")
@@ -162,7 +162,7 @@ def train_step(
         if config.augment:
             # The transforms of the whole global batch, drawn as one process would, then this share's.
             _, _, height, width = inputs.shape
-            inputs = apply_affine(inputs, draw_affine(len(labels), height, width, gen)[shard.positions])
+            inputs = apply_affine(inputs, draw_affine(len(labels), height, width, gen, flip=config.hflip)[shard.positions])
     # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         embeddings = model(inputs, project=True)  # through the projection head, if the network has one
