@@ -286,3 +286,15 @@ def test_flip_mirrors_about_the_probability_asked_and_nothing_else_changes():
     # flip=0 draws nothing extra: the same transforms as a run that never had the option.
     plain = random_affine(images, torch.Generator().manual_seed(2))
     assert torch.equal(plain, random_affine(images, torch.Generator().manual_seed(2), flip=0.0))
+
+
+def test_cosine_schedule_starts_at_lr_and_ends_at_the_drop_factor_along_a_half_cosine():
+    from tripletnet.training.loop import _epoch_lr_lambda
+
+    config = TrainConfig(epochs=5, lr_schedule="cosine", lr_drop_factor=0.1)
+    factors = [_epoch_lr_lambda(config)(finished) for finished in range(5)]
+    assert factors[0] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert factors[2] == pytest.approx(0.55)  # halfway: the mean of both ends
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    with pytest.raises(ParameterError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear").validate()  # type: ignore[arg-type]

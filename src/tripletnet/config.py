@@ -34,6 +34,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Protocol = Literal["all-pairs", "pairs", "kfold"]
 SplitBy = Literal["identity", "image"]
+LrSchedule = Literal["step", "cosine"]
 Flip = Literal["none", "mean", "concat"]
 Classes = Literal["unseen", "seen", "all"]
 
@@ -83,6 +84,7 @@ class TrainConfig:
     # optimisation
     epochs: int = field(default=20, metadata={"help": "number of epochs"})
     lr: float = field(default=1e-3, metadata={"help": f"Adam learning rate, in (0, {LR_MAX:g}]"})
+    lr_schedule: LrSchedule = field(default="step", metadata={"help": "step: multiply the learning rate by lr_drop_factor after lr_drop_epoch epochs; cosine: from lr down to lr x lr_drop_factor in the last epoch, along a half cosine"})
     lr_drop_epoch: int = field(default=15, metadata={"help": "multiply the learning rate by lr_drop_factor after this many epochs (0 = never)"})
     lr_drop_factor: float = field(default=0.1, metadata={"help": "learning-rate drop factor"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
@@ -124,6 +126,7 @@ class TrainConfig:
             ("checkpoint_path", self.checkpoint_path.strip() != "", "must name a folder (write . for the current one)"),
         ], self)
         _check_choice("precision", self.precision, typing.get_args(Precision))
+        _check_choice("lr_schedule", self.lr_schedule, typing.get_args(LrSchedule))
         _check_choice("split_by", self.split_by, typing.get_args(SplitBy))
         from .data.classes import check_class_spec
         from .data.transforms import check_channels, check_image_size

@@ -303,13 +303,18 @@ def _prepare(
 
 
 def _epoch_lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    # LambdaLR counts finished epochs: factor applies from epoch lr_drop_epoch + 1 on.
+    # LambdaLR counts finished epochs: the step factor applies from epoch lr_drop_epoch + 1 on;
+    # cosine starts at 1 and reaches lr_drop_factor in the last epoch.
     drop = config.lr_drop_epoch
 
-    def factor(finished_epochs: int) -> float:
+    def step(finished_epochs: int) -> float:
         return config.lr_drop_factor if drop and finished_epochs >= drop else 1.0
 
-    return factor
+    def cosine(finished_epochs: int) -> float:
+        progress = finished_epochs / max(config.epochs - 1, 1)
+        return config.lr_drop_factor + (1 - config.lr_drop_factor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return cosine if config.lr_schedule == "cosine" else step
 
 
 # --------------------------------------------------------------------------- 2. one epoch
