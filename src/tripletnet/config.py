@@ -395,5 +395,20 @@ def layered_config(layers: Iterable[ConfigLayer], resumed: Mapping[str, Any] | N
 
 # Named starting points. "reference" reproduces the reference MNIST-triplet project's settings.
 PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
     "reference": {"network": "reference", "lr": 1e-4, "augment": False, "precision": "fp32", "collapse_fallback": False},
+    # Classes unseen in training (README, "Unseen digits"): hard mining and a wide margin fit the
+    # training classes at the expense of what transfers; instance-level triplets keep it.
+    "open-set": {"mining": "semihard", "margin": 0.2, "instance_weight": 1.0, "instance_margin": 0.2},
 }
+OPEN_SET_FIELDS = ("train_classes", "holdout_classes")
+
+
+def implied_preset(layers: Iterable[ConfigLayer]) -> str | None:
+    """The preset a run starts from when none is named: ``open-set`` when a layer holds classes
+    out of training (``train_classes`` or ``holdout_classes``), else none."""
+    for layer in layers:
+        for key, value in layer.values.items():
+            if key.replace("-", "_") in OPEN_SET_FIELDS and value is not None:
+                return "open-set"
+    return None
