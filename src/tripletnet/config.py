@@ -62,6 +62,8 @@ class TrainConfig:
     num_images: int = field(default=59904, metadata={"help": "training images per epoch: a class-stratified subset drawn from the seed"})
     augment: bool = field(default=True, metadata={"help": "augment training images: random rotation (±10°), scale (±10%%) and shift (±2 px) per image"})
     hflip: float = field(default=0.0, metadata={"help": "with --augment: probability of mirroring a training image left-right; for data whose mirror image is the same class (clothes, faces), not digits"})
+    elastic: float = field(default=0.0, metadata={"help": "with --augment: elastic distortion strength in pixels (Simard et al. 2003: a random displacement field smoothed by a 4-px Gaussian, times this; 34 is their MNIST value, moving pixels about 1.4 px); 0 = off"})
+    stroke: float = field(default=0.0, metadata={"help": "with --augment: probability of thickening or thinning an image's strokes by a 3x3 max or min filter (pen width, for handwriting); 0 = off"})
     image_size: int | None = field(default=None, metadata={"help": "image folders and CSV lists: side of the square images (resize the short side, centre-crop); None: the data's own (median short side, within 28-64); MNIST is 28"})
     channels: int | None = field(default=None, metadata={"help": "image folders and CSV lists: 1 (grey) or 3 (RGB); None: from the data (any colour image -> 3)"})
     split_by: SplitBy = field(default="identity", metadata={"help": "image folders and CSV lists without a train/test split: identity (test identities never seen in training) or image (every identity in both)"})
@@ -117,6 +119,8 @@ class TrainConfig:
             ("embedding_dim", self.embedding_dim > 0, "must be positive"),
             ("projection_dim", self.projection_dim >= 0, "must be >= 0"),
             ("hflip", 0 <= self.hflip <= 1, "must be a probability in [0, 1]"),
+            ("stroke", 0 <= self.stroke <= 1, "must be a probability in [0, 1]"),
+            ("elastic", math.isfinite(self.elastic) and 0 <= self.elastic <= 1000, "must be in [0, 1000] pixels"),
             ("num_val_triplets", self.num_val_triplets > 0, "must be positive"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..augment import apply_affine, draw_affine, random_affine
+from ..augment import apply_affine, draw_affine, draw_elastic, vary_stroke
 from ..config import TrainConfig
 from ..distances import pairwise_distances
 from ..errors import ParameterError
@@ -89,6 +89,34 @@ def triplet_step(
     return loss, StepStats(values[0], values[1], values[2], values[3], len(triplets), values[4])
 
 
+def augment(inputs: torch.Tensor, config: TrainConfig, gen: torch.Generator, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """The run's augmentation of a float batch: stroke width, then one resampling for the affine
+    transform, the mirror and the elastic field. Each kind draws only when enabled, so runs that do
+    not use it draw exactly what they always drew.
+
+    Args:
+        inputs: (B, C, H, W) float images of the whole (global) batch.
+        config: the run's config (hflip, elastic, stroke).
+        gen: the epoch's CPU generator.
+        positions: this process's share of the global batch, when several processes train:
+            everything is drawn for the global batch, then only the share is transformed.
+
+    Returns:
+        The augmented images (the share's, when ``positions`` is given).
+    """
+    count, _, height, width = inputs.shape
+    theta = draw_affine(count, height, width, gen, flip=config.hflip)
+    field = draw_elastic(count, height, width, gen, config.elastic) if config.elastic > 0 else None
+    stroke = torch.rand(count, generator=gen) if config.stroke > 0 else None
+    if positions is not None:
+        inputs, theta = inputs[positions.to(inputs.device)], theta[positions]
+        field = field[positions] if field is not None else None
+        stroke = stroke[positions] if stroke is not None else None
+    if stroke is not None:
+        inputs = vary_stroke(inputs, stroke, config.stroke)
+    return apply_affine(inputs, theta, field)
+
+
 INSTANCE_MINER = "semihard"
 """The miner of the instance-level triplets: each view has one positive (its other view), and the
 semi-hard rule picks a negative just beyond it without the collapse risk of the hardest one."""
@@ -153,16 +181,16 @@ def train_step(
             # Two independently augmented views of every image, embedded in one forward pass.
             inputs = torch.cat([inputs, inputs])
         if config.augment:
-            inputs = random_affine(inputs, gen, flip=config.hflip)
+            inputs = augment(inputs, config, gen)
     else:
         if instance:
             raise ParameterError("instance_weight", "is not supported with several processes yet; train in one process or set it to 0")
-        positions = shard.positions.to(images.device)
-        inputs = images_to_input(images[positions])
+        inputs = images_to_input(images)
         if config.augment:
             # The transforms of the whole global batch, drawn as one process would, then this share's.
-            _, _, height, width = inputs.shape
-            inputs = apply_affine(inputs, draw_affine(len(labels), height, width, gen, flip=config.hflip)[shard.positions])
+            inputs = augment(inputs, config, gen, shard.positions)
+        else:
+            inputs = inputs[shard.positions.to(images.device)]
     # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         embeddings = model(inputs, project=True)  # through the projection head, if the network has one
