@@ -186,7 +186,7 @@ def _assert_records_equal(a: dict, b: dict) -> None:
             assert b[key] == value or (isinstance(value, float) and math.isnan(b[key])), key
 
 
-def _gradient_process(rank: int, port: int, data: DatasetSplits, out: str) -> None:
+def _gradient_process(rank: int, port: int, data: DatasetSplits, out: str, options: dict) -> None:
     import os
 
     from torch.nn.parallel import DistributedDataParallel
@@ -198,7 +198,7 @@ def _gradient_process(rank: int, port: int, data: DatasetSplits, out: str) -> No
     context = ProcessContext(rank=rank, world_size=2, local_rank=rank)
     start_process_group(context, torch.device("cpu"))
     try:
-        model, images, labels, config, gen = _gradient_setup(data)
+        model, images, labels, config, gen = _gradient_setup(data, options)
         use_distributed_batch_norm(model)
         trainer = DistributedDataParallel(model)
         train_step(trainer, torch.optim.SGD(model.parameters(), lr=1.0), images, labels, "semihard", config, gen,
@@ -209,23 +209,26 @@ def _gradient_process(rank: int, port: int, data: DatasetSplits, out: str) -> No
         stop_process_group(context)
 
 
-def _gradient_setup(data: DatasetSplits) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, TrainConfig, torch.Generator]:
+def _gradient_setup(data: DatasetSplits, options: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, TrainConfig, torch.Generator]:
     from tripletnet.models import build_network
 
     torch.set_num_threads(1)
     torch.manual_seed(2)
     model = build_network("reference", 64, (1, 28, 28))
     indices = torch.arange(96)
-    config = TrainConfig(precision="fp32", augment=True, download=False)
+    config = TrainConfig(precision="fp32", augment=True, download=False, **options)
     return model, data.train_images[indices], data.train_labels[indices], config, torch.Generator().manual_seed(9)
 
 
-def test_two_processes_take_the_single_process_gradient(tmp_path: Path, mnist_slice: DatasetSplits) -> None:
+# Instance-level triplets with every augmentation: two views per image, each gathered on its own.
+@pytest.mark.parametrize("options", [{}, {"instance_weight": 1.0, "elastic": 34.0, "stroke": 0.5, "hflip": 0.5}],
+                         ids=["class-triplets", "instance-triplets"])
+def test_two_processes_take_the_single_process_gradient(tmp_path: Path, mnist_slice: DatasetSplits, options: dict) -> None:
     from tripletnet.training.step import train_step
 
     out = tmp_path / "two.pt"
-    mp.spawn(_gradient_process, args=(_free_port(), mnist_slice, str(out)), nprocs=2, join=True)
-    model, images, labels, config, gen = _gradient_setup(mnist_slice)
+    mp.spawn(_gradient_process, args=(_free_port(), mnist_slice, str(out), options), nprocs=2, join=True)
+    model, images, labels, config, gen = _gradient_setup(mnist_slice, options)
     before = {key: value.clone() for key, value in model.state_dict().items()}
     train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), images, labels, "semihard", config, gen)
     two = torch.load(out, weights_only=True)

@@ -274,3 +274,64 @@ def test_precision_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch, t
     assert loop.native_bf16(cpu) is True
     fake.write_text("flags\t\t: fpu avx2 avx512f\n")
     assert loop.native_bf16(cpu) is False
+
+
+def test_flip_mirrors_about_the_probability_asked_and_nothing_else_changes():
+    images = torch.rand(400, 1, 12, 12)
+    mirrored = random_affine(images, torch.Generator().manual_seed(1), max_degrees=0, max_scale=0, max_shift=0, flip=0.5)
+    is_mirror = torch.isclose(mirrored, images.flip(-1), atol=1e-5).flatten(1).all(1)
+    is_same = torch.isclose(mirrored, images, atol=1e-5).flatten(1).all(1)
+    assert bool((is_mirror ^ is_same).all())  # each image exactly mirrored or untouched
+    assert 150 < int(is_mirror.sum()) < 250
+    # flip=0 draws nothing extra: the same transforms as a run that never had the option.
+    plain = random_affine(images, torch.Generator().manual_seed(2))
+    assert torch.equal(plain, random_affine(images, torch.Generator().manual_seed(2), flip=0.0))
+
+
+def test_cosine_schedule_starts_at_lr_and_ends_at_the_drop_factor_along_a_half_cosine():
+    from tripletnet.training.loop import _epoch_lr_lambda
+
+    config = TrainConfig(epochs=5, lr_schedule="cosine", lr_drop_factor=0.1)
+    factors = [_epoch_lr_lambda(config)(finished) for finished in range(5)]
+    assert factors[0] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert factors[2] == pytest.approx(0.55)  # halfway: the mean of both ends
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    with pytest.raises(ParameterError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear").validate()  # type: ignore[arg-type]
+
+
+def test_elastic_fields_are_smooth_and_scaled_by_alpha():
+    from tripletnet.augment import draw_elastic
+
+    small = draw_elastic(64, 28, 28, torch.Generator().manual_seed(0), alpha=10.0)
+    large = draw_elastic(64, 28, 28, torch.Generator().manual_seed(0), alpha=30.0)
+    assert small.shape == (64, 28, 28, 2)
+    assert torch.allclose(large, 3 * small, atol=1e-6)  # same draws, three times the alpha
+    # Smooth: neighbouring pixels move almost together, unlike independent per-pixel noise.
+    neighbour = (small[:, :, 1:] - small[:, :, :-1]).abs().mean()
+    assert neighbour < 0.2 * small.abs().mean()
+    identity = torch.eye(2, 3).expand(3, 2, 3)
+    images = torch.rand(3, 1, 28, 28)
+    from tripletnet.augment import apply_affine
+    assert torch.allclose(apply_affine(images, identity, torch.zeros(3, 28, 28, 2)), apply_affine(images, identity), atol=0)
+
+
+def test_stroke_variation_thickens_or_thins_with_the_probability_asked():
+    from tripletnet.augment import vary_stroke
+
+    images = torch.zeros(3, 1, 9, 9)
+    images[:, :, 4, 2:7] = 1.0  # a one-pixel-wide horizontal stroke
+    out = vary_stroke(images, torch.tensor([0.1, 0.3, 0.9]), probability=0.5)
+    assert out[0].sum() == 21  # thickened: 3 rows of 7
+    assert out[1].sum() == 0  # thinned away: the stroke was one pixel wide
+    assert torch.equal(out[2], images[2])
+
+
+def test_an_augmented_step_without_the_new_kinds_draws_what_the_affine_transform_always_drew():
+    from tripletnet.training.step import augment
+
+    images = torch.rand(8, 1, 28, 28)
+    expected = random_affine(images, torch.Generator().manual_seed(4))
+    assert torch.equal(augment(images, TrainConfig(), torch.Generator().manual_seed(4)), expected)
+    varied = augment(images, TrainConfig(elastic=34.0, stroke=0.5), torch.Generator().manual_seed(4))
+    assert not torch.equal(varied, expected)

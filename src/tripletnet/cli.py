@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from . import __version__
-from .config import PRESETS, RESUMABLE_FIELDS, ConfigLayer, EvalConfig, TrainConfig, layered_config, load_toml, value_type
+from .config import PRESETS, RESUMABLE_FIELDS, ConfigLayer, EvalConfig, TrainConfig, implied_preset, layered_config, load_toml, value_type
 from .data.classes import CLASS_CHOICES
 from .errors import ParameterError, UserError
 
@@ -181,6 +181,13 @@ def build_train_config(args: argparse.Namespace) -> TrainConfig:
         layers.append(ConfigLayer(args.config, table.values))
     layers.append(ConfigLayer("command line", _given(args, TrainConfig), spell=flag))
     if not args.resume:
+        implied = None if args.preset else implied_preset(layers)
+        if implied:
+            # Lowest precedence: anything the user set still wins.
+            layers.insert(0, ConfigLayer(f"preset {implied}", PRESETS[implied]))
+            settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied].items())
+            print(f"{args.prog}: classes are held out of training, so the run starts from --preset {implied} "
+                  f"({settings}); --preset default keeps the closed-set defaults", file=sys.stderr)
         return layered_config(layers)
     from .training.checkpoint import load_checkpoint
 

@@ -34,6 +34,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp64"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Protocol = Literal["all-pairs", "pairs", "kfold"]
 SplitBy = Literal["identity", "image"]
+LrSchedule = Literal["step", "cosine"]
 Flip = Literal["none", "mean", "concat"]
 Classes = Literal["unseen", "seen", "all"]
 
@@ -61,6 +62,9 @@ class TrainConfig:
     download: bool = field(default=True, metadata={"help": "download missing dataset files from the public mirrors"})
     num_images: int = field(default=59904, metadata={"help": "training images per epoch: a class-stratified subset drawn from the seed"})
     augment: bool = field(default=True, metadata={"help": "augment training images: random rotation (±10°), scale (±10%%) and shift (±2 px) per image"})
+    hflip: float = field(default=0.0, metadata={"help": "with --augment: probability of mirroring a training image left-right; for data whose mirror image is the same class (clothes, faces), not digits"})
+    elastic: float = field(default=0.0, metadata={"help": "with --augment: elastic distortion strength in pixels (Simard et al. 2003: a random displacement field smoothed by a 4-px Gaussian, times this; 34 is their MNIST value, moving pixels about 1.4 px); 0 = off"})
+    stroke: float = field(default=0.0, metadata={"help": "with --augment: probability of thickening or thinning an image's strokes by a 3x3 max or min filter (pen width, for handwriting); 0 = off"})
     image_size: int | None = field(default=None, metadata={"help": "image folders and CSV lists: side of the square images (resize the short side, centre-crop); None: the data's own (median short side, within 28-64); MNIST is 28"})
     channels: int | None = field(default=None, metadata={"help": "image folders and CSV lists: 1 (grey) or 3 (RGB); None: from the data (any colour image -> 3)"})
     split_by: SplitBy = field(default="identity", metadata={"help": "image folders and CSV lists without a train/test split: identity (test identities never seen in training) or image (every identity in both)"})
@@ -74,13 +78,17 @@ class TrainConfig:
     # model
     network: str = field(default="conv3", metadata={"help": "conv3: three conv blocks, 15 MFLOPs/image; reference: the reference project's two-block CNN, 8 MFLOPs; wide: five convs, 44 MFLOPs"})
     embedding_dim: int = field(default=64, metadata={"help": "size of the L2-normalised embedding"})
+    projection_dim: int = field(default=0, metadata={"help": "train through a projection head of this size that inference drops (a ReLU and a linear layer after the embedding layer); 0 = none"})
     # mining and loss
     margin: float = field(default=1.0, metadata={"help": f"triplet margin, in (0, {MARGIN_MAX:g}]: unit-length embeddings are at most 2 apart"})
     mining: str = field(default="semihard:0.4,hard", metadata={"help": "mining schedule, e.g. 'semihard:0.4,hard' = semi-hard for the first 40%% of epochs, then hard (each miner at least one epoch); miners: semihard, hard, batch_all"})
+    instance_weight: float = field(default=0.0, metadata={"help": "weight of instance-level triplets: each image is embedded in two augmented views, the other view is its positive and every other image a negative (semi-hard), added to the class triplets; keeps what tells images apart, which helps on classes never seen in training; doubles the step's work (0 = off)"})
+    instance_margin: float = field(default=0.2, metadata={"help": f"margin of the instance-level triplets, in (0, {MARGIN_MAX:g}]"})
     collapse_fallback: bool = field(default=True, metadata={"help": "if hard mining collapses the embeddings (a batch's spread falls below half of the last epoch's), undo that epoch and continue with semi-hard mining"})
     # optimisation
     epochs: int = field(default=20, metadata={"help": "number of epochs"})
     lr: float = field(default=1e-3, metadata={"help": f"Adam learning rate, in (0, {LR_MAX:g}]"})
+    lr_schedule: LrSchedule = field(default="step", metadata={"help": "step: multiply the learning rate by lr_drop_factor after lr_drop_epoch epochs; cosine: from lr down to lr x lr_drop_factor in the last epoch, along a half cosine"})
     lr_drop_epoch: int = field(default=15, metadata={"help": "multiply the learning rate by lr_drop_factor after this many epochs (0 = never)"})
     lr_drop_factor: float = field(default=0.1, metadata={"help": "learning-rate drop factor"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
@@ -104,11 +112,17 @@ class TrainConfig:
             ("batch_size", self.batch_size >= 4, "must be at least 4 (two classes with two images each)"),
             ("epochs", self.epochs > 0, "must be positive"),
             ("margin", _finite_in(self.margin, 0, MARGIN_MAX), f"must be in (0, {MARGIN_MAX:g}]"),
+            ("instance_margin", _finite_in(self.instance_margin, 0, MARGIN_MAX), f"must be in (0, {MARGIN_MAX:g}]"),
+            ("instance_weight", math.isfinite(self.instance_weight) and 0 <= self.instance_weight <= 100, "must be in [0, 100]"),
             ("lr", _finite_in(self.lr, 0, LR_MAX), f"must be in (0, {LR_MAX:g}]"),
             ("lr_drop_epoch", self.lr_drop_epoch >= 0, "must be >= 0"),
             ("lr_drop_factor", _finite_in(self.lr_drop_factor, 0, 1), "must be in (0, 1]"),
             ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be finite and >= 0"),
             ("embedding_dim", self.embedding_dim > 0, "must be positive"),
+            ("projection_dim", self.projection_dim >= 0, "must be >= 0"),
+            ("hflip", 0 <= self.hflip <= 1, "must be a probability in [0, 1]"),
+            ("stroke", 0 <= self.stroke <= 1, "must be a probability in [0, 1]"),
+            ("elastic", math.isfinite(self.elastic) and 0 <= self.elastic <= 1000, "must be in [0, 1000] pixels"),
             ("num_val_triplets", self.num_val_triplets > 0, "must be positive"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("cache_images", self.cache_images >= 0, "must be >= 0 (MiB)"),
@@ -119,6 +133,7 @@ class TrainConfig:
             ("checkpoint_path", self.checkpoint_path.strip() != "", "must name a folder (write . for the current one)"),
         ], self)
         _check_choice("precision", self.precision, typing.get_args(Precision))
+        _check_choice("lr_schedule", self.lr_schedule, typing.get_args(LrSchedule))
         _check_choice("split_by", self.split_by, typing.get_args(SplitBy))
         from .data.classes import check_class_spec
         from .data.transforms import check_channels, check_image_size
@@ -387,5 +402,20 @@ def layered_config(layers: Iterable[ConfigLayer], resumed: Mapping[str, Any] | N
 
 # Named starting points. "reference" reproduces the reference MNIST-triplet project's settings.
 PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
     "reference": {"network": "reference", "lr": 1e-4, "augment": False, "precision": "fp32", "collapse_fallback": False},
+    # Classes unseen in training (README, "Unseen digits"): hard mining and a wide margin fit the
+    # training classes at the expense of what transfers; instance-level triplets keep it.
+    "open-set": {"mining": "semihard", "margin": 0.2, "instance_weight": 1.0, "instance_margin": 0.2},
 }
+OPEN_SET_FIELDS = ("train_classes", "holdout_classes")
+
+
+def implied_preset(layers: Iterable[ConfigLayer]) -> str | None:
+    """The preset a run starts from when none is named: ``open-set`` when a layer holds classes
+    out of training (``train_classes`` or ``holdout_classes``), else none."""
+    for layer in layers:
+        for key, value in layer.values.items():
+            if key.replace("-", "_") in OPEN_SET_FIELDS and value is not None:
+                return "open-set"
+    return None

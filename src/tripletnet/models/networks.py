@@ -45,6 +45,23 @@ class EmbeddingNet(nn.Module):
         # keys stay those of every earlier checkpoint; the checkpoint records the values beside it.
         self.register_buffer("input_mean", None, persistent=False)
         self.register_buffer("input_std", None, persistent=False)
+        # Set by add_projection_head: used by the training loss only, never part of the embedding.
+        self.projection: nn.Module | None = None
+
+    def add_projection_head(self, projection_dim: int) -> None:
+        """Train through a projection head that inference drops (as in SimCLR).
+
+        The loss then sees ``normalize(linear(relu(h)))`` where ``h`` is the pre-normalisation
+        embedding; the embedding itself stays ``normalize(h)``. Features before such a head keep
+        more of what the loss does not need, which is what classes unseen in training need.
+
+        Args:
+            projection_dim: the size of the projected vectors the loss compares.
+        """
+        if projection_dim <= 0:
+            raise ParameterError("projection_dim", f"must be positive, got {projection_dim}")
+        device = next(self.parameters()).device
+        self.projection = nn.Sequential(nn.ReLU(), nn.Linear(self.embedding_dim, projection_dim)).to(device)
 
     def set_input_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Normalise inputs by these per-channel values (the training data's) instead of 0.5 and 0.5.
@@ -68,13 +85,20 @@ class EmbeddingNet(nn.Module):
             return (0.5,) * self.input_shape[0], (0.5,) * self.input_shape[0]
         return tuple(self.input_mean.flatten().tolist()), tuple(self.input_std.flatten().tolist())
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, project: bool = False) -> torch.Tensor:
+        """L2-normalised embeddings of float images in [0, 1], (B, C, H, W).
+
+        With ``project`` (training only) and a projection head, the normalised projections the
+        loss compares instead.
+        """
         if self.input_mean is None or self.input_std is None:
             x = (images - 0.5) / 0.5  # scalars: MNIST runs stay bit for bit what they always were
         else:
             x = (images - self.input_mean) / self.input_std
-        x = self.trunk(x).flatten(1)
-        return F.normalize(self.head(x), p=2.0, dim=1)
+        x = self.head(self.trunk(x).flatten(1))
+        if project and self.projection is not None:
+            x = self.projection(x)
+        return F.normalize(x, p=2.0, dim=1)
 
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -149,13 +173,15 @@ def describe_networks() -> list[tuple[str, str]]:
     return [(spec.name, spec.description) for spec in NETWORKS.values()]
 
 
-def build_network(name: str, embedding_dim: int, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
+def build_network(name: str, embedding_dim: int, input_shape: InputShape = MNIST_SHAPE, projection_dim: int = 0) -> EmbeddingNet:
     """Build the registered network ``name`` (fresh weights from torch's global RNG).
 
     Args:
         name: a key of :data:`NETWORKS`.
         embedding_dim: the embedding size.
         input_shape: (channels, height, width) of the input images.
+        projection_dim: if positive, a projection head of this size that training's loss goes
+            through and inference drops (:meth:`EmbeddingNet.add_projection_head`).
 
     Returns:
         The network, in training mode.
@@ -167,7 +193,10 @@ def build_network(name: str, embedding_dim: int, input_shape: InputShape = MNIST
         spec = NETWORKS[name]
     except KeyError:
         raise ParameterError("network", f"must be one of {', '.join(NETWORKS)}, got {name!r}") from None
-    return spec.build(embedding_dim, tuple(input_shape))  # type: ignore[arg-type]
+    model = spec.build(embedding_dim, tuple(input_shape))  # type: ignore[arg-type]
+    if projection_dim:
+        model.add_projection_head(projection_dim)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

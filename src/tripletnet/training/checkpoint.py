@@ -99,7 +99,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(state: dict[str, Any], source: str = "checkpoint") -> tuple[EmbeddingNet, TrainConfig]:
     """Rebuild the network a checkpoint was trained with and load its weights (eval mode)."""
     config = TrainConfig.from_dict(state["config"], source=source)
-    model = build_network(config.network, config.embedding_dim, checkpoint_input_shape(state))
+    model = build_network(config.network, config.embedding_dim, checkpoint_input_shape(state), config.projection_dim)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

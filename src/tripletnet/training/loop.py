@@ -272,7 +272,7 @@ def _prepare(
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_network(config.network, config.embedding_dim, train_input_shape(run_data))
+        model = build_network(config.network, config.embedding_dim, train_input_shape(run_data), config.projection_dim)
     if isinstance(data, ImageSplits):  # image files: normalised by their training split's mean/std, inside the model
         model.set_input_normalization(data.mean, data.std)
     # NHWC convolutions are ~15% faster on CPU here (oneDNN's preferred layout).
@@ -313,13 +313,18 @@ def _prepare(
 
 
 def _epoch_lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    # LambdaLR counts finished epochs: factor applies from epoch lr_drop_epoch + 1 on.
+    # LambdaLR counts finished epochs: the step factor applies from epoch lr_drop_epoch + 1 on;
+    # cosine starts at 1 and reaches lr_drop_factor in the last epoch.
     drop = config.lr_drop_epoch
 
-    def factor(finished_epochs: int) -> float:
+    def step(finished_epochs: int) -> float:
         return config.lr_drop_factor if drop and finished_epochs >= drop else 1.0
 
-    return factor
+    def cosine(finished_epochs: int) -> float:
+        progress = finished_epochs / max(config.epochs - 1, 1)
+        return config.lr_drop_factor + (1 - config.lr_drop_factor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return cosine if config.lr_schedule == "cosine" else step
 
 
 # --------------------------------------------------------------------------- 2. one epoch

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..augment import apply_affine, draw_affine, random_affine
+from ..augment import apply_affine, draw_affine, draw_elastic, vary_stroke
 from ..config import TrainConfig
 from ..distances import pairwise_distances
 from ..losses import counted_distance_sums, triplet_hinges
@@ -88,6 +88,65 @@ def triplet_step(
     return loss, StepStats(values[0], values[1], values[2], values[3], len(triplets), values[4])
 
 
+def augment(inputs: torch.Tensor, config: TrainConfig, gen: torch.Generator, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """The run's augmentation of a float batch: stroke width, then one resampling for the affine
+    transform, the mirror and the elastic field. Each kind draws only when enabled, so runs that do
+    not use it draw exactly what they always drew.
+
+    Args:
+        inputs: (B, C, H, W) float images of the whole (global) batch.
+        config: the run's config (hflip, elastic, stroke).
+        gen: the epoch's CPU generator.
+        positions: this process's share of the global batch, when several processes train:
+            everything is drawn for the global batch, then only the share is transformed.
+
+    Returns:
+        The augmented images (the share's, when ``positions`` is given).
+    """
+    count, _, height, width = inputs.shape
+    theta = draw_affine(count, height, width, gen, flip=config.hflip)
+    field = draw_elastic(count, height, width, gen, config.elastic) if config.elastic > 0 else None
+    stroke = torch.rand(count, generator=gen) if config.stroke > 0 else None
+    if positions is not None:
+        inputs, theta = inputs[positions.to(inputs.device)], theta[positions]
+        field = field[positions] if field is not None else None
+        stroke = stroke[positions] if stroke is not None else None
+    if stroke is not None:
+        inputs = vary_stroke(inputs, stroke, config.stroke)
+    return apply_affine(inputs, theta, field)
+
+
+INSTANCE_MINER = "semihard"
+"""The miner of the instance-level triplets: each view has one positive (its other view), and the
+semi-hard rule picks a negative just beyond it without the collapse risk of the hardest one."""
+
+
+def instance_triplet_step(
+    embeddings: torch.Tensor, labels: torch.Tensor, miner: str, config: TrainConfig
+) -> tuple[torch.Tensor, StepStats]:
+    """Class triplets plus weighted instance-level triplets on two views of every image.
+
+    ``embeddings`` holds the first views of a batch followed by the second views. The class term
+    mines both views with the class labels (an image's other view is one more positive); the
+    instance term labels each image by its position, so the other view is the only positive and
+    every other image, of any class, a negative. The statistics are the class term's.
+
+    Args:
+        embeddings: (2B, D) embeddings: B first views, then the same B images' second views.
+        labels: (B,) class labels of the B images.
+        miner: the epoch's class miner.
+        config: the run's config (margin, instance weight and margin).
+
+    Returns:
+        The combined loss and the class term's :class:`StepStats`.
+    """
+    batch = len(labels)
+    loss, stats = triplet_step(embeddings, labels.repeat(2), miner, config.margin)
+    identities = torch.arange(batch, device=labels.device).repeat(2)
+    instance_loss, _ = triplet_step(embeddings, identities, INSTANCE_MINER, config.instance_margin)
+    return loss + config.instance_weight * instance_loss, stats
+
+
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -115,26 +174,41 @@ def train_step(
         The step's statistics (of the whole global batch: the same on every process).
     """
     dtype = next(model.parameters()).dtype  # float64 under --precision fp64, else float32
+    instance = config.instance_weight > 0
     if shard is None:
         inputs = images_to_input(images, dtype)
+        if instance:
+            # Two independently augmented views of every image, embedded in one forward pass.
+            inputs = torch.cat([inputs, inputs])
         if config.augment:
-            inputs = random_affine(inputs, gen)
+            inputs = augment(inputs, config, gen)
     else:
-        positions = shard.positions.to(images.device)
-        inputs = images_to_input(images[positions], dtype)
+        inputs = images_to_input(images, dtype)
+        positions = shard.positions
+        if instance:  # this share's rows of both views, in the global two-view batch
+            inputs = torch.cat([inputs, inputs])
+            positions = torch.cat([positions, positions + len(labels)])
         if config.augment:
             # The transforms of the whole global batch, drawn as one process would, then this share's.
-            _, _, height, width = inputs.shape
-            inputs = apply_affine(inputs, draw_affine(len(labels), height, width, gen)[shard.positions])
+            inputs = augment(inputs, config, gen, positions)
+        else:
+            inputs = inputs[positions.to(images.device)]
     # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-        embeddings = model(inputs)
+        embeddings = model(inputs, project=True)  # through the projection head, if the network has one
     embeddings = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))  # bf16 -> fp32; fp64 stays
     if shard is not None:
         # Loss scale 1: see tripletnet.training.distributed for why DDP's averaging then gives
         # the single-process gradient.
-        embeddings = gather_global_batch(embeddings, shard)
-    loss, stats = triplet_step(embeddings, labels, miner, config.margin)
+        if instance:  # each view's rows gathered on their own, first views then second views
+            first, second = embeddings.chunk(2)
+            embeddings = torch.cat([gather_global_batch(first, shard), gather_global_batch(second, shard)])
+        else:
+            embeddings = gather_global_batch(embeddings, shard)
+    if instance:
+        loss, stats = instance_triplet_step(embeddings, labels, miner, config)
+    else:
+        loss, stats = triplet_step(embeddings, labels, miner, config.margin)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
