@@ -45,6 +45,7 @@ from .run_data import prepare_run_data
 from .runfolder import prepare_run_folder
 from .runlog import RunLog
 from .step import StepStats, train_step
+from .tensorboard import TensorBoardWriter
 from .validation import validation_loss
 
 DEVICES = typing.get_args(Device)
@@ -170,6 +171,8 @@ def train(
     context = context_from_environment()
     if not context.is_main_process:
         log = _quiet  # only the main process logs (every process computes the same records)
+    # Before anything is written: a missing tensorboard package refuses the run.
+    board = TensorBoardWriter(config.tensorboard) if config.tensorboard and context.is_main_process else None
     run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log, context=context)
     config = run.config  # as resolved for this machine (precision auto)
     try:
@@ -177,12 +180,18 @@ def train(
             miner, means, seconds, lr = run_epoch(run, epoch, log)
             record = epoch_record(run, epoch, miner, lr, means, seconds)
             save_epoch(run, epoch, record)
+            if board is not None:
+                board.epoch(record)
             log(_format_record(record, config.epochs))
             if record["collapsed"]:
                 log(_collapse_warning(record, config))
         if run.is_main_process:
             _plot_losses(run.history, run.run_dir, log)
+        if board is not None:
+            board.projector(embed_images(run.model, run.eval_images), run.eval_labels, run.eval_images, config.epochs)
     finally:
+        if board is not None:
+            board.close()
         run.release()
         stop_process_group(run.context)
     return TrainResult(model=run.model, config=config, history=run.history, run_dir=run.run_dir)
