@@ -166,7 +166,7 @@ def faiss_search(n: int, threads: int, data: str, hnsw: list[tuple[int, int]], n
         def build_ivf(nlist: int = nlist) -> Any:
             quantizer = faiss.IndexFlatL2(64)
             index = faiss.IndexIVFFlat(quantizer, 64, nlist)
-            sample = gallery[np.random.default_rng(1).choice(len(gallery), min(len(gallery), 64 * nlist), replace=False)]
+            sample = gallery[np.random.default_rng(1).choice(len(gallery), min(len(gallery), 32 * nlist), replace=False)]
             index.train(sample)
             return _added(index, gallery)
 
