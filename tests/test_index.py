@@ -231,7 +231,8 @@ def test_index_and_search_mistakes_are_one_line_exit_2(checkpoint, image_folder,
 
 def test_index_approximate_defaults_to_ivf_and_a_bad_nlist_names_the_flag(checkpoint, image_folder, tmp_path, capsys):
     out_dir = tmp_path / "ivf"
-    code, out, err = _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", out_dir, "--approximate")
+    code, out, err = _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", out_dir,
+                          "--approximate")
     assert code == 0, err
     assert "(ivf)" in out
     meta = json.loads((out_dir / "meta.json").read_text())

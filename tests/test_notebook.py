@@ -41,7 +41,8 @@ def checkpoint(tmp_path_factory):
     """A model trained for one short epoch on the folder (the numbers need not be good, only the same twice)."""
     root = tmp_path_factory.mktemp("notebook")
     data = _mnist_folder(root / "digits")
-    config = TrainConfig(dataset=str(data), num_images=300, batch_size=60, epochs=1, eval_every=0, checkpoint_path=str(root / "run"),
+    config = TrainConfig(dataset=str(data), num_images=300, batch_size=60, epochs=1, eval_every=0,
+                         checkpoint_path=str(root / "run"),
                          precision="fp32", augment=False, num_val_triplets=16)
     train(config, log=lambda _: None)
     return root / "run" / "last.pt"
@@ -55,14 +56,17 @@ def _table_value(text: str, row: str) -> str:
 
 def test_the_notebook_runs_and_its_table_matches_tripletnet_evaluate(checkpoint, monkeypatch, capsys):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "commit the notebook without outputs"
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.get("outputs") for cell in code_cells), "commit the notebook without outputs"
     monkeypatch.setenv("TRIPLETNET_CHECKPOINT", str(checkpoint))
     monkeypatch.setenv("TRIPLETNET_TSNE_IMAGES", "100")
     monkeypatch.delenv("TRIPLETNET_DATA", raising=False)  # the run's own folder, as evaluate uses it
     # The kernel imports the tripletnet under test (a worktree's src/ may come before the installed one).
     package_root = str(Path(tripletnet.__file__).resolve().parents[1])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(checkpoint.parent)}}).execute()
+    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(checkpoint.parent)}})
+    client.execute()
 
     texts = {}
     images = 0

@@ -282,16 +282,19 @@ def add_use_commands(subparsers: Any) -> None:
         "--images", metavar="DIR", help="a folder of images (searched recursively; a subfolder name is the label)"
     )
     index.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced if it is one)")
-    approximate = index.add_argument_group("approximate search, for large galleries (benchmarks/RESULTS-inference.md measures them)")
+    approximate = index.add_argument_group(
+        "approximate search, for large galleries (benchmarks/RESULTS-inference.md measures them)")
     approximate.add_argument("--approximate", nargs="?", const=DEFAULT_APPROXIMATE, choices=APPROXIMATE_KINDS, metavar="KIND",
                              help="an approximate index: ivf (IVF-Flat, the default KIND) or hnsw (default: exact search)")
-    approximate.add_argument("--hnsw", dest="approximate", action="store_const", const="hnsw", help="the same as --approximate hnsw")
+    approximate.add_argument("--hnsw", dest="approximate", action="store_const", const="hnsw",
+                             help="the same as --approximate hnsw")
     approximate.add_argument("--nlist", type=int, help="ivf: k-means cells (default: sqrt of the gallery size)")
-    approximate.add_argument("--nprobe", type=int, default=IVF_NPROBE, help=f"ivf: cells searched per query (default: {IVF_NPROBE})")
+    approximate.add_argument("--nprobe", type=int, default=IVF_NPROBE,
+                             help=f"ivf: cells searched per query (default: {IVF_NPROBE})")
     approximate.add_argument("--hnsw-m", "--hnsw_m", dest="hnsw_m", type=int, default=HNSW_M,
                              help=f"hnsw: graph degree (default: {HNSW_M})")
-    approximate.add_argument("--ef-construction", "--ef_construction", dest="ef_construction", type=int, default=HNSW_EF_CONSTRUCTION,
-                             help=f"hnsw: build breadth (default: {HNSW_EF_CONSTRUCTION})")
+    approximate.add_argument("--ef-construction", "--ef_construction", dest="ef_construction", type=int,
+                             default=HNSW_EF_CONSTRUCTION, help=f"hnsw: build breadth (default: {HNSW_EF_CONSTRUCTION})")
     approximate.add_argument("--ef-search", "--ef_search", dest="ef_search", type=int, default=HNSW_EF_SEARCH,
                              help=f"hnsw: search breadth (default: {HNSW_EF_SEARCH})")
     _add_data_path_option(index)

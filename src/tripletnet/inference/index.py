@@ -240,7 +240,7 @@ class GalleryIndex:
             if meta.get("format") != INDEX_FORMAT:
                 raise ValueError(f"no '{INDEX_FORMAT}' marker")
             items = json.loads((root / ITEMS_FILE).read_text(encoding="utf-8"))
-            index = faiss.read_index(str(root / INDEX_FILE))
+            index: Any = faiss.read_index(str(root / INDEX_FILE))
         except (OSError, ValueError, RuntimeError) as exc:
             raise UserError(
                 f"index folder {root} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
@@ -278,7 +278,9 @@ def _trained_ivf(vectors: np.ndarray, nlist: int | None, nprobe: int) -> tuple[A
     _check_positive("nprobe", nprobe)
     nprobe = min(nprobe, nlist)  # searching every cell is already exact
     sample_size = min(len(vectors), IVF_TRAINING_POINTS_PER_CELL * nlist)
-    sample = vectors[np.random.default_rng(0).choice(len(vectors), sample_size, replace=False)] if sample_size < len(vectors) else vectors
+    sample = vectors
+    if sample_size < len(vectors):
+        sample = vectors[np.random.default_rng(0).choice(len(vectors), sample_size, replace=False)]
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(vectors.shape[1]), vectors.shape[1], nlist)
     index.train(sample)
     index.nprobe = nprobe
