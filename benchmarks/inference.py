@@ -163,12 +163,10 @@ def faiss_search(n: int, threads: int, data: str, hnsw: list[tuple[int, int]], n
     del exact
     tag = f"{data}-{n}"
     for nlist in nlists:
-        def build_ivf(nlist: int = nlist) -> Any:
-            quantizer = faiss.IndexFlatL2(64)
-            index = faiss.IndexIVFFlat(quantizer, 64, nlist)
-            sample = gallery[np.random.default_rng(1).choice(len(gallery), min(len(gallery), 32 * nlist), replace=False)]
-            index.train(sample)
-            return _added(index, gallery)
+        def build_ivf(nlist: int = nlist) -> Any:  # as 'tripletnet index --approximate ivf --nlist N' builds it
+            from tripletnet.inference.index import GalleryIndex
+
+            return GalleryIndex.build(gallery, fingerprint="benchmark", kind="ivf", nlist=nlist).index
 
         index, seconds = _cached_index(cache, f"{tag}-ivf{nlist}", build_ivf)
         mib = _index_mib(index)

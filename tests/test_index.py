@@ -61,11 +61,12 @@ def test_ivf_recall_at_1_against_exact_grows_with_nprobe_and_is_exact_with_every
     gallery, queries = _clustered_vectors(5000, seed=6), _clustered_vectors(200, seed=7)
     exact = GalleryIndex.build(gallery, fingerprint="f").search(queries, 1)[1]
     recalls = {}
-    for nprobe in (1, 8, 32, 71):
+    for nprobe in (1, 8, 32, 128):
         approximate = GalleryIndex.build(gallery, fingerprint="f", kind="ivf", nprobe=nprobe)
-        assert approximate.kind == "ivf" and approximate.extra == {"nlist": 71, "nprobe": nprobe}  # round(sqrt(5000))
+        # 4 sqrt(5000) = 283 cells would leave k-means fewer than 39 points a cell: 5000 // 39 = 128.
+        assert approximate.kind == "ivf" and approximate.extra == {"nlist": 128, "nprobe": nprobe}
         recalls[nprobe] = float(np.mean(approximate.search(queries, 1)[1] == exact))
-    assert recalls[1] <= recalls[8] <= recalls[32] <= recalls[71] == 1.0, recalls
+    assert recalls[1] <= recalls[8] <= recalls[32] <= recalls[128] == 1.0, recalls
     assert recalls[32] >= 0.95, recalls
 
 

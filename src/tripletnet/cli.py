@@ -288,7 +288,7 @@ def add_use_commands(subparsers: Any) -> None:
                              help="an approximate index: ivf (IVF-Flat, the default KIND) or hnsw (default: exact search)")
     approximate.add_argument("--hnsw", dest="approximate", action="store_const", const="hnsw",
                              help="the same as --approximate hnsw")
-    approximate.add_argument("--nlist", type=int, help="ivf: k-means cells (default: sqrt of the gallery size)")
+    approximate.add_argument("--nlist", type=int, help="ivf: k-means cells (default: 4 x the square root of the gallery size)")
     approximate.add_argument("--nprobe", type=int, default=IVF_NPROBE,
                              help=f"ivf: cells searched per query (default: {IVF_NPROBE})")
     approximate.add_argument("--hnsw-m", "--hnsw_m", dest="hnsw_m", type=int, default=HNSW_M,

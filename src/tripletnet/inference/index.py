@@ -3,9 +3,10 @@
 Exact search (``IndexFlatL2``) by default; for large galleries, where exact search costs a pass over
 every vector per query, an approximate index: IVF-Flat (``IndexIVFFlat``: k-means cells, ``nprobe`` of
 them searched) or HNSW (``IndexHNSWFlat``: a neighbour graph). IVF is the approximate default: on a
-clustered 1,000,000-vector gallery it reaches recall@1 0.99 at about 20x the exact queries/s and builds in
-a minute, where the HNSW graph takes tens of minutes (benchmarks/RESULTS-inference.md). Distances are
-always reported as Euclidean (faiss' L2 indexes return squared distances).
+clustered 1,000,000-vector gallery, with 4096 cells and 32 searched, it reached recall@1 0.999 at about 50x
+the exact queries/s and built in minutes, where an HNSW graph takes tens of minutes
+(benchmarks/RESULTS-inference.md). Distances are always reported as Euclidean (faiss' L2 indexes return
+squared distances).
 
 An index folder holds ``index.faiss``, ``items.json`` (a label and/or a path per gallery item) and
 ``meta.json`` (the checkpoint's weights fingerprint, its path, the index kind). It is written to a
@@ -40,11 +41,12 @@ DEFAULT_APPROXIMATE = "ivf"
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-# IVF cells searched per query. With sqrt(N) cells (the default nlist) 32 of them gave recall@1 0.99 on the
-# clustered 1,000,000 gallery of benchmarks/RESULTS-inference.md.
+# IVF cells: 4 sqrt(N) by default. On the clustered 1,000,000 gallery of benchmarks/RESULTS-inference.md,
+# 32 of 4096 cells searched gave recall@1 0.999 (8 gave 0.997; with sqrt(N) = 1024 cells 32 gave 0.990).
+IVF_CELLS_PER_SQRT_N = 4
 IVF_NPROBE = 32
 IVF_MIN_POINTS_PER_CELL = 39  # below this faiss' k-means warns that the cells are poorly trained
-IVF_TRAINING_POINTS_PER_CELL = 64  # k-means trains on a seeded sample of at most this many vectors per cell
+IVF_TRAINING_POINTS_PER_CELL = 40  # k-means trains on a seeded sample of at most this many vectors per cell
 QUERY_BATCH = 4096
 
 
@@ -111,7 +113,7 @@ class GalleryIndex:
             kind: "exact" (flat L2), or for large galleries "ivf" or "hnsw" (approximate).
             checkpoint: the checkpoint path, recorded so that ``search`` can find the model.
             hnsw_m, ef_construction, ef_search: HNSW graph degree and search breadths.
-            nlist: IVF cells (default: sqrt(N), at most N / 39 so that k-means has points to train on).
+            nlist: IVF cells (default: 4 sqrt(N), at most N / 39 so that k-means has points to train on).
             nprobe: IVF cells searched per query (more: higher recall, slower), at most ``nlist``.
 
         Returns:
@@ -270,7 +272,7 @@ def _trained_ivf(vectors: np.ndarray, nlist: int | None, nprobe: int) -> tuple[A
 
     most = max(1, len(vectors) // IVF_MIN_POINTS_PER_CELL)
     if nlist is None:
-        nlist = min(most, max(1, round(len(vectors) ** 0.5)))
+        nlist = min(most, max(1, round(IVF_CELLS_PER_SQRT_N * len(vectors) ** 0.5)))
     _check_positive("nlist", nlist)
     if nlist > most:
         raise ParameterError("nlist", f"must be at most {most:,} for {len(vectors):,} vectors "
