@@ -1,10 +1,14 @@
-"""Inference benchmarks: embedding throughput (eager vs onnxruntime), faiss exact vs HNSW search, verify end to end.
+"""Inference benchmarks: embedding throughput (eager vs onnxruntime), faiss exact vs IVF-Flat and HNSW search, verify end to end.
 
-    python -m benchmarks.inference [--checkpoint C] [--gallery 1000000] [--threads 2] [--output benchmarks/RESULTS-inference.md]
+    python -m benchmarks.inference [--checkpoint C] [--gallery 1000000] [--data random clustered] [--hnsw 32:80]
+                                   [--ivf 1024,4096] [--cache DIR] [--search-only] [--threads 1]
+                                   [--output benchmarks/RESULTS-inference.md]
 
 Measurement only (medians of repeats after a warm-up); nothing asserts on time. Without
 ``--checkpoint`` an untrained default network is used: throughput does not depend on the weights.
-"""
+Search: exact queries/s both with all queries in one call and one query per call; every approximate
+index's recall@1 against exact, its sweep (nprobe or efSearch) stopping at recall 0.999. One thread by
+default: the machine is shared, and a 1,000,000-vector HNSW build takes tens of minutes."""
 
 from __future__ import annotations
 
