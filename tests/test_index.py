@@ -1,4 +1,4 @@
-"""The faiss gallery index: exact against scikit-learn, HNSW recall, atomic folders, refusals; index/search CLI."""
+"""The faiss gallery index: exact against scikit-learn, HNSW and IVF recall, atomic folders, refusals; index/search CLI."""
 
 import json
 
@@ -47,6 +47,46 @@ def test_hnsw_recall_at_1_against_exact():
     assert approximate.kind == "hnsw"
     recall = float(np.mean(approximate.search(queries, 1)[1] == exact))
     assert recall >= 0.95, recall
+
+
+def _clustered_vectors(n, clusters=50, seed=0):
+    """Unit vectors around a few random centres: the class structure of trained embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = _unit_vectors(clusters, seed=seed + 100)
+    vectors = centres[rng.integers(0, clusters, n)] + 0.06 * rng.standard_normal((n, 64)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_ivf_recall_at_1_against_exact_grows_with_nprobe_and_is_exact_with_every_cell():
+    gallery, queries = _clustered_vectors(5000, seed=6), _clustered_vectors(200, seed=7)
+    exact = GalleryIndex.build(gallery, fingerprint="f").search(queries, 1)[1]
+    recalls = {}
+    for nprobe in (1, 8, 32, 128):
+        approximate = GalleryIndex.build(gallery, fingerprint="f", kind="ivf", nprobe=nprobe)
+        # 4 sqrt(5000) = 283 cells would leave k-means fewer than 39 points a cell: 5000 // 39 = 128.
+        assert approximate.kind == "ivf" and approximate.extra == {"nlist": 128, "nprobe": nprobe}
+        recalls[nprobe] = float(np.mean(approximate.search(queries, 1)[1] == exact))
+    assert recalls[1] <= recalls[8] <= recalls[32] <= recalls[128] == 1.0, recalls
+    assert recalls[32] >= 0.95, recalls
+
+
+def test_ivf_settings_survive_save_and_load(tmp_path):
+    gallery = _clustered_vectors(2000, seed=8)
+    index = GalleryIndex.build(gallery, fingerprint="f", kind="ivf", nlist=20, nprobe=3)
+    loaded = GalleryIndex.load(index.save(tmp_path / "gallery"))
+    assert (loaded.kind, loaded.index.nlist, loaded.index.nprobe, loaded.extra) == ("ivf", 20, 3, {"nlist": 20, "nprobe": 3})
+    queries = _clustered_vectors(20, seed=9)
+    assert np.array_equal(loaded.search(queries, 2)[1], index.search(queries, 2)[1])
+
+
+def test_bad_approximate_settings_are_parameter_errors_naming_them():
+    gallery = _unit_vectors(400)
+    for settings, parameter in (({"kind": "ivf", "nlist": 11}, "nlist"), ({"kind": "ivf", "nlist": 0}, "nlist"),
+                                ({"kind": "ivf", "nprobe": 0}, "nprobe"), ({"kind": "hnsw", "hnsw_m": 0}, "hnsw_m"),
+                                ({"kind": "hnsw", "ef_search": 0}, "ef_search")):
+        with pytest.raises(ParameterError) as caught:
+            GalleryIndex.build(gallery, fingerprint="f", **settings)
+        assert caught.value.parameter == parameter
 
 
 def test_empty_gallery_and_bad_k_are_parameter_errors():
@@ -188,3 +228,20 @@ def test_index_and_search_mistakes_are_one_line_exit_2(checkpoint, image_folder,
         code, _, err = _run(capsys, *argv)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not (tmp_path / "x").exists()
+
+
+def test_index_approximate_defaults_to_ivf_and_a_bad_nlist_names_the_flag(checkpoint, image_folder, tmp_path, capsys):
+    out_dir = tmp_path / "ivf"
+    code, out, err = _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", out_dir,
+                          "--approximate")
+    assert code == 0, err
+    assert "(ivf)" in out
+    meta = json.loads((out_dir / "meta.json").read_text())
+    assert (meta["kind"], meta["nlist"], meta["nprobe"]) == ("ivf", 1, 1)  # 6 images: one cell, searched whole
+    code, out, err = _run(capsys, "search", "--index", out_dir, "--query", image_folder / "0" / "0.png", "-k", "6", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["results"][0]["neighbours"]) == 6
+    code, _, err = _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", tmp_path / "bad",
+                        "--approximate", "ivf", "--nlist", "4")
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "--nlist must be at most 1" in err
+    assert not (tmp_path / "bad").exists()

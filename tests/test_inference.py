@@ -215,20 +215,29 @@ def test_the_documented_python_example_runs(checkpoint, test_images, tmp_path, m
     assert printed[0].endswith("given") and "tensor([[0]])" in printed[1]
 
 
-def test_evaluate_writes_the_calibration_that_verify_then_uses(tmp_path, capsys, checkpoint):
-    """evaluate -> <checkpoint>.calibration.json -> verify without --threshold uses it, with its provenance."""
+def test_evaluate_writes_the_calibration_that_verify_then_uses(tmp_path, capsys, checkpoint, monkeypatch):
+    """evaluate -> <checkpoint>.calibration.json -> verify without --threshold uses it, with its provenance.
+
+    evaluate fingerprints the weights it already loaded: write_calibration does not read the checkpoint again."""
     import json as _json
     import shutil
 
+    import tripletnet.inference.model as inference_model
     from tripletnet.api import evaluate
     from tripletnet.cli import main
 
     from _mnist import data_root
 
+    def second_read(*args, **kwargs):
+        raise AssertionError("write_calibration read the checkpoint a second time")
+
     copied = tmp_path / "model.pt"
     shutil.copy(checkpoint, copied)
+    monkeypatch.setattr(inference_model, "load_checkpoint", second_read)
     result = evaluate(checkpoint=copied, data_path=data_root(), clustering=False, log=lambda m: None)
+    monkeypatch.undo()
     calibration = _json.loads((tmp_path / "model.pt.calibration.json").read_text())
+    assert calibration["fingerprint"] == load_model(copied, log=lambda _: None).fingerprint
     assert calibration["threshold"] == result.verification.threshold and calibration["far"] == 1e-3
     assert calibration["data"]["images"] == 10_000 and calibration["data"]["protocol"] == "all-pairs"
     image = tmp_path / "a.png"

@@ -23,7 +23,7 @@ from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_pr
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
 from .fileio import atomic_path, atomic_write_text, ensure_folder
 from .models import embed_images
-from .training.checkpoint import load_checkpoint, model_from_checkpoint
+from .training.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
 from .training.runlog import read_records
 
 SPLITS = ("train", "test")
@@ -37,6 +37,7 @@ class EmbeddedSplit:
     config: TrainConfig | None = None
     class_names: tuple[str, ...] | None = None
     run_dir: Path | None = None
+    fingerprint: str | None = None  # the checkpoint's weights_fingerprint, for its calibration file
 
 
 def load_checkpoint_dataset(config: TrainConfig, data_path: str | None = None, download: bool = True) -> DatasetSplits:
@@ -119,7 +120,7 @@ def embed_checkpoint(
         images, labels = images[keep], labels[keep]
         log(f"embedding {len(labels):,} {split} images of the {chosen} classes ({len(torch.unique(labels))} classes)")
     embeddings = embed_images(model, images, progress=True)
-    return EmbeddedSplit(embeddings, labels, config, data.class_names, Path(checkpoint).parent)
+    return EmbeddedSplit(embeddings, labels, config, data.class_names, Path(checkpoint).parent, weights_fingerprint(state["model"]))
 
 
 def save_embeddings(path: str | Path, embeddings: torch.Tensor, labels: torch.Tensor) -> Path:
@@ -233,7 +234,7 @@ def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit,
     }
     try:
         path = write_calibration(checkpoint, threshold=verification.threshold, far=verification.far, data=data,
-                                 far_reached=verification.far_reached, val=verification.val)
+                                 far_reached=verification.far_reached, val=verification.val, fingerprint=split.fingerprint)
     except UserError as exc:
         log(f"note: the threshold was not saved for later verification ({exc})")
         return

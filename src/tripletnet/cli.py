@@ -265,6 +265,8 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
 
 def add_use_commands(subparsers: Any) -> None:
     """Register ``verify``, ``index``, ``search``, ``export`` and ``report`` on ``subparsers``."""
+    from .inference.index import APPROXIMATE_KINDS, DEFAULT_APPROXIMATE, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE
+
     verify = subparsers.add_parser(
         "verify", help="do two images show the same identity? (distance, decision, threshold)",
         description="Embed two images with a checkpoint and compare their distance with a threshold: --threshold, else the "
@@ -287,7 +289,21 @@ def add_use_commands(subparsers: Any) -> None:
         "--images", metavar="DIR", help="a folder of images (searched recursively; a subfolder name is the label)"
     )
     index.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced if it is one)")
-    index.add_argument("--hnsw", action="store_true", help="approximate HNSW index for large galleries (default: exact)")
+    approximate = index.add_argument_group(
+        "approximate search, for large galleries (benchmarks/RESULTS-inference.md measures them)")
+    approximate.add_argument("--approximate", nargs="?", const=DEFAULT_APPROXIMATE, choices=APPROXIMATE_KINDS, metavar="KIND",
+                             help="an approximate index: ivf (IVF-Flat, the default KIND) or hnsw (default: exact search)")
+    approximate.add_argument("--hnsw", dest="approximate", action="store_const", const="hnsw",
+                             help="the same as --approximate hnsw")
+    approximate.add_argument("--nlist", type=int, help="ivf: k-means cells (default: 4 x the square root of the gallery size)")
+    approximate.add_argument("--nprobe", type=int, default=IVF_NPROBE,
+                             help=f"ivf: cells searched per query (default: {IVF_NPROBE})")
+    approximate.add_argument("--hnsw-m", "--hnsw_m", dest="hnsw_m", type=int, default=HNSW_M,
+                             help=f"hnsw: graph degree (default: {HNSW_M})")
+    approximate.add_argument("--ef-construction", "--ef_construction", dest="ef_construction", type=int,
+                             default=HNSW_EF_CONSTRUCTION, help=f"hnsw: build breadth (default: {HNSW_EF_CONSTRUCTION})")
+    approximate.add_argument("--ef-search", "--ef_search", dest="ef_search", type=int, default=HNSW_EF_SEARCH,
+                             help=f"hnsw: search breadth (default: {HNSW_EF_SEARCH})")
     _add_data_path_option(index)
     index.set_defaults(handler=_cmd_index)
 
@@ -371,7 +387,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
         embeddings = model.embed(files)
         what = f"{len(files):,} images in {root}"
     index = GalleryIndex.build(embeddings, fingerprint=model.fingerprint, labels=labels, paths=paths,
-                               kind="hnsw" if args.hnsw else "exact", checkpoint=str(Path(args.checkpoint).resolve()))
+                               kind=args.approximate or "exact", checkpoint=str(Path(args.checkpoint).resolve()),
+                               nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
+                               ef_search=args.ef_search)
     out = index.save(args.out)
     print(f"indexed {index.size:,} embeddings of {what} ({index.kind}) in {out}")
     return 0

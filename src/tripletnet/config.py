@@ -100,6 +100,7 @@ class TrainConfig:
     eval_every: int = field(default=1, metadata={"help": "run the fast verification evaluation every N epochs (0 = never)"})
     eval_images: int = field(default=2000, metadata={"help": "test images in the per-epoch evaluation: a fixed class-stratified subset (0 = all); 'tripletnet evaluate' always uses all"})
     checkpoint_path: str = field(default="./checkpoints/", metadata={"help": "folder for checkpoints, metrics.jsonl, config.json and plots"})
+    tensorboard: str = field(default="", metadata={"help": "also write TensorBoard logs into this folder: the per-epoch figures, and the test embeddings for its projector at the end (needs the tensorboard extra); default: none", "metavar": "DIR"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def validate(self) -> None:

@@ -47,6 +47,7 @@ from .run_data import batch_source, prepare_run_data, train_input_shape
 from .runfolder import prepare_run_folder
 from .runlog import RunLog
 from .step import StepStats, train_step
+from .tensorboard import TensorBoardWriter
 from .validation import validation_loss
 
 DEVICES = typing.get_args(Device)
@@ -176,6 +177,8 @@ def train(
     context = context_from_environment()
     if not context.is_main_process:
         log = _quiet  # only the main process logs (every process computes the same records)
+    # Before anything is written: a missing tensorboard package refuses the run.
+    board = TensorBoardWriter(config.tensorboard) if config.tensorboard and context.is_main_process else None
     # A dead or silent peer process ends this one with a message, not a hang or a traceback.
     with peer_failures_reported(context, Path(config.checkpoint_path)):
         run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log, context=context)
@@ -185,12 +188,18 @@ def train(
                 miner, means, seconds, lr = run_epoch(run, epoch, log)
                 record = epoch_record(run, epoch, miner, lr, means, seconds)
                 save_epoch(run, epoch, record)
+                if board is not None:
+                    board.epoch(record)
                 log(_format_record(record, config.epochs))
                 if record["collapsed"]:
                     log(_collapse_warning(record, config))
             if run.is_main_process:
                 _plot_losses(run.history, run.run_dir, log)
+            if board is not None:
+                board.projector(embed_images(run.model, run.eval_images), run.eval_labels, run.eval_images, config.epochs)
         finally:
+            if board is not None:
+                board.close()
             run.release()
             stop_process_group(run.context)
     return TrainResult(model=run.model, config=config, history=run.history, run_dir=run.run_dir)
