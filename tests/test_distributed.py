@@ -209,7 +209,9 @@ def _gradient_process(rank: int, port: int, data: DatasetSplits, out: str, optio
         stop_process_group(context)
 
 
-def _gradient_setup(data: DatasetSplits, options: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, TrainConfig, torch.Generator]:
+def _gradient_setup(
+    data: DatasetSplits, options: dict
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, TrainConfig, torch.Generator]:
     from tripletnet.models import build_network
 
     torch.set_num_threads(1)

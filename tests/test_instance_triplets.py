@@ -62,7 +62,8 @@ def test_instance_term_pulls_the_two_views_of_an_image_together():
     assert after < before
 
 
-@pytest.mark.parametrize(("field", "value"), [("instance_weight", -1.0), ("instance_weight", float("nan")), ("instance_margin", 0.0)])
+@pytest.mark.parametrize(("field", "value"),
+                         [("instance_weight", -1.0), ("instance_weight", float("nan")), ("instance_margin", 0.0)])
 def test_bad_instance_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(ParameterError, match=field):
         dataclasses.replace(TrainConfig(), **{field: value}).validate()

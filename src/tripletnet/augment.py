@@ -96,7 +96,9 @@ ELASTIC_SIGMA = 4.0
 """Smoothing of the elastic displacement field in pixels (Simard et al. 2003 use 4 on MNIST)."""
 
 
-def draw_elastic(count: int, height: int, width: int, gen: torch.Generator, alpha: float, sigma: float = ELASTIC_SIGMA) -> torch.Tensor:
+def draw_elastic(
+    count: int, height: int, width: int, gen: torch.Generator, alpha: float, sigma: float = ELASTIC_SIGMA
+) -> torch.Tensor:
     """Random elastic displacement fields (Simard et al. 2003), for :func:`apply_affine`.
 
     Each pixel's displacement is uniform in [-1, 1] per axis, smoothed by a Gaussian of ``sigma``

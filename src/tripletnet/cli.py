@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from . import __version__
-from .config import PRESETS, RESUMABLE_FIELDS, ConfigLayer, EvalConfig, TrainConfig, implied_preset, layered_config, load_toml, value_type
+from .config import (
+    PRESETS,
+    RESUMABLE_FIELDS,
+    ConfigLayer,
+    EvalConfig,
+    TrainConfig,
+    implied_preset,
+    layered_config,
+    load_toml,
+    value_type,
+)
 from .data.classes import CLASS_CHOICES
 from .errors import ParameterError, UserError
 

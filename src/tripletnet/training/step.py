@@ -88,7 +88,9 @@ def triplet_step(
     return loss, StepStats(values[0], values[1], values[2], values[3], len(triplets), values[4])
 
 
-def augment(inputs: torch.Tensor, config: TrainConfig, gen: torch.Generator, positions: torch.Tensor | None = None) -> torch.Tensor:
+def augment(
+    inputs: torch.Tensor, config: TrainConfig, gen: torch.Generator, positions: torch.Tensor | None = None
+) -> torch.Tensor:
     """The run's augmentation of a float batch: stroke width, then one resampling for the affine
     transform, the mirror and the elastic field. Each kind draws only when enabled, so runs that do
     not use it draw exactly what they always drew.
