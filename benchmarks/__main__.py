@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import allpairs, e2e, mining, step, tsne
+from . import allpairs, e2e, mining, step, time_to_target, tsne
 from .common import REPO_ROOT, Settings, load_note, log
 from .machine import describe
 
@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Settings], str]] = {
     "e2e": e2e.run,
     "allpairs": allpairs.run,
     "tsne": tsne.run,
+    "time_to_target": time_to_target.run,
 }
 HERE = Path(__file__).resolve().parent
 # 1-minute load above this before we start means someone else is using the CPUs.
@@ -43,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder holding MNIST for the end-to-end section (default: ../shared/datasets from the repository)",
     )
     parser.add_argument("--memory-cap-gib", type=float, default=12.0, help="address-space cap per measured subprocess")
+    parser.add_argument(
+        "--runs", nargs="*", default=[],
+        help="run folders with a committed metrics.jsonl for the time-to-target section (python -m benchmarks.time_to_target)",
+    )
     parser.add_argument("--output", help="report path (default: benchmarks/RESULTS.md, or RESULTS-partial.md with --quick/--only)")
     return parser.parse_args(argv)
 
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     settings = Settings(
         quick=args.quick, threads=args.threads, data_path=Path(args.data_path).resolve(), memory_cap_gib=args.memory_cap_gib,
+        runs=tuple(Path(run) for run in args.runs),
     )
     started, clock = dt.datetime.now().astimezone(), time.perf_counter()
     load_start = os.getloadavg()

@@ -20,6 +20,7 @@ class Settings:
     threads: int
     data_path: Path
     memory_cap_gib: float  # address-space cap per subprocess, so a runaway case cannot take the shared machine
+    runs: tuple[Path, ...] = ()  # run folders whose metrics.jsonl the time-to-target section reads
 
 
 def log(message: str) -> None:
