@@ -95,7 +95,7 @@ def _repeats(batch: int, quick: bool) -> int:
 
 
 def run(settings: Settings) -> str:
-    batches = (256,) if settings.quick else (256, 1024, 4096)
+    batches = settings.mining_batches or ((256,) if settings.quick else (256, 1024, 4096))
     budget = 10.0 if settings.quick else 60.0
     results: dict[tuple[str, str, int], CaseResult] = {}
     load_start = load_note()

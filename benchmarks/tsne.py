@@ -55,7 +55,7 @@ def worker(impl: str, n: int, repeats: int, threads: int) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> str:
-    n = 2000 if settings.quick else 10000
+    n = settings.tsne_n or (2000 if settings.quick else 10000)
     repeats = dict.fromkeys(IMPLS, 1 if settings.quick else 3)
     load_start = load_note()
     results: dict[str, CaseResult] = {}

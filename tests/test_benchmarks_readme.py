@@ -1,0 +1,43 @@
+"""The README's speed figures come from benchmarks/RESULTS.md: every number in the Speed table and
+in the speed comparison of "How we compare" appears in the committed report, unless its row says it
+was measured on an earlier machine."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EARLIER = "earlier machine"
+NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    following = re.search(r"^#{2,3} ", text[start + len(heading):], flags=re.MULTILINE)
+    return text[start: start + len(heading) + following.start()] if following else text[start:]
+
+
+def _table_rows(section: str) -> list[str]:
+    return [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+
+
+def _speed_rows() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    speed = _table_rows(_section(readme, "\n## Speed"))[1:]  # without the header
+    compare = _section(readme, "\n### How we compare")
+    speed_table = compare[compare.index("| speed on the same machine"):]
+    return speed + _table_rows(speed_table)[1:]
+
+
+def test_every_figure_in_the_readme_speed_tables_is_in_the_committed_benchmark_report():
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    rows = _speed_rows()
+    assert rows, "the README has speed tables"
+    missing = []
+    for row in rows:
+        if EARLIER in row:
+            continue
+        for number in NUMBER.findall(row):
+            if number not in results:
+                missing.append(f"{number} in: {row[:80]}")
+    assert not missing, "README speed figures not in benchmarks/RESULTS.md:\n" + "\n".join(missing)
+
