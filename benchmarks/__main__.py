@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mining-batches", type=_int_list, help="batch sizes of the mining section (default 256,1024,4096)")
     parser.add_argument("--e2e-images", type=int, help="images per end-to-end training run (default one epoch, 59904)")
     parser.add_argument("--tsne-n", type=int, help="embeddings in the t-SNE section (default 10000)")
+    parser.add_argument("--no-allpairs-70k", action="store_true", help="skip the all-pairs section's 70,000-embedding case")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for every measurement (default 2)")
     parser.add_argument(
         "--data_path", default=str(REPO_ROOT.parent / "shared" / "datasets"),
@@ -99,13 +100,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     partial = args.quick or args.only is not None or any(
         size is not None for size in (args.mining_batches, args.e2e_images, args.tsne_n)
-    )
+    ) or args.no_allpairs_70k
     output = Path(args.output) if args.output else HERE / ("RESULTS-partial.md" if partial else "RESULTS.md")
     command = " ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     settings = Settings(
         quick=args.quick, threads=args.threads, data_path=Path(args.data_path).resolve(), memory_cap_gib=args.memory_cap_gib,
         runs=tuple(Path(run) for run in args.runs),
         mining_batches=args.mining_batches, e2e_images=args.e2e_images, tsne_n=args.tsne_n,
+        allpairs_70k=not args.no_allpairs_70k,
     )
     started, clock = dt.datetime.now().astimezone(), time.perf_counter()
     load_start = os.getloadavg()

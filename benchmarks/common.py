@@ -25,6 +25,7 @@ class Settings:
     mining_batches: tuple[int, ...] | None = None
     e2e_images: int | None = None
     tsne_n: int | None = None
+    allpairs_70k: bool = True  # the all-pairs section's 70,000-embedding case (minutes per pass)
 
 
 def log(message: str) -> None:
