@@ -188,7 +188,8 @@ def run(settings: Settings) -> str:
         "MNIST, and the per-epoch precision@1 at training budgets of "
         + ", ".join(_budget_label(b) for b in BUDGETS_SECONDS)
         + " on Fashion-MNIST (the last evaluated epoch within the budget). These are the runs' own timings, "
-        "made when they ran, not re-measured here; each run's command is in its folder's `config.json`."
+        "made when they ran, not re-measured here; each run's settings are in its folder's `config.json`. "
+        "The PML loop's peer runs come from `python -m benchmarks.pml_loop --epochs N --run_dir DIR`."
     )
     if not settings.runs:
         return "\n\n".join([heading, intro, "_No runs given (`python -m benchmarks --runs runs/a runs/b ...`)._"])

@@ -91,3 +91,19 @@ def test_command_line_prints_the_tables_and_a_missing_metrics_file_is_one_line(t
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nowhere")])
     assert "no metrics file" in str(exit_info.value.code)
+
+
+def test_the_pml_loop_writes_a_run_folder_time_to_target_reads_as_a_peer(tmp_path):
+    pytest.importorskip("pytorch_metric_learning")
+    from benchmarks.pml_loop import train
+
+    from _mnist import data_root, require_dataset
+
+    require_dataset("mnist")
+    run_dir = tmp_path / "pml-peer"
+    train("reference", 512, data_root(), threads=1, epochs=2, run_dir=str(run_dir))  # two batches per epoch
+    curve = read_curve(run_dir)
+    assert curve.dataset == "mnist" and len(curve.seconds) == 2
+    assert curve.seconds[0] < curve.seconds[1] == pytest.approx(curve.total_seconds)
+    assert all(0.0 <= p <= 1.0 for p in curve.precision_at_1)
+    assert "pml-peer" in report([curve])
