@@ -191,7 +191,7 @@ def run(settings: Settings) -> str:
         loop_ips = case.median("images_per_second")
         flops = _flops_per_image(case.network) if case.network else None
         achieved = None if flops is None or loop_ips is None else 3 * flops * loop_ips
-        failures = [r.error for r in case.runs if not r.ok]
+        failures = [r.error or "unknown" for r in case.runs if not r.ok]
         rows.append([
             case.name, case.network or "n/a", case.precision, "yes" if case.augment else "no",
             fmt(flops / 1e6 if flops else None, 2),
