@@ -20,6 +20,12 @@ class Settings:
     threads: int
     data_path: Path
     memory_cap_gib: float  # address-space cap per subprocess, so a runaway case cannot take the shared machine
+    runs: tuple[Path, ...] = ()  # run folders whose metrics.jsonl the time-to-target section reads
+    # Smaller sizes for a busy shared machine, where the full ones would run for an hour; None = the section's own.
+    mining_batches: tuple[int, ...] | None = None
+    e2e_images: int | None = None
+    tsne_n: int | None = None
+    allpairs_70k: bool = True  # the all-pairs section's 70,000-embedding case (minutes per pass)
 
 
 def log(message: str) -> None:

@@ -1,6 +1,7 @@
 """Section 1: mining + triplet loss, forward and backward, per training step.
 
-Ours: ``tripletnet.training.triplet_step`` for every registered miner. PML: ``TripletMarginMiner`` + ``TripletMarginLoss``.
+Ours: ``tripletnet.training.triplet_step`` for every registered miner. PML: the miner with the same
+definition (``TripletMarginMiner`` semihard / all, ``BatchHardMiner`` for batch-hard) + ``TripletMarginLoss``.
 Both get the same seeded 64-d unit embeddings (a leaf tensor with requires_grad) and P x K labels
 over 10 classes. Each (implementation, miner, batch) case runs in a fresh subprocess, so its peak
 RSS increase is its own; run it alone with
@@ -20,8 +21,14 @@ from .common import Settings, fmt, load_note, log, ratio, table
 from .timing import CaseResult, measure, peak_rss_mib, run_subprocess, run_worker
 
 MINERS = miner_names()
-# PML's names for the closest counterpart of our miners (a miner without one is timed on our side only).
-PML_TYPES = {"semihard": "semihard", "hard": "hard", "batch_all": "all"}
+# PML's closest counterpart of each of our miners, as the report names it (a miner without one is timed
+# on our side only). Batch-hard's is BatchHardMiner, the same definition; TripletMarginMiner's "hard" is
+# a different one (every triplet with d(a,n) < d(a,p)), so it is not compared.
+PML_MINERS = {
+    "semihard": 'TripletMarginMiner(type_of_triplets="semihard")',
+    "hard": "BatchHardMiner()",
+    "batch_all": 'TripletMarginMiner(type_of_triplets="all")',
+}
 MARGIN = 1.0
 DIM = 64
 TIMEOUT_SECONDS = 120.0
@@ -42,7 +49,10 @@ def _step_pml(miner: str) -> Callable[[Any, Any], tuple[Any, int]]:
     # Imported only here: pytorch-metric-learning is a benchmark/test dependency, not tripletnet's.
     from pytorch_metric_learning import losses, miners
 
-    pml_miner = miners.TripletMarginMiner(margin=MARGIN, type_of_triplets=PML_TYPES[miner])
+    pml_miner = (
+        miners.BatchHardMiner() if miner == "hard"
+        else miners.TripletMarginMiner(margin=MARGIN, type_of_triplets="all" if miner == "batch_all" else miner)
+    )
     loss_fn = losses.TripletMarginLoss(margin=MARGIN)
 
     def step(embeddings: Any, labels: Any) -> tuple[Any, int]:
@@ -85,13 +95,13 @@ def _repeats(batch: int, quick: bool) -> int:
 
 
 def run(settings: Settings) -> str:
-    batches = (256,) if settings.quick else (256, 1024, 4096)
+    batches = settings.mining_batches or ((256,) if settings.quick else (256, 1024, 4096))
     budget = 10.0 if settings.quick else 60.0
     results: dict[tuple[str, str, int], CaseResult] = {}
     load_start = load_note()
     for batch in batches:
         for miner in MINERS:
-            for impl in ("ours", "pml") if miner in PML_TYPES else ("ours",):  # back to back: both see the same machine state
+            for impl in ("ours", "pml") if miner in PML_MINERS else ("ours",):  # back to back: both see the same machine state
                 log(f"mining: {impl} {miner} batch {batch}")
                 args = [
                     sys.executable, "-m", "benchmarks.mining", "--impl", impl, "--miner", miner, "--batch", str(batch),
@@ -112,21 +122,21 @@ def run(settings: Settings) -> str:
             ours = results["ours", miner, batch]
             pml = results.get(("pml", miner, batch), CaseResult(error="no PML counterpart"))
             rows.append([
-                batch, f"{miner} / {PML_TYPES.get(miner, '-')}", cell_ms(ours), cell_ms(pml),
+                batch, f"{miner} / `{PML_MINERS.get(miner, '-')}`", cell_ms(ours), cell_ms(pml),
                 ratio(pml.data.get("median_ms"), ours.data.get("median_ms")),
                 cell(ours, "triplets"), cell(pml, "triplets"),
                 cell(ours, "peak_rss_increase_mib"), cell(pml, "peak_rss_increase_mib"),
             ])
     headers = [
-        "batch", "miner (ours / PML type)", "ours ms (median, n)", "PML ms (median, n)", "PML / ours",
+        "batch", "miner (ours / PML)", "ours ms (median, n)", "PML ms (median, n)", "PML / ours",
         "ours triplets", "PML triplets", "ours peak RSS +MiB", "PML peak RSS +MiB",
     ]
     return "\n\n".join([
         "## 1. Mining + triplet loss per step (forward + backward)",
         f"64-d L2-normalised random embeddings (leaf tensor, requires_grad), labels i % 10 (10 classes, "
         f"P x K), margin {MARGIN}. Ours: `tripletnet.training.triplet_step(embeddings, labels, miner, margin)` + "
-        "`loss.backward()`. PML: `miners.TripletMarginMiner(margin=1.0, type_of_triplets=...)` + "
-        "`losses.TripletMarginLoss(margin=1.0)` + `loss.backward()`, on identical inputs. One fresh "
+        "`loss.backward()`. PML: the miner named in the row (`TripletMarginMiner` with margin=1.0, or "
+        "`BatchHardMiner`) + `losses.TripletMarginLoss(margin=1.0)` + `loss.backward()`, on identical inputs. One fresh "
         f"subprocess per cell (timeout {TIMEOUT_SECONDS:.0f} s, address space capped at {settings.memory_cap_gib:g} GiB "
         "so a runaway case fails cleanly instead of swamping the shared machine); one untimed warm-up step, "
         f"then the median of n timed steps (n lower when a {budget:.0f} s budget ran out). Peak RSS +MiB is "
@@ -137,8 +147,10 @@ def run(settings: Settings) -> str:
         "than the positive, with a fallback); PML's `semihard` keeps every triplet with "
         "0 < d(a,n) - d(a,p) <= margin, after building every valid triplet of the batch.\n"
         "- *hard*: ours is **batch-hard** (Hermans et al.: per anchor, its farthest positive and closest "
-        "negative, one triplet per anchor); PML's `hard` is a different definition: **every** triplet with "
-        "d(a,n) < d(a,p). Only the names match.\n"
+        "negative, one triplet per anchor), and so is PML's `BatchHardMiner`: the same definition, the same "
+        "triplet count (tests/test_miners_vs_pml.py checks the triplets and the loss agree). "
+        "PML's `TripletMarginMiner(type_of_triplets=\"hard\")` is a different definition (**every** triplet "
+        "with d(a,n) < d(a,p)), so it is not compared here.\n"
         "- *batch_all / all*: the same definition on both sides (every valid triplet with positive loss; "
         "PML's `all` keeps d(a,n) - d(a,p) <= margin), so this row is the like-for-like comparison.\n"
         "- With random embeddings almost every one of the B x (B/10 - 1) x (9B/10) valid triplets "

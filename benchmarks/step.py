@@ -1,7 +1,7 @@
 """Section 2: what mining costs inside one default training step at batch 256.
 
 One subprocess builds the default configuration's network and optimiser and times, side by side:
-the whole step (``tripletnet.training.train_step``: augmentation, bf16 forward, distances, mining,
+the whole step (``tripletnet.training.train_step``: augmentation, forward in the resolved precision, distances, mining,
 loss, backward, Adam), the miner alone on that step's distance matrix, and the triplet part alone
 (``triplet_step`` + its backward: distances, mining, loss). Run one miner alone with
 ``python -m benchmarks.step --miner semihard``.
@@ -30,10 +30,13 @@ def worker(miner: str, repeats: int) -> dict[str, Any]:
     from tripletnet.mining import get_miner
     from tripletnet.models import build_network, images_to_input
     from tripletnet.training import train_step, triplet_step
+    from tripletnet.training.loop import resolve_precision
 
     from .synthetic import balanced_labels
 
-    config = TrainConfig()  # the defaults: what `tripletnet train` runs
+    # The defaults as `tripletnet train` resolves them on this machine (precision auto: bf16 only
+    # where the CPU computes it natively, else fp32).
+    config = resolve_precision(TrainConfig(), torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     # Random pixels cost the network what digits do; mining sees the network's real embeddings.
     images = torch.randint(0, 256, (config.batch_size, 28, 28), dtype=torch.uint8, generator=gen)
@@ -90,7 +93,7 @@ def run(settings: Settings) -> str:
     )
     return "\n\n".join([
         "## 2. Mining's share of a default training step",
-        f"`tripletnet.training.train_step` with `TrainConfig()` ({setting}; margin 1.0) on 256 random 28x28 "
+        f"`tripletnet.training.train_step` with `TrainConfig()`, precision auto resolved for this machine ({setting}; margin 1.0) on 256 random 28x28 "
         "images, labels i % 10, torch threads as above. *Mining* is the miner alone on that step's (256, 256) "
         "distance matrix (for a miner whose loss form is counts, batch_all, its count function `count_batch_all`, which is what its step runs); *triplet part* is "
         "`triplet_step` + its backward on the network's embeddings (distances, mining, loss). Each miner is one "
