@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,16 +173,8 @@ def faiss_search(n: int, threads: int, data: str, hnsw: list[tuple[int, int]], n
             return GalleryIndex.build(gallery, fingerprint="benchmark", kind="ivf", nlist=nlist).index
 
         index, seconds = _cached_index(cache, f"{tag}-ivf{nlist}", build_ivf)
-        mib = _index_mib(index)
-        for nprobe in IVF_NPROBE:
-            if nprobe > nlist:
-                break
-            index.nprobe = nprobe
-            batched, single, found = _timed_queries(index, queries)
-            record(index=f"IVF-Flat nlist={nlist}, nprobe={nprobe}", build_s=seconds, mib=mib,
-                   batched_qps=batched, single_qps=single, recall=float(np.mean(found == truth)))
-            if np.mean(found == truth) >= 0.999:
-                break
+        _sweep(index, [p for p in IVF_NPROBE if p <= nlist], _set_nprobe, f"IVF-Flat nlist={nlist}, nprobe={{}}",
+               seconds, queries, truth, record)
         del index
     for m, ef_construction in hnsw:
         def build_hnsw(m: int = m, ef_construction: int = ef_construction) -> Any:
@@ -191,16 +183,31 @@ def faiss_search(n: int, threads: int, data: str, hnsw: list[tuple[int, int]], n
             return _added(index, gallery)
 
         index, seconds = _cached_index(cache, f"{tag}-hnsw{m}-{ef_construction}", build_hnsw)
-        mib = _index_mib(index)
-        for ef in HNSW_EF_SEARCH:
-            index.hnsw.efSearch = ef
-            batched, single, found = _timed_queries(index, queries)
-            record(index=f"HNSW M={m}, efConstruction={ef_construction}, efSearch={ef}", build_s=seconds, mib=mib,
-                   batched_qps=batched, single_qps=single, recall=float(np.mean(found == truth)))
-            if np.mean(found == truth) >= 0.999:
-                break
+        _sweep(index, HNSW_EF_SEARCH, _set_ef_search, f"HNSW M={m}, efConstruction={ef_construction}, efSearch={{}}",
+               seconds, queries, truth, record)
         del index
     return search_table(records, n, data, threads)
+
+
+def _set_nprobe(index: Any, nprobe: int) -> None:
+    index.nprobe = nprobe
+
+
+def _set_ef_search(index: Any, ef: int) -> None:
+    index.hnsw.efSearch = ef
+
+
+def _sweep(index: Any, values: Sequence[int], apply: Callable[[Any, int], None], label: str,
+           build_seconds: float, queries: np.ndarray, truth: np.ndarray, record: Callable[..., None]) -> None:
+    """Time and score one built index at each search setting (``label`` formats it), stopping once recall@1 reaches 0.999."""
+    mib = _index_mib(index)
+    for value in values:
+        apply(index, value)
+        batched, single, found = _timed_queries(index, queries)
+        recall = float(np.mean(found == truth))
+        record(index=label.format(value), build_s=build_seconds, mib=mib, batched_qps=batched, single_qps=single, recall=recall)
+        if recall >= 0.999:
+            break
 
 
 def _added(index: Any, vectors: np.ndarray) -> Any:
