@@ -70,6 +70,17 @@ def test_bad_class_specs_are_one_line_on_the_command_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_that_holds_classes_out_says_first_that_it_starts_from_the_open_set_preset(tmp_path, capsys):
+    code = main(["train", "--train_classes", "0-4", "--epochs", "1", "--num_images", "256", "--batch_size", "64",
+                 "--eval_images", "200", "--num_val_triplets", "16", "--checkpoint_path", str(tmp_path / "run"),
+                 "--no-download", "--data_path", data_root()])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 0
+    assert "starts from --preset open-set" in lines[0] and "--instance_weight 1.0" in lines[0]
+    assert sum("--preset open-set" in line for line in lines) == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["instance_weight"] == 1.0
+
+
 # --- the split a run uses ------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from .config import (
     load_toml,
     value_type,
 )
+from .console import Logger, log_stderr
 from .data.classes import CLASS_CHOICES
 from .errors import ParameterError, UserError
 
@@ -192,12 +193,9 @@ def build_train_config(args: argparse.Namespace) -> TrainConfig:
     layers.append(ConfigLayer("command line", _given(args, TrainConfig), spell=flag))
     if not args.resume:
         implied = None if args.preset else implied_preset(layers)
-        if implied:
-            # Lowest precedence: anything the user set still wins.
+        if implied:  # lowest precedence: anything the user set still wins
             layers.insert(0, ConfigLayer(f"preset {implied}", PRESETS[implied]))
-            settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied].items())
-            print(f"{args.prog}: classes are held out of training, so the run starts from --preset {implied} "
-                  f"({settings}); --preset default keeps the closed-set defaults", file=sys.stderr)
+        args.implied_preset = implied  # the run's log says so (see _cmd_train)
         return layered_config(layers)
     from .training.checkpoint import load_checkpoint
 
@@ -214,11 +212,30 @@ def build_eval_config(args: argparse.Namespace) -> EvalConfig:
     return config
 
 
+def _with_first_line(log: Logger, first: str) -> Logger:
+    """``log``, saying ``first`` before its first message."""
+    pending = [first]
+
+    def logged(message: str) -> None:
+        while pending:
+            log(pending.pop())
+        log(message)
+
+    return logged
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     config = build_train_config(args)
     from .training import train  # after validation: a bad option costs no import time
 
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    log = log_stderr
+    implied = getattr(args, "implied_preset", None)
+    if implied:
+        settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied].items())
+        # Said with the run's first line, so that a run refused while its data is checked stays one line.
+        log = _with_first_line(log, f"classes are held out of training, so the run starts from --preset {implied} "
+                                    f"({settings}); --preset default keeps the closed-set defaults")
+    result = train(config, resume=args.resume, overwrite=args.overwrite, log=log)
     last = result.history[-1] if result.history else {}
     print(f"done: {len(result.history)} epochs, final train loss {last.get('train_loss', float('nan')):.4f}, "
           f"checkpoints in {result.run_dir}")
