@@ -228,7 +228,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = build_train_config(args)
     from .training import train  # after validation: a bad option costs no import time
 
-    log = log_stderr
+    log: Logger = log_stderr
     implied = getattr(args, "implied_preset", None)
     if implied:
         settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied].items())
