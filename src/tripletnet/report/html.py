@@ -341,7 +341,6 @@ def write_html_report(
         atomic_write_text(target, page)
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
-    log(f"report written to {target}")
     return target
 
 
