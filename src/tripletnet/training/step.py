@@ -89,28 +89,31 @@ def triplet_step(
 
 
 def augment(
-    inputs: torch.Tensor, config: TrainConfig, gen: torch.Generator, positions: torch.Tensor | None = None
+    inputs: torch.Tensor, config: TrainConfig, gen: torch.Generator, share: tuple[torch.Tensor, int] | None = None
 ) -> torch.Tensor:
     """The run's augmentation of a float batch: stroke width, then one resampling for the affine
     transform, the mirror and the elastic field. Each kind draws only when enabled, so runs that do
     not use it draw exactly what they always drew.
 
     Args:
-        inputs: (B, C, H, W) float images of the whole (global) batch.
+        inputs: (B, C, H, W) float images: the whole batch, or this process's share of it.
         config: the run's config (hflip, elastic, stroke).
         gen: the epoch's CPU generator.
-        positions: this process's share of the global batch, when several processes train:
-            everything is drawn for the global batch, then only the share is transformed.
+        share: when several processes train, (the positions of ``inputs`` in the global batch,
+            the global batch's size): everything is drawn for the global batch, as one process
+            would, and the share's draws are applied.
 
     Returns:
-        The augmented images (the share's, when ``positions`` is given).
+        The augmented images.
     """
-    count, _, height, width = inputs.shape
+    _, _, height, width = inputs.shape
+    count = share[1] if share is not None else len(inputs)
     theta = draw_affine(count, height, width, gen, flip=config.hflip)
     field = draw_elastic(count, height, width, gen, config.elastic) if config.elastic > 0 else None
     stroke = torch.rand(count, generator=gen) if config.stroke > 0 else None
-    if positions is not None:
-        inputs, theta = inputs[positions.to(inputs.device)], theta[positions]
+    if share is not None:
+        positions = share[0]
+        theta = theta[positions]
         field = field[positions] if field is not None else None
         stroke = stroke[positions] if stroke is not None else None
     if stroke is not None:
@@ -185,16 +188,14 @@ def train_step(
         if config.augment:
             inputs = augment(inputs, config, gen)
     else:
-        inputs = images_to_input(images, dtype)
-        positions = shard.positions
+        # Only this process's share is converted and augmented.
+        inputs = images_to_input(images[shard.positions.to(images.device)], dtype)
+        positions, global_size = shard.positions, len(labels)
         if instance:  # this share's rows of both views, in the global two-view batch
             inputs = torch.cat([inputs, inputs])
-            positions = torch.cat([positions, positions + len(labels)])
+            positions, global_size = torch.cat([positions, positions + global_size]), 2 * global_size
         if config.augment:
-            # The transforms of the whole global batch, drawn as one process would, then this share's.
-            inputs = augment(inputs, config, gen, positions)
-        else:
-            inputs = inputs[positions.to(images.device)]
+            inputs = augment(inputs, config, gen, (positions, global_size))
     # Autocast follows the device the batch is on (bf16 on CPU and CUDA).
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         embeddings = model(inputs, project=True)  # through the projection head, if the network has one
