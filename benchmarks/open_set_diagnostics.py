@@ -47,7 +47,8 @@ def threshold_diagnostics(embeddings: torch.Tensor, labels: torch.Tensor, far: f
         mine = same & (labels[rows] == label)
         per_class[label] = (float(accepted[mine].double().mean()), float(pair_distances[mine].median()))
     false = ~same & accepted
-    confused = Counter(tuple(sorted(pair)) for pair in zip(labels[rows][false].tolist(), labels[cols][false].tolist(), strict=True))
+    firsts, seconds = labels[rows][false].tolist(), labels[cols][false].tolist()
+    confused = Counter(tuple(sorted(pair)) for pair in zip(firsts, seconds, strict=True))
     return {"threshold": threshold, "per_class": per_class, "false_accepts": int(false.sum()), "confused": confused,
             "negative_mean": float(pair_distances[~same].mean())}
 
