@@ -13,6 +13,7 @@ turns those names into flags and every user mistake into one line on stderr with
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -507,5 +508,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def run() -> NoReturn:
+    """The console entry point (``tripletnet``, ``python -m tripletnet``): :func:`main`, then exit with its code.
+
+    A process of a multi-process run (torchrun's WORLD_SIZE > 1) that failed, most often because a
+    peer died, leaves at once: torch's process-group teardown at interpreter exit can wait on the
+    dead peer's connection (seen here under load: the message printed, the process still there
+    two minutes later). Nothing is lost by it: checkpoints are written atomically and the run
+    folder's lock is released before :func:`main` returns.
+    """
+    code = main()
+    if code != 0 and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

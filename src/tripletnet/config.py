@@ -45,7 +45,7 @@ MARGIN_MAX = 2.0  # the largest distance between two L2-normalised embeddings
 # What a resumed run may change: where and how long it runs and how often it is evaluated, never
 # what it learns (network, data subset, optimiser, mining), which the checkpoint records.
 RESUMABLE_FIELDS = frozenset({"epochs", "threads", "eval_every", "eval_images", "data_path", "download", "checkpoint_path",
-                              "num_workers", "cache_images"})
+                              "num_workers", "cache_images", "patience"})
 
 
 @dataclass
@@ -71,6 +71,8 @@ class TrainConfig:
     skip_bad_images: bool = field(default=False, metadata={"help": "skip and count unreadable images instead of stopping at the first"})
     train_classes: str | None = field(default=None, metadata={"help": "open set: train on these classes only, e.g. 0-4 or 1,3,5 (labels, or class names for folders); the per-epoch evaluation uses the other classes' test images"})
     holdout_classes: str | None = field(default=None, metadata={"help": "open set: hold these classes out of training (same syntax); with --train_classes, evaluate on these only"})
+    selection_classes: int = field(default=0, metadata={"help": "open set: keep this many of the training classes (drawn from the seed, at least 2) out of training as selection identities; every epoch is also evaluated on their training images (the select_ figures) and the epoch with the best VAL@1e-3 on them is saved as best.pt: model selection on classes the model never saw, never on the test classes (0 = off)"})
+    patience: int = field(default=0, metadata={"help": "with --selection_classes: stop after this many epochs without a better selection VAL@1e-3 (0 = train every epoch)"})
     # batches
     batch_size: int = field(default=256, metadata={"help": "images per batch (class-balanced: every class present when it fits)"})
     num_workers: int = field(default=0, metadata={"help": "image folders and CSV lists read from disk (see --cache_images): processes that decode the batches (0: the main process); results do not depend on it"})
@@ -127,12 +129,17 @@ class TrainConfig:
             ("num_val_triplets", self.num_val_triplets > 0, "must be positive"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("cache_images", self.cache_images >= 0, "must be >= 0 (MiB)"),
+            ("selection_classes", self.selection_classes == 0 or self.selection_classes >= 2,
+             "must be 0 (off) or at least 2: verification needs pairs of two different classes"),
+            ("patience", self.patience >= 0, "must be >= 0"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("eval_images", self.eval_images >= 0, "must be >= 0"),
             ("threads", self.threads >= 0, "must be >= 0"),
             # "" would mean the current directory (issue 10): name it "." if that is meant.
             ("checkpoint_path", self.checkpoint_path.strip() != "", "must name a folder (write . for the current one)"),
         ], self)
+        if self.patience and not self.selection_classes:
+            raise ParameterError("patience", "needs --selection_classes: early stopping watches the selection classes' VAL@1e-3")
         _check_choice("precision", self.precision, typing.get_args(Precision))
         _check_choice("lr_schedule", self.lr_schedule, typing.get_args(LrSchedule))
         _check_choice("split_by", self.split_by, typing.get_args(SplitBy))

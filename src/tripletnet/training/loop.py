@@ -27,6 +27,7 @@ from ..console import Logger, log_stderr, progress
 from ..data import DatasetSplits, ImageSplits, load_dataset
 from ..data.loading import BatchSource
 from ..errors import ParameterError, UserError
+from ..evaluation import fast_epoch_metrics
 from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
 from ..models import EmbeddingNet, build_network, embed_images
@@ -127,6 +128,8 @@ class Run:
     eval_labels: torch.Tensor
     seen_eval_images: torch.Tensor | None  # open set: the training classes' test images, for the seen_ figures
     seen_eval_labels: torch.Tensor | None
+    select_images: torch.Tensor | None  # --selection_classes: training classes kept out of training, to choose best.pt by
+    select_labels: torch.Tensor | None
     data_records: dict[str, Any]  # what the checkpoint records about the data: input, dataset_source, split
     model: EmbeddingNet
     optimizer: torch.optim.Optimizer
@@ -193,6 +196,10 @@ def train(
                 log(_format_record(record, config.epochs))
                 if record["collapsed"]:
                     log(_collapse_warning(record, config))
+                if config.patience and epoch - record["best_epoch"] >= config.patience:
+                    log(f"stopping early after epoch {epoch}: no better selection VAL@1e-3 for {config.patience} epochs; "
+                        f"best.pt holds epoch {record['best_epoch']}")
+                    break
             if run.is_main_process:
                 _plot_losses(run.history, run.run_dir, log)
             if board is not None:
@@ -293,7 +300,8 @@ def _prepare(
         batches=batch_source(run_data, sampler, config, device, log), sampler=sampler,
         val_images=run_data.val_images, val_triplets=run_data.val_triplets,
         eval_images=run_data.eval_images, eval_labels=run_data.eval_labels,
-        seen_eval_images=run_data.seen_eval_images, seen_eval_labels=run_data.seen_eval_labels, data_records=run_data.records,
+        seen_eval_images=run_data.seen_eval_images, seen_eval_labels=run_data.seen_eval_labels,
+        select_images=run_data.select_images, select_labels=run_data.select_labels, data_records=run_data.records,
         model=model, optimizer=optimizer, scheduler=scheduler, schedule=parse_schedule(config.mining),
         runlog=RunLog(run_dir), is_main_process=context.is_main_process, context=context,
     )
@@ -438,8 +446,6 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
         "images_per_second": len(run.sampler) * config.batch_size / seconds,
     }
     if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
-        from ..evaluation import fast_epoch_metrics
-
         eval_started = time.perf_counter()
         metrics = fast_epoch_metrics(embed_images(run.model, run.eval_images), run.eval_labels, far=1e-3)
         record.update(metrics.to_dict())
@@ -449,12 +455,28 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
             record["seen_eval_images"] = len(run.seen_eval_labels)
         record["eval_seconds"] = time.perf_counter() - eval_started
         record["eval_images"] = len(run.eval_labels)
+    if run.select_images is not None and run.select_labels is not None:
+        select = fast_epoch_metrics(embed_images(run.model, run.select_images), run.select_labels, far=1e-3)
+        record.update({f"select_{key}": value for key, value in select.to_dict().items()})
+        record["best_epoch"] = _best_epoch([*run.history, record])
     epoch_stats = StepStats(
         loss=means["loss"], active_fraction=means["active_fraction"], mean_pos_dist=means["mean_pos_dist"],
         mean_neg_dist=means["mean_neg_dist"], num_triplets=0, embedding_spread=means["embedding_spread"],
     )
     record["collapsed"] = bool(is_collapsed(epoch_stats, config.margin))
     return record
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> int:
+    """The epoch with the highest selection VAL@1e-3 (ties: higher selection P@1, then the earlier epoch).
+
+    A VAL of None (too few pairs to resolve FAR 1e-3) counts as below any number.
+    """
+    def key(record: dict[str, Any]) -> tuple[float, float, int]:
+        val = record["select_val"]
+        return (-1.0 if val is None else val, record["select_precision_at_1"], -record["epoch"])
+
+    return int(max((record for record in history if "select_val" in record), key=key)["epoch"])
 
 
 # --------------------------------------------------------------------------- 4. save
@@ -480,6 +502,8 @@ def save_epoch(run: Run, epoch: int, record: dict[str, Any]) -> None:
     }
     save_checkpoint(run.run_dir / f"epoch_{epoch}.pt", state)
     save_checkpoint(run.run_dir / "last.pt", state)
+    if record.get("best_epoch") == epoch:
+        save_checkpoint(run.run_dir / "best.pt", state)
     # Last: a line in metrics.jsonl means its epoch's checkpoint exists. A crash before this line
     # loses nothing, since a resume rewrites the file from the checkpoint's history.
     run.runlog.append(record)
@@ -502,6 +526,10 @@ def _format_record(record: dict[str, Any], epochs: int) -> str:
         if "seen_val" in record:
             seen_val = "n/a" if record["seen_val"] is None else f"{record['seen_val']:.4f}"
             parts.append(f"seen VAL@1e-3 {seen_val} P@1 {record['seen_precision_at_1']:.4f}")
+    if "select_val" in record:
+        select_val = "n/a" if record["select_val"] is None else f"{record['select_val']:.4f}"
+        parts.append(f"selection VAL@1e-3 {select_val} P@1 {record['select_precision_at_1']:.4f} "
+                     f"(best: epoch {record['best_epoch']})")
     parts.append(f"{record['images_per_second']:.0f} img/s")
     return " | ".join(parts)
 

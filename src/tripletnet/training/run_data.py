@@ -9,6 +9,8 @@ images are used for training; the validation triplets come from a stratified sli
 carved off before the training subset is drawn (never from the test classes); the per-epoch
 evaluation embeds the held-out classes' test images, and the training classes' test images (when
 the dataset has any) give the ``seen_`` figures beside them.
+With ``selection_classes``, a few training classes (drawn from the seed) leave training too:
+their training images give the ``select_`` figures, by which the loop keeps its best epoch.
 
 An image folder or CSV list over the ``--cache_images`` budget stays on disk
 (:attr:`~tripletnet.data.ImageSplits.streamed`): the training images stay files, read for every
@@ -30,7 +32,7 @@ from ..console import Logger
 from ..data import DATASETS, ClassSplit, DatasetSplits, ImageSplits, class_split, indices_of_classes, stratified_subset
 from ..data.folder import ImageFiles
 from ..data.loading import BatchSource, InMemoryBatches, StreamedBatches
-from ..errors import UserError
+from ..errors import ParameterError, UserError
 from ..models import input_shape_of
 from ..sampler import ClassBalancedBatchSampler
 from .validation import draw_validation_triplets
@@ -54,6 +56,9 @@ class RunData:
     seen_eval_labels: torch.Tensor | None
     split: ClassSplit | None
     records: dict[str, Any]  # checkpoint fields: input, dataset_source and, open set, split
+    # --selection_classes: training images of training classes kept out of training, for choosing best.pt
+    select_images: torch.Tensor | None = None
+    select_labels: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,10 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     split = class_split(data, config.train_classes, config.holdout_classes)
     records: dict[str, Any] = {"input": input_record(data), "dataset_source": dataset_source(config, data)}
     train, test = _Images.of(data, "train"), _Images.of(data, "test")
+    if split is None and config.selection_classes:
+        raise ParameterError("selection_classes", "needs an open-set run (--train_classes or --holdout_classes, or a folder "
+                                                  "whose test identities differ from its training ones): in a closed set "
+                                                  "every class is a test class")
     if split is None:
         # Closed set: every draw exactly as before open-set splits existed (MNIST runs replay bit for bit).
         n_train = _capped(config, len(data.train_labels), log) if DATASETS.is_path(config.dataset) else config.num_images
@@ -176,6 +185,8 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
             eval_images=test.load(eval_subset), eval_labels=data.test_labels[eval_subset],
             seen_eval_images=None, seen_eval_labels=None, split=None, records=records,
         )
+    if config.selection_classes:
+        split, selection = _without_selection_classes(split, config)
     records["split"] = split.to_dict()
     pool = indices_of_classes(data.train_labels, split.train)
     pool_labels = data.train_labels[pool]
@@ -206,7 +217,7 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     )
     val_images, val_triplets = _validation(
         train.subset(val_index), draw_validation_triplets(val_labels, config.num_val_triplets, config.seed))
-    return RunData(
+    run_data = RunData(
         train_images=train.take(subset), train_labels=data.train_labels[subset],
         val_images=val_images, val_triplets=val_triplets,
         eval_images=test.load(unseen), eval_labels=data.test_labels[unseen],
@@ -214,6 +225,29 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
         seen_eval_labels=data.test_labels[seen] if len(seen) else None,
         split=split, records=records,
     )
+    if config.selection_classes:
+        chosen = indices_of_classes(data.train_labels, selection)
+        chosen = chosen[_eval_subset(data.train_labels[chosen], config.eval_images, config.seed)]
+        records["split"]["selection_classes"] = [names[label] for label in selection]
+        log(f"model selection: {len(chosen)} training images of {len(selection)} classes kept out of training "
+            f"({_listed(names, selection)}); the epoch with their best VAL@1e-3 is saved as best.pt")
+        run_data.select_images, run_data.select_labels = train.load(chosen), data.train_labels[chosen]
+    return run_data
+
+
+def _without_selection_classes(split: ClassSplit, config: TrainConfig) -> tuple[ClassSplit, tuple[int, ...]]:
+    """The split with ``config.selection_classes`` training classes (drawn from the seed) taken out of
+    training, and those classes: identities the model never trains on, to choose its best epoch by
+    without looking at the test classes."""
+    kept = len(split.train) - config.selection_classes
+    if kept < 2:
+        raise ParameterError("selection_classes",
+                             f"is {config.selection_classes}, but the run has {len(split.train)} training classes: "
+                             "at least two must remain to train on")
+    order = torch.randperm(len(split.train), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    selection = tuple(sorted(split.train[i] for i in order[:config.selection_classes]))
+    train = tuple(label for label in split.train if label not in selection)
+    return ClassSplit(train, split.holdout, split.class_names), selection
 
 
 def _capped(config: TrainConfig, available: int, log: Logger) -> int:

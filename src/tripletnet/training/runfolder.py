@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..fileio import WriteError
 from .runlog import METRICS_FILE
 
-ARTEFACT_PATTERNS = ("last.pt", "epoch_*.pt", METRICS_FILE, "config.json", "losses.png")
+ARTEFACT_PATTERNS = ("last.pt", "best.pt", "epoch_*.pt", METRICS_FILE, "config.json", "losses.png")
 _EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt$")
 
 
@@ -42,10 +42,10 @@ def _epoch_of_file(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _last_epoch(folder: Path) -> int | None:
-    """The epoch ``last.pt`` records, or None when it is absent or unreadable."""
+def _recorded_epoch(checkpoint: Path) -> int | None:
+    """The epoch a checkpoint (``last.pt``, ``best.pt``) records, or None when it is absent or unreadable."""
     try:
-        state = torch.load(folder / "last.pt", map_location="cpu", weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         return int(state["epoch"])
     except Exception:  # noqa: BLE001 - absent, damaged or foreign: it simply tells no epoch
         return None
@@ -90,9 +90,10 @@ def prepare_run_folder(run_dir: Path, *, resume: Path | None, resume_state: dict
         own_folder = resume.resolve().parent == run_dir.resolve()
         if own_folder:
             conflicting = [p for p in artefacts if (_epoch_of_file(p) or 0) > epoch]
-            last = _last_epoch(run_dir)
-            if last is not None and last > epoch:
-                conflicting.append(run_dir / "last.pt")
+            for name in ("last.pt", "best.pt"):  # a best.pt from a discarded epoch would outlive it
+                recorded = _recorded_epoch(run_dir / name)
+                if recorded is not None and recorded > epoch:
+                    conflicting.append(run_dir / name)
             if conflicting and not overwrite:
                 raise UserError(
                     f"resuming {run_dir} from epoch {epoch} would discard its later epochs ({_describe(conflicting)}): "
