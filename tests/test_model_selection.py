@@ -108,3 +108,15 @@ def test_the_log_names_the_selection_classes_and_the_best_epoch(tmp_path, capsys
     assert "selection VAL@1e-3" in err and "(best: epoch" in err
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in records] == [1, 2] and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_resuming_from_an_earlier_epoch_with_overwrite_removes_a_best_pt_of_a_discarded_epoch(tmp_path):
+    first = train(_config(tmp_path, epochs=3, eval_images=300), data=DATA, log=QUIET)
+    best = first.history[-1]["best_epoch"]
+    assert best > 1, "this run's best epoch must come after epoch 1 for the test to check anything"
+    run = tmp_path / "run"
+    assert load_checkpoint(run / "best.pt")["epoch"] == best
+    # Resuming from epoch 1 discards epochs 2 and 3; a best.pt from one of them must not outlive them.
+    train(_config(tmp_path, epochs=1, eval_images=300), resume=run / "epoch_1.pt", overwrite=True, data=DATA, log=QUIET)
+    assert not (run / "best.pt").exists()
+    assert not (run / "epoch_2.pt").exists() and not (run / "epoch_3.pt").exists()
