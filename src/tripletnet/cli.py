@@ -178,6 +178,11 @@ def build_train_config(args: argparse.Namespace) -> TrainConfig:
     (or the TOML file) names another; the layers may change only the resumable fields, and any other
     value they give that differs from the run's is refused with a message naming all of them.
     """
+    return _train_config_and_implied_preset(args)[0]
+
+
+def _train_config_and_implied_preset(args: argparse.Namespace) -> tuple[TrainConfig, str | None]:
+    """:func:`build_train_config`, and the preset a new run starts from without naming one (None if none)."""
     layers = []
     if args.resume:
         # A resumed run writes beside its checkpoint, not into the folder its config recorded (that may be
@@ -196,11 +201,10 @@ def build_train_config(args: argparse.Namespace) -> TrainConfig:
         implied = None if args.preset else implied_preset(layers)
         if implied:  # lowest precedence: anything the user set still wins
             layers.insert(0, ConfigLayer(f"preset {implied}", PRESETS[implied]))
-        args.implied_preset = implied  # the run's log says so (see _cmd_train)
-        return layered_config(layers)
+        return layered_config(layers), implied
     from .training.checkpoint import load_checkpoint
 
-    return layered_config(layers, load_checkpoint(args.resume)["config"], resumed_source=args.resume)
+    return layered_config(layers, load_checkpoint(args.resume)["config"], resumed_source=args.resume), None
 
 
 def build_eval_config(args: argparse.Namespace) -> EvalConfig:
@@ -226,11 +230,10 @@ def _with_first_line(log: Logger, first: str) -> Logger:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    config = build_train_config(args)
+    config, implied = _train_config_and_implied_preset(args)
     from .training import train  # after validation: a bad option costs no import time
 
     log: Logger = log_stderr
-    implied = getattr(args, "implied_preset", None)
     if implied:
         settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied].items())
         # Said with the run's first line, so that a run refused while its data is checked stays one line.
