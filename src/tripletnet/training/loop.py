@@ -447,17 +447,14 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
     }
     if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
         eval_started = time.perf_counter()
-        metrics = fast_epoch_metrics(embed_images(run.model, run.eval_images), run.eval_labels, far=1e-3)
-        record.update(metrics.to_dict())
+        record.update(_epoch_figures(run.model, run.eval_images, run.eval_labels))
         if run.seen_eval_images is not None and run.seen_eval_labels is not None:  # open set: the training classes beside
-            seen = fast_epoch_metrics(embed_images(run.model, run.seen_eval_images), run.seen_eval_labels, far=1e-3)
-            record.update({f"seen_{key}": value for key, value in seen.to_dict().items()})
+            record.update(_epoch_figures(run.model, run.seen_eval_images, run.seen_eval_labels, prefix="seen_"))
             record["seen_eval_images"] = len(run.seen_eval_labels)
         record["eval_seconds"] = time.perf_counter() - eval_started
         record["eval_images"] = len(run.eval_labels)
     if run.select_images is not None and run.select_labels is not None:
-        select = fast_epoch_metrics(embed_images(run.model, run.select_images), run.select_labels, far=1e-3)
-        record.update({f"select_{key}": value for key, value in select.to_dict().items()})
+        record.update(_epoch_figures(run.model, run.select_images, run.select_labels, prefix="select_"))
         record["best_epoch"] = _best_epoch([*run.history, record])
     epoch_stats = StepStats(
         loss=means["loss"], active_fraction=means["active_fraction"], mean_pos_dist=means["mean_pos_dist"],
@@ -465,6 +462,12 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
     )
     record["collapsed"] = bool(is_collapsed(epoch_stats, config.margin))
     return record
+
+
+def _epoch_figures(model: EmbeddingNet, images: torch.Tensor, labels: torch.Tensor, prefix: str = "") -> dict[str, Any]:
+    """The fast per-epoch evaluation of ``images`` (VAL at FAR 1e-3, P@1, MAP@R, ...), keys prefixed."""
+    metrics = fast_epoch_metrics(embed_images(model, images), labels, far=1e-3)
+    return {f"{prefix}{key}": value for key, value in metrics.to_dict().items()}
 
 
 def _best_epoch(history: list[dict[str, Any]]) -> int:
@@ -519,17 +522,13 @@ def _format_record(record: dict[str, Any], epochs: int) -> str:
         f"active {record['active_fraction']:.2f}",
         f"d+ {record['mean_pos_dist']:.3f} d- {record['mean_neg_dist']:.3f}",
     ]
-    if "val" in record:
-        # VAL is None when the evaluation has too few pairs to resolve FAR 1e-3 (small image folders).
-        val = "n/a" if record["val"] is None else f"{record['val']:.4f}"
-        parts.append(f"VAL@1e-3 {val} P@1 {record['precision_at_1']:.4f}")
-        if "seen_val" in record:
-            seen_val = "n/a" if record["seen_val"] is None else f"{record['seen_val']:.4f}"
-            parts.append(f"seen VAL@1e-3 {seen_val} P@1 {record['seen_precision_at_1']:.4f}")
-    if "select_val" in record:
-        select_val = "n/a" if record["select_val"] is None else f"{record['select_val']:.4f}"
-        parts.append(f"selection VAL@1e-3 {select_val} P@1 {record['select_precision_at_1']:.4f} "
-                     f"(best: epoch {record['best_epoch']})")
+    for prefix, name in (("", ""), ("seen_", "seen "), ("select_", "selection ")):
+        if f"{prefix}val" in record:
+            # VAL is None when the evaluation has too few pairs to resolve FAR 1e-3 (small image folders).
+            val = record[f"{prefix}val"]
+            parts.append(f"{name}VAL@1e-3 {'n/a' if val is None else f'{val:.4f}'} P@1 {record[f'{prefix}precision_at_1']:.4f}")
+    if "best_epoch" in record:
+        parts[-1] += f" (best: epoch {record['best_epoch']})"
     parts.append(f"{record['images_per_second']:.0f} img/s")
     return " | ".join(parts)
 

@@ -217,22 +217,23 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     )
     val_images, val_triplets = _validation(
         train.subset(val_index), draw_validation_triplets(val_labels, config.num_val_triplets, config.seed))
-    run_data = RunData(
-        train_images=train.take(subset), train_labels=data.train_labels[subset],
-        val_images=val_images, val_triplets=val_triplets,
-        eval_images=test.load(unseen), eval_labels=data.test_labels[unseen],
-        seen_eval_images=test.load(seen) if len(seen) else None,
-        seen_eval_labels=data.test_labels[seen] if len(seen) else None,
-        split=split, records=records,
-    )
+    chosen = None
     if config.selection_classes:
         chosen = indices_of_classes(data.train_labels, selection)
         chosen = chosen[_eval_subset(data.train_labels[chosen], config.eval_images, config.seed)]
         records["split"]["selection_classes"] = [names[label] for label in selection]
         log(f"model selection: {len(chosen)} training images of {len(selection)} classes kept out of training "
             f"({_listed(names, selection)}); the epoch with their best VAL@1e-3 is saved as best.pt")
-        run_data.select_images, run_data.select_labels = train.load(chosen), data.train_labels[chosen]
-    return run_data
+    return RunData(
+        train_images=train.take(subset), train_labels=data.train_labels[subset],
+        val_images=val_images, val_triplets=val_triplets,
+        eval_images=test.load(unseen), eval_labels=data.test_labels[unseen],
+        seen_eval_images=test.load(seen) if len(seen) else None,
+        seen_eval_labels=data.test_labels[seen] if len(seen) else None,
+        split=split, records=records,
+        select_images=train.load(chosen) if chosen is not None else None,
+        select_labels=data.train_labels[chosen] if chosen is not None else None,
+    )
 
 
 def _without_selection_classes(split: ClassSplit, config: TrainConfig) -> tuple[ClassSplit, tuple[int, ...]]:
