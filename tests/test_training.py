@@ -335,3 +335,24 @@ def test_an_augmented_step_without_the_new_kinds_draws_what_the_affine_transform
     assert torch.equal(augment(images, TrainConfig(), torch.Generator().manual_seed(4)), expected)
     varied = augment(images, TrainConfig(elastic=34.0, stroke=0.5), torch.Generator().manual_seed(4))
     assert not torch.equal(varied, expected)
+
+
+def test_augmentation_sizes_come_from_the_config_and_zero_turns_each_off():
+    from tripletnet.augment import apply_affine, draw_affine
+    from tripletnet.training.step import augment
+
+    images = torch.rand(64, 1, 28, 28)
+    unmoved = augment(images, TrainConfig(rotation=0, scaling=0, shift=0), torch.Generator().manual_seed(5))
+    assert torch.allclose(unmoved, images, atol=1e-5)
+    # Shifts only (the "shift augmentation" rows of the README's table of runs): identity linear part.
+    theta = draw_affine(64, 28, 28, torch.Generator().manual_seed(5), 0.0, 0.0, 2.0)
+    assert torch.allclose(theta[:, :, :2], torch.eye(2).expand(64, 2, 2), atol=1e-6)
+    assert 0 < theta[:, :, 2].abs().max() <= 2 * 2 / 28 + 1e-6 and theta[:, :, 2].abs().min() < theta[:, :, 2].abs().max()
+    shifted = augment(images, TrainConfig(rotation=0, scaling=0, shift=2), torch.Generator().manual_seed(5))
+    assert torch.equal(shifted, apply_affine(images, theta))
+    wider = augment(images, TrainConfig(rotation=30, scaling=0.3), torch.Generator().manual_seed(5))
+    default = augment(images, TrainConfig(), torch.Generator().manual_seed(5))
+    assert (wider - images).abs().mean() > (default - images).abs().mean()
+    for name, value in (("rotation", -1.0), ("rotation", 181.0), ("scaling", 1.0), ("shift", float("nan"))):
+        with pytest.raises(ParameterError, match=name):
+            TrainConfig(**{name: value}).validate()

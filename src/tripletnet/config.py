@@ -61,7 +61,10 @@ class TrainConfig:
     data_path: str | None = field(default=None, metadata={"help": "where the dataset files are (default: $TRIPLETNET_DATA, else ./data/)"})
     download: bool = field(default=True, metadata={"help": "download missing dataset files from the public mirrors"})
     num_images: int = field(default=59904, metadata={"help": "training images per epoch: a class-stratified subset drawn from the seed"})
-    augment: bool = field(default=True, metadata={"help": "augment training images: random rotation (±10°), scale (±10%%) and shift (±2 px) per image"})
+    augment: bool = field(default=True, metadata={"help": "augment training images: a random rotation, scaling and shift per image (their sizes: --rotation, --scaling, --shift)"})
+    rotation: float = field(default=10.0, metadata={"help": "with --augment: largest rotation either way, in degrees (0 = none)"})
+    scaling: float = field(default=0.1, metadata={"help": "with --augment: largest change of size either way, as a fraction (0.1 = ±10%%; 0 = none)"})
+    shift: float = field(default=2.0, metadata={"help": "with --augment: largest shift either way, in pixels (0 = none; --rotation 0 --scaling 0 shifts only)"})
     hflip: float = field(default=0.0, metadata={"help": "with --augment: probability of mirroring a training image left-right; for data whose mirror image is the same class (clothes, faces), not digits"})
     elastic: float = field(default=0.0, metadata={"help": "with --augment: elastic distortion strength in pixels (Simard et al. 2003: a random displacement field smoothed by a 4-px Gaussian, times this; 34 is their MNIST value, moving pixels about 1.4 px); 0 = off"})
     stroke: float = field(default=0.0, metadata={"help": "with --augment: probability of thickening or thinning an image's strokes by a 3x3 max or min filter (pen width, for handwriting); 0 = off"})
@@ -123,6 +126,9 @@ class TrainConfig:
             ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be finite and >= 0"),
             ("embedding_dim", self.embedding_dim > 0, "must be positive"),
             ("projection_dim", self.projection_dim >= 0, "must be >= 0"),
+            ("rotation", math.isfinite(self.rotation) and 0 <= self.rotation <= 180, "must be in [0, 180] degrees"),
+            ("scaling", math.isfinite(self.scaling) and 0 <= self.scaling < 1, "must be in [0, 1): a fraction of the size"),
+            ("shift", math.isfinite(self.shift) and 0 <= self.shift <= 1000, "must be in [0, 1000] pixels"),
             ("hflip", 0 <= self.hflip <= 1, "must be a probability in [0, 1]"),
             ("stroke", 0 <= self.stroke <= 1, "must be a probability in [0, 1]"),
             ("elastic", math.isfinite(self.elastic) and 0 <= self.elastic <= 1000, "must be in [0, 1000] pixels"),

@@ -97,7 +97,7 @@ def augment(
 
     Args:
         inputs: (B, C, H, W) float images: the whole batch, or this process's share of it.
-        config: the run's config (hflip, elastic, stroke).
+        config: the run's config (rotation, scaling, shift, hflip, elastic, stroke).
         gen: the epoch's CPU generator.
         share: when several processes train, (the positions of ``inputs`` in the global batch,
             the global batch's size): everything is drawn for the global batch, as one process
@@ -108,7 +108,7 @@ def augment(
     """
     _, _, height, width = inputs.shape
     count = share[1] if share is not None else len(inputs)
-    theta = draw_affine(count, height, width, gen, flip=config.hflip)
+    theta = draw_affine(count, height, width, gen, config.rotation, config.scaling, config.shift, config.hflip)
     field = draw_elastic(count, height, width, gen, config.elastic) if config.elastic > 0 else None
     stroke = torch.rand(count, generator=gen) if config.stroke > 0 else None
     if share is not None:
