@@ -8,17 +8,6 @@ import torch
 import torch.nn.functional as F
 
 
-def random_shift(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Shift each image of a (B, 1, H, W) batch by its own whole-pixel offset, zero-filled."""
-    b, _, h, w = images.shape
-    padded = F.pad(images, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen).to(images.device)
-    dx = torch.randint(0, 2 * max_shift + 1, (b, 1, 1), generator=gen).to(images.device)
-    rows = dy + torch.arange(h, device=images.device).view(1, h, 1)
-    cols = dx + torch.arange(w, device=images.device).view(1, 1, w)
-    return padded[torch.arange(b, device=images.device).view(b, 1, 1), 0, rows, cols].unsqueeze(1)
-
-
 def random_affine(
     images: torch.Tensor,
     gen: torch.Generator,
