@@ -24,6 +24,7 @@ from collections import Counter
 import torch
 
 from tripletnet.api import embed_checkpoint
+from tripletnet.evaluation import threshold_at_far
 
 
 def cap_and_dimensions(embeddings: torch.Tensor) -> tuple[float, float]:
@@ -39,8 +40,7 @@ def threshold_diagnostics(embeddings: torch.Tensor, labels: torch.Tensor, far: f
     rows, cols = torch.triu_indices(len(labels), len(labels), 1)
     pair_distances = distances[rows, cols]
     same = labels[rows] == labels[cols]
-    negatives = pair_distances[~same].sort().values
-    threshold = float(negatives[int(far * len(negatives))])  # accept d < threshold: at most far of the negatives
+    threshold = threshold_at_far(pair_distances[~same], far)  # accept d < threshold: at most far of the negatives
     accepted = pair_distances < threshold
     per_class = {}
     for label in torch.unique(labels).tolist():
