@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import ParameterError
 
@@ -130,16 +131,18 @@ def pair_distances(embeddings: Any, index_a: Any, index_b: Any, chunk: int = 655
     Returns:
         float64 (P,).
     """
-    e = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings)
-    a, b = np.asarray(index_a, dtype=np.int64), np.asarray(index_b, dtype=np.int64)
+    e = torch.as_tensor(embeddings).detach().cpu()
+    a, b = torch.as_tensor(index_a, dtype=torch.int64), torch.as_tensor(index_b, dtype=torch.int64)
     if e.ndim != 2 or a.shape != b.shape or a.ndim != 1:
         raise ParameterError(
-            "embeddings", f"must be (N, D) with index_a and index_b of one shape (P,), got {e.shape}, {a.shape}, {b.shape}"
+            "embeddings",
+            f"must be (N, D) with index_a and index_b of one shape (P,), "
+            f"got {tuple(e.shape)}, {tuple(a.shape)}, {tuple(b.shape)}",
         )
     out = np.empty(len(a), dtype=np.float64)
     for start in range(0, len(a), chunk):
         rows = slice(start, start + chunk)
-        out[rows] = np.linalg.norm(e[a[rows]].astype(np.float64) - e[b[rows]].astype(np.float64), axis=1)
+        out[rows] = (e[a[rows]].to(torch.float64) - e[b[rows]].to(torch.float64)).norm(dim=1).numpy()
     return out
 
 

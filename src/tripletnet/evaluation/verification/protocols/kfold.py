@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ....errors import ParameterError, UserError
+from ...pairs_folds import pair_distances
 from ...results import KFoldResult
 from ..conventions import (
     check_embeddings,
@@ -17,7 +18,7 @@ from ..conventions import (
 )
 from ..exact import threshold_at_far, verify_distances
 from .base import Protocol
-from .random_pairs import draw_pairs, pair_distances
+from .random_pairs import draw_pairs
 
 KFOLD_PAIRS = 6000  # LFW's ten folds of 600
 FOLDS = 10
@@ -99,7 +100,7 @@ def kfold(
     """
     embeddings, labels = check_embeddings(embeddings, labels)
     pairs, is_positive = draw_pairs(labels, KFOLD_PAIRS if n_pairs is None else n_pairs, seed)
-    return kfold_distances(pair_distances(embeddings, pairs), is_positive.numpy(), folds=folds, far=far)
+    return kfold_distances(pair_distances(embeddings, pairs[:, 0], pairs[:, 1]), is_positive.numpy(), folds=folds, far=far)
 
 
 KFOLD = Protocol(

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ....errors import ParameterError, UserError
+from ...pairs_folds import pair_distances
 from ...results import RepeatedPairsResult, VerificationResult
 from ..conventions import check_embeddings, mean_and_std
 from ..exact import verify_distances
 from .base import Protocol, check_pair_budget
 
 RANDOM_PAIRS = 1024  # the reference's sample size
-DISTANCE_CHUNK = 1 << 16  # pairs per chunk of difference vectors: bounds the (pairs x D) temporaries
 
 
 def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,16 +62,6 @@ def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0) -> tuple[torch
     return pairs, is_positive
 
 
-def pair_distances(embeddings: torch.Tensor, pairs: torch.Tensor) -> np.ndarray:
-    """Euclidean distance of each index pair, computed in float64, in chunks of pairs."""
-    x = torch.as_tensor(embeddings).to(torch.float64)
-    distances = np.empty(len(pairs), dtype=np.float64)
-    for start in range(0, len(pairs), DISTANCE_CHUNK):
-        chunk = pairs[start : start + DISTANCE_CHUNK]
-        distances[start : start + len(chunk)] = (x[chunk[:, 0]] - x[chunk[:, 1]]).norm(dim=1).numpy()
-    return distances
-
-
 def random_pairs(
     embeddings: torch.Tensor, labels: torch.Tensor, n_pairs: int | None = RANDOM_PAIRS, far: float = 1e-3, seed: int = 0
 ) -> VerificationResult:
@@ -92,7 +81,7 @@ def random_pairs(
     """
     embeddings, labels = check_embeddings(embeddings, labels)
     pairs, is_positive = draw_pairs(labels, RANDOM_PAIRS if n_pairs is None else n_pairs, seed)
-    distances = pair_distances(embeddings, pairs)
+    distances = pair_distances(embeddings, pairs[:, 0], pairs[:, 1])
     positive = is_positive.numpy()
     return verify_distances(distances[positive], distances[~positive], far=far, protocol="pairs")
 
