@@ -69,7 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--runs", nargs="*", default=[],
         help="run folders with a committed metrics.jsonl for the time-to-target section (python -m benchmarks.time_to_target)",
     )
-    parser.add_argument("--output", help="report path (default: benchmarks/RESULTS.md, or RESULTS-partial.md with --quick/--only)")
+    parser.add_argument(
+        "--output", help="report path (default: benchmarks/RESULTS.md, or RESULTS-partial.md with --quick/--only)",
+    )
     return parser.parse_args(argv)
 
 

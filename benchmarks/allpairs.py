@@ -123,7 +123,9 @@ def run(settings: Settings) -> str:
         ])
     ours, baseline = results.get(("ours", small)), results.get(("sklearn", small))
     speedup = ratio(baseline.data.get("median_s"), ours.data.get("median_s")) if ours and baseline else "n/a"
-    memory = ratio(baseline.data.get("peak_rss_increase_mib"), ours.data.get("peak_rss_increase_mib")) if ours and baseline else "n/a"
+    memory = (
+        ratio(baseline.data.get("peak_rss_increase_mib"), ours.data.get("peak_rss_increase_mib")) if ours and baseline else "n/a"
+    )
     return "\n\n".join([
         "## 4. All-pairs verification evaluation",
         f"64-d unit embeddings clustered around 10 random class centres (noise {NOISE} per coordinate), labels "

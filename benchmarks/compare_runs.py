@@ -21,7 +21,7 @@ def _records(run: str) -> list[dict]:
 def main(old: str, new: str) -> bool:
     old_records, new_records = _records(old), _records(new)
     same = len(old_records) == len(new_records)
-    for a, b in zip(old_records, new_records):
+    for a, b in zip(old_records, new_records, strict=False):
         keys = set(a) - TIMINGS
         differing = {k: (a.get(k), b.get(k)) for k in keys | (set(b) - TIMINGS) if a.get(k) != b.get(k) and a.get(k) == a.get(k)}
         print(f"epoch {a['epoch']}: {len(keys)} fields compared, differing: {differing or 'none'}")

@@ -71,7 +71,9 @@ def _run_ours(case: Case, settings: Settings, num_images: int) -> CaseResult:
     """tripletnet's own CLI; its figures come from the run folder's metrics.jsonl and config.json."""
     with tempfile.TemporaryDirectory(prefix="tripletnet-bench-") as tmp:
         run_dir = Path(tmp) / "run"
-        result = run_subprocess(_ours_command(case, run_dir, settings, num_images), TIMEOUT_SECONDS, settings.threads, expect_json=False)
+        result = run_subprocess(
+            _ours_command(case, run_dir, settings, num_images), TIMEOUT_SECONDS, settings.threads, expect_json=False,
+        )
         if not result.ok:
             return result
         try:
@@ -222,8 +224,10 @@ def run(settings: Settings) -> str:
         else "bf16 not measured: this CPU has no native bf16 (no AVX-512 BF16 or AMX), so autocast would emulate it"
     )
     return "\n\n".join(part for part in [
-        "## 3. End-to-end training throughput, one MNIST epoch" + ("" if num_images == FULL_IMAGES else f" (here {num_images:,} images)"),
-        f"{'One epoch' if num_images == FULL_IMAGES else 'Part of an epoch'} of {num_images} images in batches of 256 with torch threads = {settings.threads}, each run a whole "
+        "## 3. End-to-end training throughput, one MNIST epoch"
+        + ("" if num_images == FULL_IMAGES else f" (here {num_images:,} images)"),
+        f"{'One epoch' if num_images == FULL_IMAGES else 'Part of an epoch'} of {num_images} images in batches of 256 "
+        f"with torch threads = {settings.threads}, each run a whole "
         f"subprocess, {repeats} repeat(s) per case run round-robin, medians reported. *Loop* = the training "
         "loop alone as each program times it (ours: `images_per_second` / `epoch_seconds` from "
         "`metrics.jsonl`); *whole process* = wall time from launch to exit (imports, data loading, and for "

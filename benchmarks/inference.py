@@ -39,7 +39,11 @@ def _checkpoint(given: str | None, workdir: Path) -> Path:
 
     config = TrainConfig()
     path = workdir / "untrained.pt"
-    save_checkpoint(path, {"epoch": 0, "config": config.to_dict(), "model": build_network(config.network, config.embedding_dim).state_dict()})
+    save_checkpoint(path, {
+        "epoch": 0,
+        "config": config.to_dict(),
+        "model": build_network(config.network, config.embedding_dim).state_dict(),
+    })
     return path
 
 
@@ -68,7 +72,8 @@ def embedding_throughput(checkpoint: Path, threads: int, workdir: Path) -> str:
                      f"{eager.repeats} / {ort.repeats}"])
         log(f"throughput batch {batch}: eager {batch / eager.median:,.0f}/s, onnxruntime {batch / ort.median:,.0f}/s")
     return "\n".join([
-        f"## Embedding throughput (network {model.config.network}, uint8 {' x '.join(map(str, model.input_shape))} in, {threads} threads)",
+        f"## Embedding throughput (network {model.config.network}, "
+        f"uint8 {' x '.join(map(str, model.input_shape))} in, {threads} threads)",
         "",
         table(["batch", "PyTorch eager images/s", "onnxruntime images/s", "onnxruntime / eager", "repeats"], rows),
         "",
@@ -241,7 +246,9 @@ def verify_end_to_end(checkpoint: Path, threads: int, workdir: Path) -> str:
     rng = np.random.default_rng(0)
     for path in (a, b):
         Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(path)
-    command = [sys.executable, "-m", "tripletnet", "verify", "--checkpoint", str(checkpoint), str(a), str(b), "--threshold", "1.0"]
+    command = [
+        sys.executable, "-m", "tripletnet", "verify", "--checkpoint", str(checkpoint), str(a), str(b), "--threshold", "1.0",
+    ]
     env = thread_env(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH")]))
 
@@ -253,7 +260,9 @@ def verify_end_to_end(checkpoint: Path, threads: int, workdir: Path) -> str:
     return "\n".join([
         "## verify end to end (process start to answer, one pair)",
         "",
-        table(["command", "median s", "repeats"], [["`tripletnet verify --checkpoint C a.png b.png --threshold 1.0`", fmt(timing.median, 2), timing.repeats]]),
+        table(["command", "median s", "repeats"], [
+            ["`tripletnet verify --checkpoint C a.png b.png --threshold 1.0`", fmt(timing.median, 2), timing.repeats],
+        ]),
     ])
 
 

@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
     parser.add_argument("--run_dir", help="evaluate after every epoch and write metrics.jsonl + config.json here")
     a = parser.parse_args(argv)
-    run_worker(lambda: train(a.network, a.num_images, a.data_path, a.threads, epochs=a.epochs, dataset=a.dataset, run_dir=a.run_dir))
+    run_worker(lambda: train(
+        a.network, a.num_images, a.data_path, a.threads, epochs=a.epochs, dataset=a.dataset, run_dir=a.run_dir,
+    ))
 
 
 if __name__ == "__main__":

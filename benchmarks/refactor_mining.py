@@ -58,7 +58,9 @@ def worker(repeats_256: int, repeats_1024: int) -> dict[str, float]:
         leaf = embeddings.clone().requires_grad_(True)
         for name in MINERS:
             mine = miner_function(name)
-            out[f"mine {name} {batch}"] = measure(lambda mine=mine, dist=dist, labels=labels: mine(dist, labels, MARGIN), repeats, warmup=2).median
+            out[f"mine {name} {batch}"] = measure(
+                lambda mine=mine, dist=dist, labels=labels: mine(dist, labels, MARGIN), repeats, warmup=2,
+            ).median
 
             def step(leaf=leaf, labels=labels, name=name) -> None:  # type: ignore[no-untyped-def]
                 leaf.grad = None
@@ -71,7 +73,10 @@ def worker(repeats_256: int, repeats_1024: int) -> dict[str, float]:
 def _run(tree: Path, repeats_256: int, repeats_1024: int) -> dict[str, float]:
     bench_root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{bench_root}", "OMP_NUM_THREADS": "1"}
-    code = f"import json, benchmarks.refactor_mining as m; print({PREFIX!r} + json.dumps(m.worker({repeats_256}, {repeats_1024})))"
+    code = (
+        "import json, benchmarks.refactor_mining as m; "
+        f"print({PREFIX!r} + json.dumps(m.worker({repeats_256}, {repeats_1024})))"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     line = next(line for line in done.stdout.splitlines() if line.startswith(PREFIX))
     return json.loads(line[len(PREFIX):])

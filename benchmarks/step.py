@@ -73,7 +73,10 @@ def run(settings: Settings) -> str:
     for miner in MINERS:
         log(f"step: {miner}")
         results[miner] = run_subprocess(
-            [sys.executable, "-m", "benchmarks.step", "--miner", miner, "--repeats", str(repeats), "--threads", str(settings.threads)],
+            [
+                sys.executable, "-m", "benchmarks.step", "--miner", miner,
+                "--repeats", str(repeats), "--threads", str(settings.threads),
+            ],
             TIMEOUT_SECONDS, settings.threads,
         )
     rows = []
@@ -93,19 +96,25 @@ def run(settings: Settings) -> str:
     )
     return "\n\n".join([
         "## 2. Mining's share of a default training step",
-        f"`tripletnet.training.train_step` with `TrainConfig()`, precision auto resolved for this machine ({setting}; margin 1.0) on 256 random 28x28 "
+        "`tripletnet.training.train_step` with `TrainConfig()`, precision auto resolved for this machine "
+        f"({setting}; margin 1.0) on 256 random 28x28 "
         "images, labels i % 10, torch threads as above. *Mining* is the miner alone on that step's (256, 256) "
-        "distance matrix (for a miner whose loss form is counts, batch_all, its count function `count_batch_all`, which is what its step runs); *triplet part* is "
+        "distance matrix (for a miner whose loss form is counts, batch_all, its count function `count_batch_all`, "
+        "which is what its step runs); *triplet part* is "
         "`triplet_step` + its backward on the network's embeddings (distances, mining, loss). Each miner is one "
         "subprocess; all three timings are medians measured in it, the step's over n steps after 3 warm-ups, "
         "the others over 3n calls.",
-        table(["miner", "whole step ms (median, n)", "mining ms", "triplet part ms", "mining / step", "triplet part / step"], rows),
+        table(
+            ["miner", "whole step ms (median, n)", "mining ms", "triplet part ms", "mining / step", "triplet part / step"], rows,
+        ),
         f"Load average at section start: {load_start}; at end: {load_note()}.",
     ])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Time mining inside a default training step (worker for `python -m benchmarks`).")
+    parser = argparse.ArgumentParser(
+        description="Time mining inside a default training step (worker for `python -m benchmarks`).",
+    )
     parser.add_argument("--miner", choices=MINERS, required=True)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)

@@ -15,9 +15,9 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, cwd=ROOT)
 
 
-def test_ruff_finds_nothing_in_src_and_tests():
+def test_ruff_finds_nothing_in_src_tests_and_benchmarks():
     pytest.importorskip("ruff")
-    proc = _run("ruff", "check", "--no-cache", "src", "tests")
+    proc = _run("ruff", "check", "--no-cache", "src", "tests", "benchmarks")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
