@@ -39,6 +39,7 @@ def test_a_non_positive_projection_size_is_refused():
         TrainConfig(projection_dim=-1).validate()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")  # the only TorchScript reader
 def test_a_run_with_a_projection_head_trains_it_and_loads_exports_and_embeds_without_it(tmp_path):
     config = TrainConfig(num_images=256, batch_size=64, epochs=1, eval_images=200, checkpoint_path=str(tmp_path / "run"),
                          data_path=data_root(), augment=True, num_val_triplets=32, projection_dim=32, instance_weight=1.0)
