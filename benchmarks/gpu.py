@@ -1,0 +1,172 @@
+"""``python -m benchmarks.gpu OUT``: the one prepared device check, phase by phase, into ``OUT/gpu-report.md``.
+
+Phases (each timed on its own, so a slow one is seen; the report is rewritten after every phase, so
+a run stopped at its time limit still leaves what it measured):
+
+1. ``environment``: the device, its memory, torch and CUDA versions, whether bf16 is native.
+2. ``cuda_tests``: the suite's CUDA tests (they skip on machines without a GPU).
+3. ``mnist``: the MNIST defaults trained for ``--epochs`` epochs on the device (``--precision
+   auto``: bf16 where the GPU computes it), seconds per epoch and images/s from the run's records,
+   peak device memory.
+4. ``evaluate``: the trained run evaluated on all test pairs (VAL at FAR 1e-3, P@1, MAP@R).
+5. ``glyphs``: with ``--glyphs DIR`` (a folder built by ``python -m benchmarks.glyphs build``), one
+   training run with the defaults a folder of unseen identities gets, and its all-pairs figures.
+
+``--smoke`` shrinks every phase (one epoch on a slice) so the script can be checked on a CPU.
+``benchmarks/gpu_check.sh`` wraps this for the device machine (what it installs, where the data lies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tripletnet.api import evaluate
+from tripletnet.config import TrainConfig
+from tripletnet.training.loop import train
+
+from .common import REPO_ROOT
+
+CUDA_TEST_FILES = ("tests/test_training.py", "tests/test_mining.py", "tests/test_distributed.py", "tests/test_cuda.py")
+
+
+@dataclass
+class Report:
+    """What the check measured so far; written as markdown and JSON after every phase."""
+
+    out: Path
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, name: str, seconds: float, figures: dict[str, Any]) -> None:
+        self.phases.append({"phase": name, "seconds": round(seconds, 2), **figures})
+        self.write()
+
+    def write(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "gpu-report.json").write_text(json.dumps(self.phases, indent=2) + "\n")
+        lines = ["# Device check", "", "| phase | seconds | figures |", "|---|---:|---|"]
+        for phase in self.phases:
+            figures = ", ".join(f"{key} {_fmt(value)}" for key, value in phase.items() if key not in ("phase", "seconds"))
+            lines.append(f"| {phase['phase']} | {phase['seconds']:.1f} | {figures} |")
+        (self.out / "gpu-report.md").write_text("\n".join(lines) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _peak_memory_mib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    figures: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(), "device": device.type}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        figures.update(gpu=props.name, memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
+                       bf16=bool(torch.cuda.is_bf16_supported()), multiprocessors=props.multi_processor_count)
+    return figures
+
+
+def cuda_tests() -> dict[str, Any]:
+    files = [name for name in CUDA_TEST_FILES if (REPO_ROOT / name).exists()]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", *files],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    return {"exit_code": done.returncode, "summary": last}
+
+
+def _train_figures(history: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
+    epoch_seconds = [record["epoch_seconds"] for record in history]
+    return {
+        "epochs": len(history),
+        "training_seconds": round(sum(epoch_seconds), 1),
+        "seconds_per_epoch_median": round(sorted(epoch_seconds)[len(epoch_seconds) // 2], 2),
+        "images_per_second_median": round(sorted(r["images_per_second"] for r in history)[len(history) // 2]),
+        "peak_memory_mib": _peak_memory_mib(device),
+    }
+
+
+def train_run(config: TrainConfig, device: torch.device, data: Any = None) -> tuple[dict[str, Any], str]:
+    _reset_peak(device)
+    result = train(config, overwrite=True, data=data, log=print)
+    figures = _train_figures(result.history, device)
+    figures["precision"] = result.config.precision
+    return figures, str(Path(config.checkpoint_path) / "last.pt")
+
+
+def evaluate_run(checkpoint: str, data_path: str | None) -> dict[str, Any]:
+    result = evaluate(checkpoint=checkpoint, data_path=data_path, protocol="all-pairs", clustering=False, tsne=False,
+                      log=print).to_dict()
+    return {key: result[key] for key in ("val", "far_reached", "precision_at_1", "map_at_r") if key in result}
+
+
+def _timed(report: Report, name: str, work: Callable[[], dict[str, Any]]) -> None:
+    print(f"== {name}", flush=True)
+    started = time.perf_counter()
+    try:
+        figures = work()
+    except Exception as exc:  # noqa: BLE001 - a failed phase is reported and the next one still runs
+        figures = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    report.add(name, time.perf_counter() - started, figures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder for gpu-report.md/json and the run folders")
+    parser.add_argument("--data", default=None, help="folder holding mnist/ (default: $TRIPLETNET_DATA)")
+    parser.add_argument("--glyphs", default=None, help="a glyph benchmark folder (python -m benchmarks.glyphs build)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="one epoch on a slice, on any device: checks the script itself")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    report = Report(args.out)
+    smoke = {"epochs": 1, "num_images": 1024, "eval_images": 500, "threads": 2}
+    small: dict[str, Any] = smoke if args.smoke else {"epochs": args.epochs}
+
+    _timed(report, "environment", lambda: environment(device))
+    if device.type == "cuda":
+        _timed(report, "cuda_tests", cuda_tests)
+    runs = args.out / "runs"
+    mnist_checkpoint: list[str] = []
+
+    def mnist() -> dict[str, Any]:
+        config = TrainConfig(data_path=args.data, download=False, checkpoint_path=str(runs / "mnist"), **small)
+        figures, checkpoint = train_run(config, device)
+        mnist_checkpoint.append(checkpoint)
+        return figures
+
+    _timed(report, "mnist", mnist)
+    if mnist_checkpoint:
+        _timed(report, "evaluate", lambda: evaluate_run(mnist_checkpoint[0], args.data))
+    if args.glyphs:
+        def glyphs() -> dict[str, Any]:
+            config = TrainConfig(dataset=args.glyphs, checkpoint_path=str(runs / "glyphs"), **small)
+            figures, checkpoint = train_run(config, device)
+            figures.update(evaluate_run(checkpoint, None))
+            return figures
+
+        _timed(report, "glyphs", glyphs)
+    print((args.out / "gpu-report.md").read_text())
+    return 0 if all("error" not in phase for phase in report.phases) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The one prepared device check (python -m benchmarks.gpu does the work; this script sets the stage).
+#
+#   bash benchmarks/gpu_check.sh prepare   # here, with the registries: wheels the device machine lacks, MNIST, glyphs
+#   bash benchmarks/gpu_check.sh run OUT   # there (no network): install the carried wheels, run every phase into OUT
+#
+# The device machine has torch, numpy, matplotlib, pillow, scikit-learn, onnx(runtime) and pytest but none of
+# faiss-cpu, openTSNE or pytorch-metric-learning, and no network: `prepare` downloads their wheels into .whl/ and
+# copies the data into .gpu-data/ (both ignored by git; the device tool carries them with carry=[".whl", ".gpu-data"]).
+# A run must end within 8 minutes on one H200 (the device tool allows 10 minutes a command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+case "$mode" in
+  prepare)
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    grep -qx '/.gpu-data/' .git/info/exclude 2>/dev/null || echo '/.gpu-data/' >> .git/info/exclude
+    rm -rf .whl && mkdir -p .whl .gpu-data
+    for spec in faiss-cpu==1.15.1 openTSNE==1.0.2 pytorch-metric-learning==2.9.0; do
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl "$spec"
+    done
+    data=${TRIPLETNET_DATA:-../shared/datasets}
+    rm -rf .gpu-data/mnist && cp -r "$data/mnist" .gpu-data/mnist
+    if [ ! -d .gpu-data/glyphs ] && python3 -c "import benchmarks.glyphs" 2>/dev/null; then
+      python3 -m benchmarks.glyphs build .gpu-data/glyphs --size 32
+    fi
+    du -sh .whl .gpu-data
+    ;;
+  run)
+    out=${2:?usage: gpu_check.sh run OUT}
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD/src:$PWD" PYTHONUNBUFFERED=1 TRIPLETNET_DATA="$PWD/.gpu-data"
+    glyphs=()
+    [ -d .gpu-data/glyphs ] && glyphs=(--glyphs "$PWD/.gpu-data/glyphs")
+    python3 -m benchmarks.gpu "$out" --data "$PWD/.gpu-data" "${glyphs[@]}"
+    ;;
+  smoke)
+    # On any machine with the project installed: every phase, one epoch on a slice.
+    out=${2:-/tmp/gpu-check-smoke}
+    python3 -m benchmarks.gpu "$out" --smoke --data "${TRIPLETNET_DATA:-../shared/datasets}"
+    ;;
+  *)
+    echo "usage: bash benchmarks/gpu_check.sh prepare | run OUT | smoke [OUT]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,58 @@
+"""The GPU path: held data and augmentation on the device, bf16 where the GPU computes it, evaluation
+from CUDA embeddings. Every test here skips without a CUDA device; `benchmarks/gpu_check.sh` runs them
+on a lent GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tripletnet.config import TrainConfig
+from tripletnet.data.loading import InMemoryBatches
+from tripletnet.evaluation import evaluate_embeddings
+from tripletnet.models import build_network, embed_images
+from tripletnet.sampler import ClassBalancedBatchSampler
+from tripletnet.training import loop, train
+from tripletnet.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+from _mnist import mnist_slice
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path is tested where one exists")
+CUDA = torch.device("cuda")
+
+
+def test_held_training_images_live_on_the_device_and_batches_never_leave_it():
+    data = mnist_slice()
+    sampler = ClassBalancedBatchSampler(data.train_labels, 64, 4, seed=0)
+    batches = InMemoryBatches(data.train_images, data.train_labels, sampler, CUDA)
+    assert batches.images.device.type == "cuda" and batches.images.dtype == torch.uint8
+    images, labels = next(iter(batches.epoch(1)))
+    assert images.device.type == "cuda" and labels.device.type == "cuda"
+
+
+def test_auto_precision_on_the_gpu_is_bf16_exactly_when_the_gpu_supports_it():
+    chosen = loop.resolve_precision(TrainConfig(), CUDA).precision
+    assert chosen == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_cuda_run_in_each_precision_learns_and_evaluates_from_its_checkpoint(tmp_path, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    config = TrainConfig(num_images=512, batch_size=64, epochs=2, eval_every=1, eval_images=400, num_val_triplets=64,
+                         mining="semihard", precision=precision, device="cuda", checkpoint_path=str(tmp_path / "run"))
+    result = train(config, data=mnist_slice(), log=lambda _: None)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    model, _ = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "last.pt"))
+    data = mnist_slice()
+    on_gpu = embed_images(model.to(CUDA), data.test_images)
+    on_cpu = embed_images(model.cpu(), data.test_images)
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=0, atol=1e-4)  # TF32/cuDNN kernels round differently
+    verification = evaluate_embeddings(on_gpu, data.test_labels, clustering=False).verification
+    assert 0.0 < verification.val <= 1.0
+
+
+def test_a_network_built_on_the_cpu_moves_to_the_gpu_whole():
+    model = build_network("conv3", 64, (1, 28, 28)).to(CUDA)
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    assert all(b.device.type == "cuda" for b in model.buffers())
