@@ -56,3 +56,19 @@ def test_a_network_built_on_the_cpu_moves_to_the_gpu_whole():
     model = build_network("conv3", 64, (1, 28, 28)).to(CUDA)
     assert all(p.device.type == "cuda" for p in model.parameters())
     assert all(b.device.type == "cuda" for b in model.buffers())
+
+
+def test_all_pairs_on_the_gpu_agrees_with_the_cpu_engine():
+    from tripletnet.evaluation.verification.streaming import all_pairs
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 40, (3000,), generator=generator)
+    embeddings = torch.nn.functional.normalize(torch.randn(40, 16, generator=generator)[labels]
+                                               + 0.6 * torch.randn(3000, 16, generator=generator), dim=1)
+    on_cpu = all_pairs(embeddings, labels, device="cpu")
+    on_gpu = all_pairs(embeddings.cuda(), labels.cuda())  # the default device where a GPU is present
+    assert (on_gpu.n_positive, on_gpu.n_negative) == (on_cpu.n_positive, on_cpu.n_negative)
+    # Only the matmul's rounding differs (a distance's last bit): VAL moves by at most a few pairs.
+    assert abs(on_gpu.val - on_cpu.val) * on_cpu.n_positive <= 5
+    assert on_gpu.threshold == pytest.approx(on_cpu.threshold, rel=1e-5)
+    assert on_gpu.eer == pytest.approx(on_cpu.eer, abs=1e-4)

@@ -16,6 +16,11 @@ counts, which keys the second pass refines. ``all_pairs`` runs the whole thing i
 
 Distances are float32, d = sqrt(max(|x|^2 + |y|^2 - 2 x.y, 0)) from a matmul; another tiling (or a
 full N x N matmul) may round a distance differently in its last bit.
+
+On a GPU (``device="cuda"``, the default for :func:`all_pairs` where one is present) the tiles, the
+square roots and both histograms stay on the device; only the finished histograms come back. Memory
+there is one tile plus the histograms, whatever N is. CUDA's float32 square root is correctly
+rounded like numpy's, so thresholds differ from the CPU's only where the matmul rounds differently.
 """
 
 from __future__ import annotations
@@ -74,14 +79,17 @@ class PairTiles:
     class end, then the all-negative rectangle to N. Iterating twice yields bit-identical values.
     """
 
-    def __init__(self, embeddings: torch.Tensor, labels: torch.Tensor, tile_rows: int = 256, tile_cols: int = 4096) -> None:
+    def __init__(self, embeddings: torch.Tensor, labels: torch.Tensor, tile_rows: int = 256, tile_cols: int = 4096,
+                 device: torch.device | str | None = None) -> None:
         if tile_rows < 1 or tile_cols < 1:
             raise ValueError("tile sizes must be positive")
+        self.device = torch.device(device) if device is not None else embeddings.device
+        labels = labels.cpu()
         order = torch.argsort(labels, stable=True)
-        self.embeddings = embeddings[order].contiguous()
+        self.embeddings = embeddings.to(self.device)[order.to(self.device)].contiguous()
         self.squared_norms = self.embeddings.pow(2).sum(dim=1)
-        self.labels = labels[order]
-        sorted_labels = self.labels.numpy()
+        sorted_labels = labels[order].numpy()
+        self.labels = labels[order].to(self.device)
         n = len(sorted_labels)
         boundaries = np.flatnonzero(np.diff(sorted_labels)) + 1
         starts = np.concatenate([[0], boundaries])
@@ -93,15 +101,17 @@ class PairTiles:
         # histograms by it keeps them small (an out-of-range key would raise, not miscount).
         bound = np.float32(2.0 * float(self.squared_norms.max().sqrt()) * 1.001 + 1e-30)
         self.key_count = min(COARSE_KEY_COUNT, int(bound.view(np.int32) >> FINE_BITS) + 1)
-        self.upper = torch.ones(tile_rows, tile_rows, dtype=torch.bool).triu_(1)
+        self.upper = torch.ones(tile_rows, tile_rows, dtype=torch.bool, device=self.device).triu_(1)
         # One reused output buffer: same shapes and addresses on every pass, so identical results.
-        self.buffer = torch.empty(tile_rows * max(tile_rows, tile_cols), dtype=torch.float32)
+        self.buffer = torch.empty(tile_rows * max(tile_rows, tile_cols), dtype=torch.float32, device=self.device)
 
     def _distances(self, a: int, b: int, c0: int, c1: int) -> torch.Tensor:
         out = self.buffer[: (b - a) * (c1 - c0)].view(b - a, c1 - c0)
         x, sq = self.embeddings, self.squared_norms
         torch.addmm(sq[None, c0:c1], x[a:b], x[c0:c1].T, alpha=-2.0, out=out)
         out.add_(sq[a:b, None]).clamp_min_(0.0)
+        if out.device.type != "cpu":
+            return out.sqrt_()  # CUDA's float32 sqrt is correctly rounded (IEEE), as numpy's is
         # numpy's float32 sqrt is correctly rounded; torch's vectorised one is 1 ulp off for ~20% of
         # values on some CPUs (measured on an AMD EPYC), which would make thresholds machine-dependent.
         values = out.numpy()
@@ -185,12 +195,12 @@ class DistanceMoments:
 class CoarseHistograms:
     """Pass 1: positive and negative counts per coarse key, and the moments of each class."""
 
-    def __init__(self, key_count: int) -> None:
-        self.positive_counts = torch.zeros(key_count, dtype=torch.int64)
-        self.negative_counts = torch.zeros(key_count, dtype=torch.int64)
+    def __init__(self, key_count: int, device: torch.device | str = "cpu") -> None:
+        self.positive_counts = torch.zeros(key_count, dtype=torch.int64, device=device)
+        self.negative_counts = torch.zeros(key_count, dtype=torch.int64, device=device)
         self.positive_moments = DistanceMoments()
         self.negative_moments = DistanceMoments()
-        self._one = torch.ones(1, dtype=torch.int64)
+        self._one = torch.ones(1, dtype=torch.int64, device=device)
 
     def update(self, distances: torch.Tensor, is_positive: bool) -> None:
         """Count a tile of float32 distances, all positive or all negative pairs."""
@@ -204,7 +214,7 @@ class CoarseHistograms:
     def __add__(self, other: CoarseHistograms) -> CoarseHistograms:
         if len(self.positive_counts) != len(other.positive_counts):
             raise ValueError("coarse histograms of different key ranges: build both from the same PairTiles")
-        merged = CoarseHistograms(len(self.positive_counts))
+        merged = CoarseHistograms(len(self.positive_counts), self.positive_counts.device)
         merged.positive_counts = self.positive_counts + other.positive_counts
         merged.negative_counts = self.negative_counts + other.negative_counts
         merged.positive_moments = self.positive_moments + other.positive_moments
@@ -215,16 +225,18 @@ class CoarseHistograms:
 class FineHistograms:
     """Pass 2: for each chosen coarse key, the count of each of its 1024 float32 values."""
 
-    def __init__(self, refined_keys: np.ndarray, key_count: int, dtype: torch.dtype = torch.int64) -> None:
+    def __init__(self, refined_keys: np.ndarray, key_count: int, dtype: torch.dtype = torch.int64,
+                 device: torch.device | str = "cpu") -> None:
         self.refined_keys = np.asarray(refined_keys, dtype=np.int64)
         self.key_count = key_count
         discard = len(self.refined_keys)  # every other key counts into one extra row: cheaper than selecting
-        self._row_of_key = torch.full((key_count,), discard, dtype=torch.int32)
-        self._row_of_key[torch.as_tensor(self.refined_keys)] = torch.arange(len(self.refined_keys), dtype=torch.int32)
+        row_of_key = torch.full((key_count,), discard, dtype=torch.int32)
+        row_of_key[torch.as_tensor(self.refined_keys)] = torch.arange(len(self.refined_keys), dtype=torch.int32)
+        self._row_of_key = row_of_key.to(device)
         size = (len(self.refined_keys) + 1) * FLOATS_PER_BIN
-        self._positive = torch.zeros(size, dtype=dtype)
-        self._negative = torch.zeros(size, dtype=dtype)
-        self._one = torch.ones(1, dtype=dtype)
+        self._positive = torch.zeros(size, dtype=dtype, device=device)
+        self._negative = torch.zeros(size, dtype=dtype, device=device)
+        self._one = torch.ones(1, dtype=dtype, device=device)
 
     def update(self, distances: torch.Tensor, is_positive: bool) -> None:
         """Count a tile of float32 distances, all positive or all negative pairs."""
@@ -237,13 +249,13 @@ class FineHistograms:
     def __add__(self, other: FineHistograms) -> FineHistograms:
         if not np.array_equal(self.refined_keys, other.refined_keys) or self.key_count != other.key_count:
             raise ValueError("fine histograms of different refined keys: build both from the same plan")
-        merged = FineHistograms(self.refined_keys, self.key_count, self._positive.dtype)
+        merged = FineHistograms(self.refined_keys, self.key_count, self._positive.dtype, self._positive.device)
         merged._positive = self._positive + other._positive
         merged._negative = self._negative + other._negative
         return merged
 
     def _rows(self, counts: torch.Tensor) -> np.ndarray:
-        return counts.view(-1, FLOATS_PER_BIN)[:-1].numpy()
+        return counts.view(-1, FLOATS_PER_BIN)[:-1].cpu().numpy()
 
     @property
     def positive_counts(self) -> np.ndarray:
@@ -273,7 +285,7 @@ class _OccupiedKeys:
     """Pass-1 counts over the occupied key range; index b below means coarse key first_key + b."""
 
     def __init__(self, coarse: CoarseHistograms) -> None:
-        positives, negatives = coarse.positive_counts.numpy(), coarse.negative_counts.numpy()
+        positives, negatives = coarse.positive_counts.cpu().numpy(), coarse.negative_counts.cpu().numpy()
         occupied = np.flatnonzero(positives | negatives)
         if len(occupied) == 0:
             raise ValueError("the coarse histograms are empty")
@@ -298,9 +310,9 @@ class RefinementPlan:
     refined_keys: np.ndarray
     dtype: torch.dtype
 
-    def fine_histograms(self, key_count: int) -> FineHistograms:
+    def fine_histograms(self, key_count: int, device: torch.device | str = "cpu") -> FineHistograms:
         """An empty pass-2 accumulator for this plan."""
-        return FineHistograms(self.refined_keys, key_count, self.dtype)
+        return FineHistograms(self.refined_keys, key_count, self.dtype, device)
 
 
 def plan_refinement(
@@ -449,9 +461,10 @@ def all_pairs(
     fars: tuple[float, ...] = DEFAULT_FARS,
     *,
     exact_auc: bool = True,
-    tile_rows: int = 256,
+    tile_rows: int | None = None,
     tile_cols: int = 4096,
     refine_bytes: int = 1 << 28,
+    device: torch.device | str | None = None,
 ) -> VerificationResult:
     """Exact verification over all N(N-1)/2 pairs of a test set, in two streaming passes.
 
@@ -469,8 +482,11 @@ def all_pairs(
         far: the headline target FAR, in [0, 1].
         fars: the targets of ``val_at_far``.
         exact_auc: refine overlapping keys so the AUC is exact (within the byte budget).
-        tile_rows, tile_cols: the tile shape.
+        tile_rows, tile_cols: the tile shape (rows default: 256 on the CPU, 2048 on a GPU, where
+            larger tiles keep it busy; a 2048 x 4096 tile is 32 MiB).
         refine_bytes: the budget of pass-2 counters.
+        device: where tiles and histograms are computed (default: a CUDA GPU if there is one, else
+            the embeddings' device).
 
     Returns:
         A VerificationResult with protocol "all-pairs".
@@ -480,10 +496,14 @@ def all_pairs(
     n_positive, n_negative = count_pairs(labels)
     if n_positive == 0 or n_negative == 0:  # checked before the long passes, not after
         raise UserError(f"all-pairs evaluation needs positive and negative pairs, got {n_positive} and {n_negative}")
-    tiles = PairTiles(embeddings, labels, tile_rows, tile_cols)
-    coarse = accumulate(tiles, CoarseHistograms(tiles.key_count))
+    if device is not None:
+        where = torch.device(device)
+    else:
+        where = torch.device("cuda") if torch.cuda.is_available() else embeddings.device
+    tiles = PairTiles(embeddings, labels, tile_rows or (2048 if where.type == "cuda" else 256), tile_cols, where)
+    coarse = accumulate(tiles, CoarseHistograms(tiles.key_count, where))
     if (coarse.positive_moments.count, coarse.negative_moments.count) != (n_positive, n_negative):
         raise RuntimeError("the pair tiles did not cover every pair exactly once")
     plan = plan_refinement(coarse, (far, *fars), exact_auc=exact_auc, refine_bytes=refine_bytes)
-    fine = accumulate(tiles, plan.fine_histograms(tiles.key_count))
+    fine = accumulate(tiles, plan.fine_histograms(tiles.key_count, where))
     return compute_all_pairs(coarse, fine, far, fars)
