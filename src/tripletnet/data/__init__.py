@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .classes import ClassSplit, class_split, indices_of_classes, parse_class_spec
-from .datasets import DATA_ENV, DATASET_SPECS, DATASETS, DatasetRegistry, DatasetSplits, PathKind, resolve_data_root
-from .folder import ImageOptions, ImageSplits, load_image_folder
+from .datasets import DATA_ENV, DATASET_SPECS, DATASETS, DatasetRegistry, PathKind, resolve_data_root
+from .folder import load_image_folder
 from .idx import read_idx
 from .subset import stratified_subset
+from .types import DatasetSplits, ImageOptions, ImageSplits
 
 
 def load_dataset(

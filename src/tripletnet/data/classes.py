@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ParameterError
-from .datasets import DatasetSplits
+from .types import DatasetSplits
 
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 CLASS_CHOICES = ("unseen", "seen", "all")

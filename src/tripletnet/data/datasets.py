@@ -15,32 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
+from .csv import load_csv_dataset
 from .download import DownloadError, Opener, fetch_verified, sha256_of
+from .folder import load_image_folder
 from .idx import parse_idx, read_bytes
-
-if TYPE_CHECKING:
-    from .folder import ImageOptions
+from .types import DEFAULT_OPTIONS, DatasetSplits, ImageOptions
 
 DATA_ENV = "TRIPLETNET_DATA"
-
-
-@dataclass(frozen=True)
-class DatasetSplits:
-    """A dataset held in memory: uint8 images (N, 28, 28) and int64 labels (N,), per split."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    class_names: tuple[str, ...]
-    name: str
 
 
 @dataclass(frozen=True)
@@ -285,7 +272,7 @@ def load_registered(
 # --- the registry ---------------------------------------------------------------------------------
 
 NamedLoader = Callable[[str | None, bool], DatasetSplits]  # (data_path, download) -> splits
-PathLoader = Callable[[Path, "ImageOptions"], DatasetSplits]  # (path, image options) -> splits
+PathLoader = Callable[[Path, ImageOptions], DatasetSplits]  # (path, image options) -> splits
 
 
 @dataclass(frozen=True)
@@ -351,7 +338,7 @@ class DatasetRegistry:
             path = Path(dataset).expanduser()
             for kind in self.path_kinds:
                 if kind.matches(path):
-                    return lambda _data_path, _download: kind.load(path, options or _default_options())
+                    return lambda _data_path, _download: kind.load(path, options or DEFAULT_OPTIONS)
             why = "which is none of these"
         except (OSError, RuntimeError) as exc:  # a name too long for the OS; "~user" of an unknown user
             why = f"which cannot be a path here ({exc.strerror if isinstance(exc, OSError) else exc})"
@@ -378,26 +365,8 @@ class DatasetRegistry:
         return self.loader(dataset, options)(data_path, download)
 
 
-def _default_options() -> ImageOptions:
-    from .folder import DEFAULT_OPTIONS  # imported when used: folder.py imports this module
-
-    return DEFAULT_OPTIONS
-
-
-def _load_image_folder(path: Path, options: ImageOptions) -> DatasetSplits:
-    from .folder import load_image_folder
-
-    return load_image_folder(path, options)
-
-
-def _load_csv(path: Path, options: ImageOptions) -> DatasetSplits:
-    from .csv import load_csv_dataset
-
-    return load_csv_dataset(path, options)
-
-
-IMAGE_FOLDER = PathKind("folder", "a folder of class subfolders", lambda path: path.is_dir(), _load_image_folder)
-CSV_FILE = PathKind("csv", "a .csv file of image paths and labels", has_suffix(".csv"), _load_csv)
+IMAGE_FOLDER = PathKind("folder", "a folder of class subfolders", lambda path: path.is_dir(), load_image_folder)
+CSV_FILE = PathKind("csv", "a .csv file of image paths and labels", has_suffix(".csv"), load_csv_dataset)
 
 DATASETS = DatasetRegistry(
     named=MappingProxyType({name: functools.partial(load_registered, spec) for name, spec in DATASET_SPECS.items()}),

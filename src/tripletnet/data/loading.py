@@ -32,7 +32,7 @@ from ..console import Logger, log_stderr
 from ..errors import UserError
 from ..models.inputs import host_to_device
 from ..sampler import ClassBalancedBatchSampler
-from .folder import ImageFiles
+from .types import ImageFiles
 
 Decoded = tuple[np.ndarray | None, str | None]  # the image, or None and why it could not be read
 

@@ -45,7 +45,8 @@ from ..console import Logger, log_stderr, progress
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from .csv import csv_rows, is_file, missing_files_error, read_text
-from .folder import list_image_folder, read_image
+from .folder import list_image_folder
+from .images import read_image
 
 PAIR_IMAGE_EXTENSIONS = ("jpg", "png", "jpeg", "bmp", "JPG", "PNG", "JPEG", "pgm", "ppm", "tif", "tiff", "webp", "gif")
 CSV_FOLDS = 10  # folds dealt to a CSV pairs file without a fold column

@@ -1,20 +1,10 @@
-"""How an image of any size and mode becomes a network input: size, channels, normalisation, flips.
+"""What surrounds the image pipeline (:mod:`.images`): option checks, a dataset's channel count, mean/std, flips.
 
-The size rule
--------------
-An image is resized so that its *short* side is ``image_size`` pixels (Pillow, bilinear, which
-antialiases when shrinking), keeping its aspect ratio (the long side is rounded to the nearest
-pixel, and never below ``image_size``), then the central ``image_size`` x ``image_size`` square is
-cut out. Where the margin to cut is odd, the extra pixel is cut from the right (or bottom) side:
-the crop starts at ``(long - image_size) // 2``. A square image is only resized.
-
-The channel rule
-----------------
-Grey images (Pillow modes ``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F`` and palettes whose colours are
-all grey) have one channel, every other image three. A dataset takes 3 channels if *any* of its
-images is in colour (no colour is thrown away) and 1 if all are grey, unless the caller forces a
-count. Images of the other kind are converted (grey replicated into R, G and B; colour to luma
-with Pillow's ITU-R 601-2 weights), and the conversion is said once per dataset, with the count.
+The channel rule of a dataset
+-----------------------------
+A dataset takes 3 channels if *any* of its images is in colour (no colour is thrown away) and 1 if
+all are grey (:func:`~tripletnet.data.images.is_grey`), unless the caller forces a count. Images of
+the other kind are converted by the pipeline, and the conversion is said once per dataset, with the count.
 
 Normalisation statistics are per channel, on the [0, 1] scale, from the training split only,
 accumulated in float64 (population standard deviation).
@@ -26,24 +16,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..console import Logger, log_stderr
 from ..errors import ParameterError
 
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"})
 FlipMode = Literal["mean", "concat"]
-
-
-def is_grey(img: Image.Image) -> bool:
-    """Whether ``img`` carries no colour: a grey mode, or a palette whose colours all have R = G = B."""
-    if img.mode in _GREY_MODES:
-        return True
-    if img.mode in ("P", "PA"):
-        palette = img.getpalette() or []
-        rgb = np.asarray(palette[: len(palette) - len(palette) % 3], dtype=np.int64).reshape(-1, 3)
-        return bool(np.all(rgb == rgb[:, :1]))
-    return False
 
 
 def check_image_size(image_size: int) -> None:
@@ -54,43 +31,6 @@ def check_image_size(image_size: int) -> None:
 def check_channels(channels: int | None) -> None:
     if channels is not None and channels not in (1, 3):
         raise ParameterError("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
-
-
-def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """The (width, height) after resizing the short side to ``image_size``, aspect kept."""
-    short = min(width, height)
-    scale = image_size / short
-    # The short side is set exactly, so rounding can never leave it a pixel short of the crop.
-    new_w = image_size if width == short else max(image_size, round(width * scale))
-    new_h = image_size if height == short else max(image_size, round(height * scale))
-    return new_w, new_h
-
-
-def resize_and_crop(img: Image.Image, image_size: int) -> Image.Image:
-    """Resize the short side to ``image_size`` (bilinear) and cut out the central square; see the module doc."""
-    check_image_size(image_size)
-    new_w, new_h = resized_size(img.width, img.height, image_size)
-    if (new_w, new_h) != img.size:
-        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
-    return img.crop((left, top, left + image_size, top + image_size))
-
-
-def to_channels(img: Image.Image, channels: int) -> np.ndarray:
-    """``img`` as a uint8 array (channels, H, W): mode ``L`` for 1 channel, ``RGB`` for 3.
-
-    Transparency is dropped (alpha is not composited): the colour values are kept as stored.
-    """
-    check_channels(channels)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # Pillow's convert("L") clips 16-bit and float images; scale their range to 0..255 instead.
-        values = np.asarray(img, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
-        img = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
-    target = "L" if channels == 1 else "RGB"
-    array = np.asarray(img.convert(target), dtype=np.uint8)
-    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def choose_channels(n_grey: int, n_colour: int, channels: int | None, what: str, log: Logger = log_stderr) -> int:
