@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError, UserError
-from ..fileio import atomic_write_text
+from ..fileio import WriteError, atomic_write_text
 from .csv import load_csv_dataset
 from .download import DownloadError, Opener, fetch_verified, sha256_of
 from .folder import load_image_folder
@@ -145,7 +145,7 @@ def _mark_verified(path: Path, identity: tuple[str, int, int, int], sha256: str)
     _verified_flag(*identity, sha256).set()
     try:
         atomic_write_text(_stamp_path(path), _stamp_text(identity, sha256))
-    except OSError:
+    except WriteError:
         pass  # read-only folder: the in-process flag is all we can keep
 
 

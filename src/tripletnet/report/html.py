@@ -337,10 +337,7 @@ def write_html_report(
         _section("config", "Configuration", _table([(k, _fmt(v)) for k, v in sorted(model.config.to_dict().items())])),
         "</main></body></html>",
     ])
-    try:
-        atomic_write_text(target, page)
-    except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    atomic_write_text(target, page)  # a failure is a WriteError naming the file
     return target
 
 
