@@ -163,15 +163,8 @@ def load_run_images(
     return RunImages(images, labels, data, split, chosen, state)
 
 
-def embed_checkpoint(
-    checkpoint: str | Path,
-    split: str = "test",
-    data_path: str | None = None,
-    download: bool = True,
-    data: DatasetSplits | None = None,
-    classes: str | None = None,
-    log: Logger = log_stderr,
-) -> EmbeddedSplit:
+def embed_checkpoint(checkpoint: str | Path, split: str = "test", data_path: str | None = None, download: bool = True,
+                     data: DatasetSplits | None = None, classes: str | None = None, log: Logger = log_stderr) -> EmbeddedSplit:
     """Load a checkpoint and embed the ``split`` of the dataset it was trained on (see :func:`load_run_images`).
 
     Returns:

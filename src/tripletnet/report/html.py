@@ -279,7 +279,22 @@ def collect_report_data(
 ) -> ReportData:
     """Evaluate a checkpoint on its run's test data, reloaded as the run loaded it (:func:`~tripletnet.api.load_run_images`).
 
-    The arguments are those of :func:`write_html_report`.
+    Args:
+        run_dir_or_checkpoint: a run folder (its ``last.pt``) or a checkpoint file.
+        data_path: dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/); for a run
+            on an image folder or CSV list, its new place if it moved.
+        far: target false-accept rate of the verification table.
+        test_images: evaluate a class-stratified subset of this many test images (0 = all).
+        tsne: draw a t-SNE map of (at most ``tsne_points``) test embeddings.
+        tsne_points: class-stratified subset size for t-SNE.
+        n_mistakes: pairs shown of each kind of worst mistake.
+        n_queries: example queries shown with their nearest neighbours.
+        clustering: include k-means NMI/AMI.
+        seed: seed of the t-SNE subset, the example queries and k-means.
+        log: where progress messages go.
+
+    Returns:
+        What the report shows.
     """
     if not 0 < far <= 1:
         raise ParameterError("far", f"must be in (0, 1], got {far}")
@@ -315,46 +330,20 @@ def collect_report_data(
     )
 
 
-def write_html_report(
-    run_dir_or_checkpoint: str | os.PathLike,
-    out_html: str | os.PathLike,
-    *,
-    data_path: str | None = None,
-    far: float = 1e-3,
-    test_images: int = 0,
-    tsne: bool = True,
-    tsne_points: int = TSNE_POINTS,
-    n_mistakes: int = N_MISTAKES,
-    n_queries: int = N_QUERIES,
-    clustering: bool = True,
-    seed: int = 0,
-    log: Logger = log_stderr,
-) -> Path:
-    """Evaluate a checkpoint on its dataset's test split and write the report as one HTML file.
+def write_html_report(run_dir_or_checkpoint: str | os.PathLike, out_html: str | os.PathLike, **options: Any) -> Path:
+    """Evaluate a checkpoint on its dataset's test split and write the report as one HTML file (atomically).
 
     Args:
         run_dir_or_checkpoint: a run folder (its ``last.pt``) or a checkpoint file.
-        out_html: the HTML file to write (atomically).
-        data_path: dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/); for a run
-            on an image folder or CSV list, its new place if it moved.
-        far: target false-accept rate of the verification table.
-        test_images: evaluate a class-stratified subset of this many test images (0 = all).
-        tsne: draw a t-SNE map of (at most ``tsne_points``) test embeddings.
-        tsne_points: class-stratified subset size for t-SNE.
-        n_mistakes: pairs shown of each kind of worst mistake.
-        n_queries: example queries shown with their nearest neighbours.
-        clustering: include k-means NMI/AMI.
-        seed: seed of the t-SNE subset, the example queries and k-means.
-        log: where progress messages go.
+        out_html: the HTML file to write; checked before minutes of evaluation.
+        options: the keyword arguments of :func:`collect_report_data` (data_path, far, test_images, tsne, ...).
 
     Returns:
         The path written.
     """
     target = Path(out_html)
     _check_writable(target)  # before minutes of evaluation, not after
-    data = collect_report_data(run_dir_or_checkpoint, data_path=data_path, far=far, test_images=test_images, tsne=tsne,
-                               tsne_points=tsne_points, n_mistakes=n_mistakes, n_queries=n_queries, clustering=clustering,
-                               seed=seed, log=log)
+    data = collect_report_data(run_dir_or_checkpoint, **options)
     atomic_write_text(target, render_report(data))  # a failure is a WriteError naming the file
     return target
 
