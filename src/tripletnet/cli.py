@@ -36,7 +36,7 @@ from .config import (
     value_type,
 )
 from .console import Logger, log_stderr
-from .data.classes import CLASS_CHOICES
+from .data.types import CLASS_CHOICES
 from .errors import ParameterError, UserError
 
 PROG = "tripletnet"

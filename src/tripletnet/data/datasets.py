@@ -17,7 +17,6 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-import torch
 
 from ..errors import ParameterError, UserError
 from ..fileio import WriteError, atomic_write_text
@@ -25,7 +24,7 @@ from .csv import load_csv_dataset
 from .download import DownloadError, Opener, fetch_verified, sha256_of
 from .folder import load_image_folder
 from .idx import parse_idx, read_bytes
-from .types import DEFAULT_OPTIONS, DatasetSplits, ImageOptions
+from .types import DEFAULT_OPTIONS, DatasetSplits, ImageOptions, as_tensor
 
 DATA_ENV = "TRIPLETNET_DATA"
 
@@ -257,7 +256,7 @@ def load_registered(
         arrays[role] = parse_idx(_verified_content(path, spec.files[role], spec.name), str(path))
     # np.array copies: frombuffer arrays are read-only, and labels are widened to int64.
     tensors = {
-        role: torch.from_numpy(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()
+        role: as_tensor(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()
     }
     return DatasetSplits(
         train_images=tensors["train_images"],
@@ -372,3 +371,26 @@ DATASETS = DatasetRegistry(
     named=MappingProxyType({name: functools.partial(load_registered, spec) for name, spec in DATASET_SPECS.items()}),
     path_kinds=(IMAGE_FOLDER, CSV_FILE),
 )
+
+
+def load_dataset(
+    dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None
+) -> DatasetSplits:
+    """Load a registered dataset (``mnist``, ``fashion-mnist``) or a dataset given by its path (an image folder).
+
+    A registered name wins over a folder of the same name; write ``./mnist`` to mean the folder.
+
+    Args:
+        dataset: a name or path that :data:`DATASETS` knows.
+        data_path: where registered datasets' files are (default ``$TRIPLETNET_DATA``, else ``./data/``).
+        download: fetch a registered dataset's missing files from its mirrors.
+        options: image size, channels and split rules for image folders and CSV lists.
+
+    Returns:
+        The train and test splits in memory.
+
+    Raises:
+        ParameterError: ``dataset`` is neither a registered name nor a path of a registered kind.
+        UserError: the dataset's files are missing, damaged or unreadable.
+    """
+    return DATASETS.load(dataset, data_path, download, options)

@@ -55,16 +55,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from ..console import Logger, log_stderr, progress
 from ..errors import UserError
-from .images import IMAGE_SUFFIXES, probe_image, read_image
-from .transforms import ChannelStats, choose_channels
-from .types import DEFAULT_OPTIONS, ImageEntry, ImageFiles, ImageOptions, ImageSplits, fits_in_cache, stack_images
+from .images import IMAGE_SUFFIXES, ChannelStats, choose_channels, probe_image, read_image
+from .types import DEFAULT_OPTIONS, ImageEntry, ImageFiles, ImageOptions, ImageSplits, as_tensor, fits_in_cache, stack_images
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_DEFAULT_SIZE = 28  # the default image_size never goes below MNIST's 28 ...
 MAX_DEFAULT_SIZE = 64  # ... nor above 64: bigger inputs cost compute long before they help a small CNN
@@ -264,7 +265,7 @@ def load_image_list(
     def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], ImageFiles | None]:
         items = decoded[split]
         images = stack_images([array for array, _ in items if array is not None], chosen_channels, size)
-        labels = torch.tensor([label_of[entry.identity] for _, entry in items], dtype=torch.int64)
+        labels = as_tensor(np.array([label_of[entry.identity] for _, entry in items], dtype=np.int64))
         files = None if in_memory else ImageFiles(
             tuple(entry.path for _, entry in items), tuple(entry.where for _, entry in items), size, chosen_channels
         )

@@ -31,8 +31,14 @@ The steps, in order
    take the uint8 output of step 4) all normalise alike.
 
 Which modes are grey (:func:`is_grey`): ``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F`` and palettes
-whose colours all have R = G = B. How a dataset picks 1 or 3 channels is the dataset's rule
-(:func:`~tripletnet.data.transforms.choose_channels`); a model takes the count it was trained with.
+whose colours all have R = G = B. A dataset takes 3 channels if *any* of its images is in colour (no
+colour is thrown away) and 1 if all are grey, unless the caller forces a count
+(:func:`choose_channels`, said once per dataset); a model takes the count it was trained with.
+
+The mean and std of step 5 are per channel, on the [0, 1] scale, from the training split only,
+accumulated in float64 (population standard deviation: :class:`ChannelStats`).
+
+No torch here: the dataset registry imports this module, and the CLI starts without torch.
 """
 
 from __future__ import annotations
@@ -45,12 +51,75 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import UserError
-from .transforms import check_channels, check_image_size
+from ..console import Logger, log_stderr
+from ..errors import ParameterError, UserError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"})
 # Only these decoders are tried, whatever a file's name says: fewer parsers meet untrusted bytes.
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+def check_image_size(image_size: int) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ParameterError("image_size", f"must be a positive whole number of pixels, got {image_size!r}")
+
+
+def check_channels(channels: int | None) -> None:
+    if channels is not None and channels not in (1, 3):
+        raise ParameterError("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
+
+
+def choose_channels(n_grey: int, n_colour: int, channels: int | None, what: str, log: Logger = log_stderr) -> int:
+    """The channel count of a dataset with ``n_grey`` grey and ``n_colour`` colour images.
+
+    Args:
+        n_grey: how many images are grey.
+        n_colour: how many are in colour.
+        channels: 1 or 3 to force a count, None to take it from the data (any colour -> 3).
+        what: the dataset's name, for the log line.
+        log: where the one line about converted images goes.
+
+    Returns:
+        1 or 3.
+    """
+    check_channels(channels)
+    chosen = channels if channels is not None else (3 if n_colour else 1)
+    converted = n_grey if chosen == 3 else n_colour
+    if converted:
+        kind, into = ("grey", "RGB (grey replicated)") if chosen == 3 else ("colour", "grey (luma)")
+        mixed = " (the data mixes grey and colour)" if n_grey and n_colour else ""
+        log(f"{what}: {converted} of {n_grey + n_colour} images are {kind}, converted to {into}{mixed}")
+    return chosen
+
+
+class ChannelStats:
+    """Running per-channel sums of uint8 images, one image at a time: mean/std without holding the images.
+
+    Sums are taken in float64, image by image, so the result does not depend on whether the images
+    were held in memory (:func:`~.transforms.channel_mean_std`) or streamed from disk, nor, beyond rounding in
+    the last bits, on how many there are.
+    """
+
+    def __init__(self, channels: int) -> None:
+        self.total = np.zeros(channels, dtype=np.float64)
+        self.total_sq = np.zeros(channels, dtype=np.float64)
+        self.pixels = 0
+
+    def add(self, image: np.ndarray) -> None:
+        """Count one uint8 image (C, H, W)."""
+        values = image.reshape(len(self.total), -1).astype(np.float64)
+        self.total += values.sum(axis=1)
+        self.total_sq += np.square(values).sum(axis=1)
+        self.pixels += values.shape[1]
+
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, population std) per channel on the [0, 1] scale."""
+        if not self.pixels:
+            raise ParameterError("images", "must hold at least one image to compute a mean and std")
+        mean = self.total / self.pixels
+        # E[x^2] - E[x]^2 is exact enough here: values are at most 255, the sums are exact integers in float64.
+        var = np.maximum(self.total_sq / self.pixels - np.square(mean), 0.0)
+        return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in np.sqrt(var) / 255.0)
+
 
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"})
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # more than 8 bits: scaled, not clipped

@@ -2,7 +2,8 @@
 
 A leaf module: the formats (:mod:`.folder`, :mod:`.csv`, :mod:`.idx`) and the registry
 (:mod:`.datasets`) import it, it imports only the image pipeline (:mod:`.images`), so no import
-cycle runs through the data layer.
+cycle runs through the data layer. Torch is imported when the first tensor is made
+(:func:`as_tensor`), not with the registry: the CLI's ``--help`` and config checks stay fast.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from ..errors import ParameterError
-from .images import read_image
-from .transforms import check_channels, check_image_size
+from .images import check_channels, check_image_size, read_image
+
+if TYPE_CHECKING:
+    import torch
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 SplitBy = Literal["identity", "image"]
 SPLIT_BY_CHOICES: tuple[str, ...] = ("identity", "image")
+CLASS_CHOICES = ("unseen", "seen", "all")  # which classes of a split a command embeds (see .classes)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class ImageFiles:
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> ImageFiles:
         """The images at ``indices``, in that order (repeats allowed), still on disk."""
-        chosen = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+        chosen = indices.tolist() if hasattr(indices, "tolist") else list(indices)
         return ImageFiles(tuple(self.paths[i] for i in chosen), tuple(self.wheres[i] for i in chosen),
                           self.image_size, self.channels)
 
@@ -197,8 +200,15 @@ class ImageEntry:
     where: str  # how to point the user at it: the path, or "list.csv line 7"
 
 
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """``array`` as a tensor sharing its memory: where the data layer first needs torch."""
+    import torch  # here, not at the top: importing the registry (the CLI, config checks) must not load torch
+
+    return torch.from_numpy(array)
+
+
 def stack_images(images: list[np.ndarray], channels: int, image_size: int) -> torch.Tensor:
     """uint8 arrays (C, S, S) -> one tensor (N, C, S, S); no arrays: an empty one of that shape."""
     if not images:
-        return torch.zeros((0, channels, image_size, image_size), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(images))
+        return as_tensor(np.zeros((0, channels, image_size, image_size), dtype=np.uint8))
+    return as_tensor(np.stack(images))
