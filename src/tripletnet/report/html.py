@@ -583,7 +583,7 @@ CONFIG_GROUPS: tuple[tuple[str, tuple[tuple[str, _Applies], ...]], ...] = (
     )),
     ("optimisation", (
         ("epochs", None), ("batch_size", None), ("lr", None), ("lr_schedule", None),
-        ("lr_drop_epoch", lambda c: c.lr_schedule == "step"), ("lr_drop_factor", lambda c: c.lr_schedule == "step"),
+        ("lr_drop_epoch", lambda c: c.lr_schedule == "step"), ("lr_drop_factor", None),
         ("weight_decay", None), ("patience", lambda c: c.patience > 0), ("precision", None),
     )),
     ("evaluation during training", (
