@@ -23,3 +23,12 @@ def shared_checkpoint(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.getbasetemp() / "shared-tiny-run"
     checkpoint = run_dir / "last.pt"
     return checkpoint if checkpoint.is_file() else train_tiny(run_dir)
+
+
+def train_tiny_on(dataset: Path, run_dir: Path, image_size: int = 32) -> Path:
+    """One short epoch on an image folder or CSV list at a non-default ``image_size``; return its last checkpoint."""
+    config = TrainConfig(dataset=str(dataset), image_size=image_size, num_images=24, batch_size=12, epochs=1, eval_every=1,
+                         eval_images=0, num_val_triplets=8, checkpoint_path=str(run_dir), precision="fp32", augment=False,
+                         threads=1)
+    train(config, log=lambda _: None)
+    return run_dir / "last.pt"

@@ -11,10 +11,8 @@ import http.server
 import os
 import shutil
 import struct
-import sys
 import threading
 import time
-import types
 import urllib.error
 from dataclasses import fields
 from pathlib import Path
@@ -36,9 +34,11 @@ from tripletnet.data import (
 )
 from tripletnet.data import datasets as datasets_module
 from tripletnet.data import download as download_module
+from tripletnet.data.csv import load_csv_dataset
 from tripletnet.data.datasets import CSV_FILE, DatasetSpec, has_suffix, load_registered
 from tripletnet.data.folder import ImageOptions
 from tripletnet.errors import ParameterError, UserError
+from tripletnet.fileio import WriteError
 
 from _mnist import data_root, mnist
 
@@ -289,7 +289,9 @@ def test_an_in_place_edit_with_its_mtime_set_back_is_hashed_again(tmp_path, monk
 def test_a_read_only_folder_still_verifies_once_per_process(tmp_path, monkeypatch):
     hashed = []
     monkeypatch.setattr(datasets_module, "sha256_of", lambda data: hashed.append(1) or download_module.sha256_of(data))
-    monkeypatch.setattr(datasets_module, "atomic_write_text", lambda *a: (_ for _ in ()).throw(PermissionError("read-only")))
+    # What fileio's writers raise on a read-only folder: a WriteError (a PermissionError never leaves them).
+    refused = WriteError("stamp", PermissionError(13, "Permission denied"))
+    monkeypatch.setattr(datasets_module, "atomic_write_text", lambda *a: (_ for _ in ()).throw(refused))
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     shutil.copyfile(shared("mnist") / path.name, path)
     for _ in range(3):
@@ -518,13 +520,12 @@ def test_a_registered_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch
     assert DATASETS.loader("./mnist") is not DATASETS.named["mnist"]
 
 
-def test_the_csv_kind_hands_the_path_to_the_csv_reader(tmp_path, monkeypatch):
-    # The reader is tripletnet.data.csv.load_csv_dataset (the "data" work); registering CSV_FILE is one line.
+def test_the_csv_kind_hands_the_path_to_the_csv_reader(tmp_path):
+    # The registry imports the CSV reader at its top (no import cycle to dodge): the registered kind loads with it.
+    assert CSV_FILE in DATASETS.path_kinds and CSV_FILE.load is load_csv_dataset
     calls = []
-    reader = types.ModuleType("tripletnet.data.csv")
-    reader.load_csv_dataset = lambda path, options: calls.append((path, options)) or "splits"
-    monkeypatch.setitem(sys.modules, "tripletnet.data.csv", reader)
-    registry = dataclasses.replace(DATASETS, path_kinds=(*DATASETS.path_kinds, CSV_FILE))
+    spy = dataclasses.replace(CSV_FILE, load=lambda path, options: calls.append((path, options)) or "splits")
+    registry = dataclasses.replace(DATASETS, path_kinds=tuple(spy if kind is CSV_FILE else kind for kind in DATASETS.path_kinds))
     options = ImageOptions(image_size=32, channels=3)
     assert registry.load(str(tmp_path / "labels.csv"), options=options) == "splits"
     assert calls == [(tmp_path / "labels.csv", options)]  # the image options reach the reader

@@ -1,6 +1,7 @@
 """Export: ONNX in onnxruntime and TorchScript agree with PyTorch on real MNIST images; bf16 runs export fp32; mistakes."""
 
 import io
+import json
 
 import numpy as np
 import onnx
@@ -8,14 +9,15 @@ import onnxruntime
 import pytest
 import torch
 
+from odd_images import write_odd_folder
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import export as export_module
 from tripletnet.inference import load_model
-from tripletnet.inference.export import INPUT_NAME, ONNX_OPSET, export_model
+from tripletnet.inference.export import CONTRACT_KEY, INPUT_NAME, ONNX_OPSET, export_model
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
-from _checkpoint import shared_checkpoint
+from _checkpoint import shared_checkpoint, train_tiny_on
 from _mnist import mnist
 
 # torch.jit.load is deprecated in favour of torch.export, but it is how a TorchScript file is read back.
@@ -45,6 +47,36 @@ def test_onnx_in_onnxruntime_matches_pytorch_on_mnist_test_images(checkpoint, im
         got = session.run(None, {INPUT_NAME: batch.numpy()})[0]
         assert got.dtype == np.float32 and got.shape == (len(batch), 64)
         assert np.abs(got - expected[: len(batch)]).max() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def odd_model(tmp_path_factory):
+    """A model trained at --image_size 32 on odd-aspect, EXIF-rotated, palette, 16-bit, RGBA ... images, and those files."""
+    base = tmp_path_factory.mktemp("odd-export")
+    files = write_odd_folder(base / "images")
+    return load_model(train_tiny_on(base / "images", base / "run"), log=lambda _: None), files
+
+
+def test_exports_given_the_documented_input_match_embed_on_odd_images(odd_model, tmp_path):
+    model, files = odd_model
+    expected = model.embed(files).numpy()
+    batch = model.preprocess(files).numpy()  # the documented input: the image pipeline's uint8 tensor
+    mean, std = model.network.input_normalization()
+    assert mean != (0.5, 0.5, 0.5), "the run's own mean: the graph must carry it"
+
+    onnx_path = export_model(model, tmp_path / "odd.onnx", "onnx", log=lambda _: None)
+    contract = json.loads({p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}[CONTRACT_KEY])
+    assert (contract["dtype"], contract["channels"], contract["height"], contract["width"]) == ("uint8", 3, 32, 32)
+    assert contract["mean"] == list(mean) and contract["std"] == list(std) and "centr" in contract["preparation"]
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {INPUT_NAME: batch})[0] - expected).max() <= 1e-5
+
+    script_path = export_model(model, tmp_path / "odd.pt", "torchscript", log=lambda _: None)
+    extra = {CONTRACT_KEY: ""}
+    scripted = torch.jit.load(str(script_path), _extra_files=extra)
+    assert json.loads(extra[CONTRACT_KEY]) == contract
+    with torch.no_grad():
+        assert np.abs(scripted(torch.from_numpy(batch)).numpy() - expected).max() <= 1e-5
 
 
 def test_onnx_graph_states_its_opset_and_takes_uint8_batches(onnx_file):

@@ -5,15 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tripletnet.data.images import is_grey, resize_and_crop, resized_size, to_channels
 from tripletnet.data.transforms import (
     channel_mean_std,
     choose_channels,
     combine_flip_embeddings,
-    is_grey,
     normalize,
-    resize_and_crop,
-    resized_size,
-    to_channels,
     with_horizontal_flips,
 )
 from tripletnet.errors import ParameterError

@@ -6,15 +6,17 @@ import io
 import json
 import math
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .config import TrainConfig
 from .console import Logger, log_stderr
-from .data import DATASETS, ClassSplit, DatasetSplits, class_split, indices_of_classes, load_dataset
+from .data import DATASETS, ClassSplit, DatasetSplits, ImageSplits, class_split, indices_of_classes, load_dataset
 from .data.classes import CLASS_CHOICES
 from .data.pairs import load_pair_images, read_pairs
 from .data.transforms import combine_flip_embeddings, with_horizontal_flips
@@ -22,6 +24,8 @@ from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
 from .fileio import atomic_path, atomic_write_text, ensure_folder
+from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, GalleryIndex
+from .inference.model import list_images, load_model, write_calibration
 from .models import embed_images
 from .training.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
 from .training.runlog import read_records
@@ -71,16 +75,56 @@ def checkpoint_split(state: dict, data: DatasetSplits, source: str) -> ClassSpli
     return class_split(data)
 
 
-def embed_checkpoint(
+@dataclass(frozen=True)
+class RunImages:
+    """Images of a run's dataset as the run saw them: its image options, its class split.
+
+    Attributes:
+        images: uint8 (N, C, H, W) or (N, H, W), in memory (a streamed dataset's files decoded).
+        labels: (N,) int64.
+        data: the whole dataset, reloaded.
+        split: ``"train"`` or ``"test"``.
+        classes: which classes were kept: ``"unseen"``, ``"seen"`` or ``"all"``.
+        state: the checkpoint's contents.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    data: DatasetSplits
+    split: str
+    classes: str
+    state: dict
+
+    def describe(self) -> str:
+        """``"the test split of faces (the unseen classes)"``."""
+        return f"the {self.split} split of {self.data.name}" + (f" ({self.classes} classes)" if self.classes != "all" else "")
+
+
+def _split_images(data: DatasetSplits, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's images in memory (a dataset over the cache budget is decoded here) and its labels."""
+    labels = data.train_labels if split == "train" else data.test_labels
+    if isinstance(data, ImageSplits) and data.streamed:
+        files = data.train_files if split == "train" else data.test_files
+        assert files is not None  # streamed datasets list both splits' files
+        return files.load(), labels
+    return (data.train_images if split == "train" else data.test_images), labels
+
+
+def load_run_images(
     checkpoint: str | Path,
     split: str = "test",
     data_path: str | None = None,
     download: bool = True,
     data: DatasetSplits | None = None,
     classes: str | None = None,
+    state: dict | None = None,
     log: Logger = log_stderr,
-) -> EmbeddedSplit:
-    """Load a checkpoint and embed the ``split`` of the dataset it was trained on.
+) -> RunImages:
+    """The ``split`` of the dataset a checkpoint was trained on, reloaded as the run loaded it.
+
+    The one way every command (embed, evaluate, index, report) finds a run's data again: the
+    run's image options (size, channels, split rules: :func:`load_checkpoint_dataset`), the path
+    it recorded, and its class split.
 
     Args:
         checkpoint: a tripletnet checkpoint.
@@ -90,24 +134,21 @@ def embed_checkpoint(
         data: an already loaded dataset to use instead.
         classes: ``"unseen"`` (the classes held out of training), ``"seen"``, ``"all"``; None: for the
             test split, unseen when the run held classes out, else all; for the train split, all.
+        state: the checkpoint's contents when already loaded.
         log: where the choice of classes is reported.
-
-    Returns:
-        The embeddings and labels of the chosen images.
     """
     if split not in SPLITS:
         raise ParameterError("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
     if classes is not None and classes not in CLASS_CHOICES:
         raise ParameterError("classes", f"must be one of {', '.join(CLASS_CHOICES)}, got {classes!r}")
-    state = load_checkpoint(checkpoint)
-    model, config = model_from_checkpoint(state, source=str(checkpoint))
+    state = state if state is not None else load_checkpoint(checkpoint)
     if data is None:
+        config = TrainConfig.from_dict(state["config"], source=str(checkpoint))
         # A folder or CSV list is found again by the absolute path the run recorded (the run may have
         # been started from another working directory), unless data_path names its new place.
-        recorded_path = state.get("dataset_source", {}).get("path")
+        recorded_path = (state.get("dataset_source") or {}).get("path")
         data = load_checkpoint_dataset(config, data_path or recorded_path, download)
-    images = data.train_images if split == "train" else data.test_images
-    labels = data.train_labels if split == "train" else data.test_labels
+    images, labels = _split_images(data, split)
     # Held-out classes have no training images: the train split defaults to all of its classes.
     chosen = classes or (default_classes(state, data) if split == "test" else "all")
     if chosen != "all":
@@ -118,9 +159,124 @@ def embed_checkpoint(
         if len(keep) == 0:
             raise UserError(f"{checkpoint}: the {split} split has no images of the {chosen} classes")
         images, labels = images[keep], labels[keep]
-        log(f"embedding {len(labels):,} {split} images of the {chosen} classes ({len(torch.unique(labels))} classes)")
-    embeddings = embed_images(model, images, progress=True)
-    return EmbeddedSplit(embeddings, labels, config, data.class_names, Path(checkpoint).parent, weights_fingerprint(state["model"]))
+        log(f"{len(labels):,} {split} images of the {chosen} classes ({len(torch.unique(labels))} classes)")
+    return RunImages(images, labels, data, split, chosen, state)
+
+
+def embed_checkpoint(checkpoint: str | Path, split: str = "test", data_path: str | None = None, download: bool = True,
+                     data: DatasetSplits | None = None, classes: str | None = None, log: Logger = log_stderr) -> EmbeddedSplit:
+    """Load a checkpoint and embed the ``split`` of the dataset it was trained on (see :func:`load_run_images`).
+
+    Returns:
+        The embeddings and labels of the chosen images.
+    """
+    state = load_checkpoint(checkpoint)
+    model, config = model_from_checkpoint(state, source=str(checkpoint))
+    run = load_run_images(checkpoint, split, data_path, download, data, classes, state=state, log=log)
+    embeddings = embed_images(model, run.images, progress=True)
+    return EmbeddedSplit(embeddings, run.labels, config, run.data.class_names, Path(checkpoint).parent,
+                         weights_fingerprint(state["model"]))
+
+
+@dataclass(frozen=True)
+class IndexedGallery:
+    """What :func:`index_gallery` wrote: the index, its folder and what it holds in words."""
+
+    index: GalleryIndex
+    folder: Path
+    description: str
+
+
+def index_gallery(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    images: str | Path | None = None,
+    data_path: str | None = None,
+    kind: str = "exact",
+    nlist: int | None = None,
+    nprobe: int = IVF_NPROBE,
+    hnsw_m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+    ef_search: int = HNSW_EF_SEARCH,
+    log: Logger = log_stderr,
+) -> IndexedGallery:
+    """Embed a gallery with a checkpoint and write an index folder for :func:`search_gallery`.
+
+    Args:
+        checkpoint: a tripletnet checkpoint.
+        out: the index folder to write (replaced if it is one).
+        split: a split of the checkpoint's dataset (``"train"`` or ``"test"``, every class of it),
+            reloaded as the run loaded it (:func:`load_run_images`); or
+        images: a folder of image files (searched recursively; a subfolder's name is the label),
+            prepared by the image pipeline. Give exactly one of the two.
+        data_path: where the checkpoint's dataset is, if it moved (with ``split``).
+        kind: ``"exact"``, ``"ivf"`` or ``"hnsw"``; nlist, nprobe, hnsw_m, ef_construction, ef_search: their settings.
+        log: where notes go.
+
+    Returns:
+        The index, where it was written and what it holds.
+    """
+    if (split is None) == (images is None):
+        raise ParameterError("split", "or images: give exactly one", related=("images",))
+    model = load_model(checkpoint, log=log)
+    labels: list[Any] | None
+    paths: list[str] | None
+    if split is not None:
+        run = load_run_images(checkpoint, split, data_path, model.config.download, classes="all",
+                              state=load_checkpoint(checkpoint), log=log)
+        labels, paths = [run.data.class_names[int(t)] for t in run.labels], None
+        embeddings = model.embed(run.images)
+        what = run.describe()
+    else:
+        root = Path(images)  # type: ignore[arg-type]
+        files = list_images(root)
+        relative = [f.relative_to(root).parts for f in files]
+        labels = [parts[0] if len(parts) > 1 else None for parts in relative]
+        labels = labels if any(label is not None for label in labels) else None
+        paths = [str(f) for f in files]
+        embeddings = model.embed(files)
+        what = f"{len(files):,} images in {root}"
+    index = GalleryIndex.build(embeddings, fingerprint=model.fingerprint, labels=labels, paths=paths, kind=kind,
+                               checkpoint=str(Path(checkpoint).resolve()), nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                               ef_construction=ef_construction, ef_search=ef_search)
+    return IndexedGallery(index, index.save(out), what)
+
+
+def search_gallery(
+    index_folder: str | Path,
+    queries: str | Path | Sequence[str | Path],
+    *,
+    k: int = 5,
+    checkpoint: str | Path | None = None,
+    log: Logger = log_stderr,
+) -> list[dict[str, Any]]:
+    """The ``k`` nearest gallery items of each query image, by the checkpoint the index was built with.
+
+    Args:
+        index_folder: a folder written by :func:`index_gallery`.
+        queries: a folder of images (searched recursively), or a list of image files.
+        k: neighbours per query.
+        checkpoint: the checkpoint, if it moved since the index was built (it must hold the same weights).
+        log: where notes go.
+
+    Returns:
+        Per query ``{"query": path, "neighbours": [{"rank", "distance", "index", and "label"/"path" when known}]}``.
+    """
+    recorded = GalleryIndex.load(index_folder).checkpoint
+    source = checkpoint or recorded
+    if not source:
+        raise ParameterError("checkpoint", f"is needed: index {index_folder} does not record its checkpoint")
+    model = load_model(source, log=log)
+    index = GalleryIndex.load(index_folder, fingerprint=model.fingerprint)
+    files = list_images(queries) if isinstance(queries, (str, Path)) else [Path(q) for q in queries]
+    distances, positions = index.search(model.embed(files), k)
+    return [
+        {"query": str(f), "neighbours": [{"rank": rank, "distance": float(d), **index.item(int(p))}
+                                         for rank, (d, p) in enumerate(zip(ds, ps, strict=True), start=1)]}
+        for f, ds, ps in zip(files, distances, positions, strict=True)
+    ]
 
 
 def save_embeddings(path: str | Path, embeddings: torch.Tensor, labels: torch.Tensor) -> Path:
@@ -223,8 +379,6 @@ def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit,
     Later ``verify`` calls use it. Skipped when the data could not resolve the FAR; a folder that is
     not writable (a shared model) costs a note, not the evaluation.
     """
-    from .inference.model import write_calibration
-
     verification = result.verification
     if verification.val is None or not math.isfinite(verification.threshold):
         return

@@ -36,7 +36,7 @@ from .config import (
     value_type,
 )
 from .console import Logger, log_stderr
-from .data.classes import CLASS_CHOICES
+from .data.types import CLASS_CHOICES
 from .errors import ParameterError, UserError
 
 PROG = "tripletnet"
@@ -392,60 +392,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .api import index_gallery
 
-    from .inference.index import GalleryIndex
-    from .inference.model import list_images, load_model
-
-    model = load_model(args.checkpoint)
-    labels: list[Any] | None
-    paths: list[str] | None
-    if args.split:
-        from .data import load_dataset
-
-        data = load_dataset(model.config.dataset, args.data_path or model.config.data_path, download=model.config.download)
-        images = data.train_images if args.split == "train" else data.test_images
-        targets = data.train_labels if args.split == "train" else data.test_labels
-        labels, paths = [data.class_names[int(t)] for t in targets], None
-        embeddings = model.embed(images)
-        what = f"the {args.split} split of {data.name}"
-    else:
-        root = Path(args.images)
-        files = list_images(root)
-        labels = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else None for f in files]
-        labels = labels if any(label is not None for label in labels) else None
-        paths = [str(f) for f in files]
-        embeddings = model.embed(files)
-        what = f"{len(files):,} images in {root}"
-    index = GalleryIndex.build(embeddings, fingerprint=model.fingerprint, labels=labels, paths=paths,
-                               kind=args.approximate or "exact", checkpoint=str(Path(args.checkpoint).resolve()),
-                               nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
-                               ef_search=args.ef_search)
-    out = index.save(args.out)
-    print(f"indexed {index.size:,} embeddings of {what} ({index.kind}) in {out}")
+    written = index_gallery(args.checkpoint, args.out, split=args.split, images=args.images, data_path=args.data_path,
+                            kind=args.approximate or "exact", nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
+                            ef_construction=args.ef_construction, ef_search=args.ef_search)
+    print(f"indexed {written.index.size:,} embeddings of {written.description} ({written.index.kind}) in {written.folder}")
     return 0
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    from .inference.index import GalleryIndex
-    from .inference.model import list_images, load_model
+    from .api import search_gallery
 
-    index = GalleryIndex.load(args.index)
-    checkpoint = args.checkpoint or index.checkpoint
-    if not checkpoint:
-        raise UserError(f"index {args.index} does not record its checkpoint; give --checkpoint")
-    model = load_model(checkpoint)
-    index = GalleryIndex.load(args.index, fingerprint=model.fingerprint)
-    files = [Path(args.query)] if args.query else list_images(Path(args.queries))
-    distances, positions = index.search(model.embed(files), args.k)
-    results: list[dict[str, Any]] = [
-        {"query": str(f), "neighbours": [{"rank": rank, "distance": float(d), **index.item(int(p))}
-                                         for rank, (d, p) in enumerate(zip(ds, ps, strict=True), start=1)]}
-        for f, ds, ps in zip(files, distances, positions, strict=True)
-    ]
+    results = search_gallery(args.index, [args.query] if args.query else args.queries, k=args.k, checkpoint=args.checkpoint)
     if args.json:
         print(json.dumps({"index": str(args.index), "k": args.k, "results": results}))
         return 0

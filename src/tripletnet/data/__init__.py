@@ -1,35 +1,35 @@
-"""Data: MNIST-style IDX datasets and image folders, as uint8 tensors in memory or, over a budget, on disk (:mod:`.loading`)."""
+"""Data: MNIST-style IDX datasets and image folders, as uint8 tensors in memory or, over a budget, on disk (:mod:`.loading`).
+
+The names below are imported from their modules when first used, so that importing one data module
+(the CLI imports the registry for its help) does not import torch with the rest.
+"""
 
 from __future__ import annotations
 
-from .classes import ClassSplit, class_split, indices_of_classes, parse_class_spec
-from .datasets import DATA_ENV, DATASET_SPECS, DATASETS, DatasetRegistry, DatasetSplits, PathKind, resolve_data_root
-from .folder import ImageOptions, ImageSplits, load_image_folder
-from .idx import read_idx
-from .subset import stratified_subset
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .classes import ClassSplit, class_split, indices_of_classes, parse_class_spec
+    from .datasets import DATA_ENV, DATASET_SPECS, DATASETS, DatasetRegistry, PathKind, load_dataset, resolve_data_root
+    from .folder import load_image_folder
+    from .idx import read_idx
+    from .subset import stratified_subset
+    from .types import DatasetSplits, ImageOptions, ImageSplits
+
+_MODULE_OF = {
+    "ClassSplit": "classes", "class_split": "classes", "indices_of_classes": "classes", "parse_class_spec": "classes",
+    "DATA_ENV": "datasets", "DATASET_SPECS": "datasets", "DATASETS": "datasets", "DatasetRegistry": "datasets",
+    "PathKind": "datasets", "load_dataset": "datasets", "resolve_data_root": "datasets",
+    "load_image_folder": "folder", "read_idx": "idx", "stratified_subset": "subset",
+    "DatasetSplits": "types", "ImageOptions": "types", "ImageSplits": "types",
+}
 
 
-def load_dataset(
-    dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None
-) -> DatasetSplits:
-    """Load a registered dataset (``mnist``, ``fashion-mnist``) or a dataset given by its path (an image folder).
-
-    A registered name wins over a folder of the same name; write ``./mnist`` to mean the folder.
-
-    Args:
-        dataset: a name or path that :data:`DATASETS` knows.
-        data_path: where registered datasets' files are (default ``$TRIPLETNET_DATA``, else ``./data/``).
-        download: fetch a registered dataset's missing files from its mirrors.
-        options: image size, channels and split rules for image folders and CSV lists.
-
-    Returns:
-        The train and test splits in memory.
-
-    Raises:
-        ParameterError: ``dataset`` is neither a registered name nor a path of a registered kind.
-        UserError: the dataset's files are missing, damaged or unreadable.
-    """
-    return DATASETS.load(dataset, data_path, download, options)
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
 
 
 __all__ = [

@@ -21,10 +21,9 @@ from typing import Any
 import torch
 
 from ..errors import ParameterError
-from .datasets import DatasetSplits
+from .types import CLASS_CHOICES, DatasetSplits
 
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
-CLASS_CHOICES = ("unseen", "seen", "all")
 
 
 def _tokens(spec: str, parameter: str) -> list[str]:

@@ -18,13 +18,8 @@ from pathlib import Path
 
 from ..console import Logger, log_stderr
 from ..errors import UserError
-from .folder import (
-    DEFAULT_OPTIONS,
-    ImageEntry,
-    ImageOptions,
-    ImageSplits,
-    load_image_list,
-)
+from .folder import load_image_list
+from .types import DEFAULT_OPTIONS, ImageEntry, ImageOptions, ImageSplits
 
 SPLITS = ("train", "test")
 _HEADERS = (["path", "label"], ["path", "label", "split"])
@@ -80,7 +75,7 @@ def read_image_list_csv(path: str | Path) -> list[ImageEntry]:
         path: the CSV file.
 
     Returns:
-        One :class:`~tripletnet.data.folder.ImageEntry` per row, paths resolved against the file's folder.
+        One :class:`~tripletnet.data.types.ImageEntry` per row, paths resolved against the file's folder.
 
     Raises:
         UserError: a bad row (with its line number), listed images that do not exist, or no rows at all.
@@ -120,12 +115,12 @@ def load_csv_dataset(path: str | Path, options: ImageOptions = DEFAULT_OPTIONS, 
 
     Args:
         path: the CSV file (see the module doc for its rows).
-        options: size, channels and split rules (see :class:`~tripletnet.data.folder.ImageOptions`);
+        options: size, channels and split rules (see :class:`~tripletnet.data.types.ImageOptions`);
             the split options are used when the rows give no split.
         log: where progress lines and warnings go.
 
     Returns:
-        :class:`~tripletnet.data.folder.ImageSplits`, paths relative to the CSV file's folder.
+        :class:`~tripletnet.data.types.ImageSplits`, paths relative to the CSV file's folder.
     """
     csv_path = Path(path).expanduser().absolute()
     return load_image_list(read_image_list_csv(csv_path), csv_path.stem, csv_path.parent, options, log)

@@ -15,32 +15,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import ParameterError, UserError
-from ..fileio import atomic_write_text
+from ..fileio import WriteError, atomic_write_text
+from .csv import load_csv_dataset
 from .download import DownloadError, Opener, fetch_verified, sha256_of
+from .folder import load_image_folder
 from .idx import parse_idx, read_bytes
-
-if TYPE_CHECKING:
-    from .folder import ImageOptions
+from .types import DEFAULT_OPTIONS, DatasetSplits, ImageOptions, as_tensor
 
 DATA_ENV = "TRIPLETNET_DATA"
-
-
-@dataclass(frozen=True)
-class DatasetSplits:
-    """A dataset held in memory: uint8 images (N, 28, 28) and int64 labels (N,), per split."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    class_names: tuple[str, ...]
-    name: str
 
 
 @dataclass(frozen=True)
@@ -158,7 +144,7 @@ def _mark_verified(path: Path, identity: tuple[str, int, int, int], sha256: str)
     _verified_flag(*identity, sha256).set()
     try:
         atomic_write_text(_stamp_path(path), _stamp_text(identity, sha256))
-    except OSError:
+    except WriteError:
         pass  # read-only folder: the in-process flag is all we can keep
 
 
@@ -270,7 +256,7 @@ def load_registered(
         arrays[role] = parse_idx(_verified_content(path, spec.files[role], spec.name), str(path))
     # np.array copies: frombuffer arrays are read-only, and labels are widened to int64.
     tensors = {
-        role: torch.from_numpy(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()
+        role: as_tensor(np.array(a, dtype=np.int64 if role.endswith("labels") else np.uint8)) for role, a in arrays.items()
     }
     return DatasetSplits(
         train_images=tensors["train_images"],
@@ -285,7 +271,7 @@ def load_registered(
 # --- the registry ---------------------------------------------------------------------------------
 
 NamedLoader = Callable[[str | None, bool], DatasetSplits]  # (data_path, download) -> splits
-PathLoader = Callable[[Path, "ImageOptions"], DatasetSplits]  # (path, image options) -> splits
+PathLoader = Callable[[Path, ImageOptions], DatasetSplits]  # (path, image options) -> splits
 
 
 @dataclass(frozen=True)
@@ -351,7 +337,7 @@ class DatasetRegistry:
             path = Path(dataset).expanduser()
             for kind in self.path_kinds:
                 if kind.matches(path):
-                    return lambda _data_path, _download: kind.load(path, options or _default_options())
+                    return lambda _data_path, _download: kind.load(path, options or DEFAULT_OPTIONS)
             why = "which is none of these"
         except (OSError, RuntimeError) as exc:  # a name too long for the OS; "~user" of an unknown user
             why = f"which cannot be a path here ({exc.strerror if isinstance(exc, OSError) else exc})"
@@ -378,28 +364,33 @@ class DatasetRegistry:
         return self.loader(dataset, options)(data_path, download)
 
 
-def _default_options() -> ImageOptions:
-    from .folder import DEFAULT_OPTIONS  # imported when used: folder.py imports this module
-
-    return DEFAULT_OPTIONS
-
-
-def _load_image_folder(path: Path, options: ImageOptions) -> DatasetSplits:
-    from .folder import load_image_folder
-
-    return load_image_folder(path, options)
-
-
-def _load_csv(path: Path, options: ImageOptions) -> DatasetSplits:
-    from .csv import load_csv_dataset
-
-    return load_csv_dataset(path, options)
-
-
-IMAGE_FOLDER = PathKind("folder", "a folder of class subfolders", lambda path: path.is_dir(), _load_image_folder)
-CSV_FILE = PathKind("csv", "a .csv file of image paths and labels", has_suffix(".csv"), _load_csv)
+IMAGE_FOLDER = PathKind("folder", "a folder of class subfolders", lambda path: path.is_dir(), load_image_folder)
+CSV_FILE = PathKind("csv", "a .csv file of image paths and labels", has_suffix(".csv"), load_csv_dataset)
 
 DATASETS = DatasetRegistry(
     named=MappingProxyType({name: functools.partial(load_registered, spec) for name, spec in DATASET_SPECS.items()}),
     path_kinds=(IMAGE_FOLDER, CSV_FILE),
 )
+
+
+def load_dataset(
+    dataset: str, data_path: str | None = None, download: bool = True, options: ImageOptions | None = None
+) -> DatasetSplits:
+    """Load a registered dataset (``mnist``, ``fashion-mnist``) or a dataset given by its path (an image folder).
+
+    A registered name wins over a folder of the same name; write ``./mnist`` to mean the folder.
+
+    Args:
+        dataset: a name or path that :data:`DATASETS` knows.
+        data_path: where registered datasets' files are (default ``$TRIPLETNET_DATA``, else ``./data/``).
+        download: fetch a registered dataset's missing files from its mirrors.
+        options: image size, channels and split rules for image folders and CSV lists.
+
+    Returns:
+        The train and test splits in memory.
+
+    Raises:
+        ParameterError: ``dataset`` is neither a registered name nor a path of a registered kind.
+        UserError: the dataset's files are missing, damaged or unreadable.
+    """
+    return DATASETS.load(dataset, data_path, download, options)

@@ -8,10 +8,10 @@ Layouts
   identities may be the training ones (closed set), others (open set: the usual case for
   verification, where the test people were never seen), or a mix.
 
-Images are the files with a common image suffix (:data:`IMAGE_SUFFIXES`); other files are ignored.
-Every image is turned upright (a camera's EXIF orientation) and brought to ``image_size`` x
-``image_size`` by the rule in :mod:`.transforms`
-(resize the short side, centre-crop) and to one channel count (grey or RGB, from the data or forced).
+Images are the files with a common image suffix (:data:`~.images.IMAGE_SUFFIXES`); other files are
+ignored. Every image goes through the one image pipeline, :mod:`.images` (EXIF orientation, resize
+the short side to ``image_size``, centre-crop, one channel count: grey or RGB, from the data or forced),
+the same function that prepares images for a trained model.
 
 Splits
 ------
@@ -50,202 +50,26 @@ they are kept as uint8 tensors; otherwise only their paths are kept (:class:`Ima
 
 from __future__ import annotations
 
-import contextlib
 import statistics
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
-from PIL import Image, ImageOps
 
 from ..console import Logger, log_stderr, progress
-from ..errors import ParameterError, UserError
-from .datasets import DatasetSplits
-from .transforms import (
-    ChannelStats,
-    check_channels,
-    check_image_size,
-    choose_channels,
-    is_grey,
-    resize_and_crop,
-    to_channels,
-)
+from ..errors import UserError
+from .images import IMAGE_SUFFIXES, ChannelStats, choose_channels, probe_image, read_image
+from .types import DEFAULT_OPTIONS, ImageEntry, ImageFiles, ImageOptions, ImageSplits, as_tensor, fits_in_cache, stack_images
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"})
-# Only these decoders are tried, whatever a file's name says: fewer parsers meet untrusted bytes.
-PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
-TEST_FRACTION = 0.2
-SPLIT_SEED = 0
+if TYPE_CHECKING:
+    import torch
+
 MIN_DEFAULT_SIZE = 28  # the default image_size never goes below MNIST's 28 ...
 MAX_DEFAULT_SIZE = 64  # ... nor above 64: bigger inputs cost compute long before they help a small CNN
 T = TypeVar("T")
-SplitBy = Literal["identity", "image"]
-SPLIT_BY_CHOICES: tuple[str, ...] = ("identity", "image")
-
-
-def check_split_options(split_by: str, test_fraction: float) -> None:
-    if split_by not in SPLIT_BY_CHOICES:
-        raise ParameterError("split_by", f"must be one of {', '.join(SPLIT_BY_CHOICES)}, got {split_by!r}")
-    if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ParameterError("test_fraction", f"must be between 0 and 1 (exclusive), got {test_fraction!r}")
-
-
-def check_cache_images(cache_images: int | None) -> None:
-    if cache_images is not None and (isinstance(cache_images, bool) or not isinstance(cache_images, int) or cache_images < 0):
-        raise ParameterError("cache_images", f"must be a whole number of MiB, 0 or more, got {cache_images!r}")
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """How image files become a dataset; shared by folders and CSV lists (validated on creation).
-
-    Attributes:
-        image_size: side of the square images; None: the training images' median short side,
-            kept within [28, 64].
-        channels: 1 or 3; None: from the data (any colour image -> 3, all grey -> 1).
-        split_by: ``"identity"`` (open set, the default) or ``"image"``; used only when the data
-            does not give its split.
-        test_fraction: share of identities (or of each identity's images) drawn for test.
-        seed: seed of that draw.
-        skip_bad_images: skip and count unreadable images instead of stopping at the first.
-        cache_images: MiB of decoded images (both splits) to hold in memory; a dataset that needs
-            more is left on disk (:class:`ImageFiles`), 0 always leaves it there; None: no limit.
-    """
-
-    image_size: int | None = None
-    channels: int | None = None
-    split_by: SplitBy = "identity"
-    test_fraction: float = TEST_FRACTION
-    seed: int = SPLIT_SEED
-    skip_bad_images: bool = False
-    cache_images: int | None = None
-
-    def __post_init__(self) -> None:
-        check_split_options(self.split_by, self.test_fraction)
-        check_cache_images(self.cache_images)
-        check_channels(self.channels)
-        if self.image_size is not None:
-            check_image_size(self.image_size)
-
-
-DEFAULT_OPTIONS = ImageOptions()  # frozen: safe to share as a default argument
-
-
-def fits_in_cache(count: int, channels: int, image_size: int, cache_images: int | None) -> bool:
-    """Whether ``count`` decoded uint8 images of ``channels`` x ``image_size``^2 fit ``cache_images`` MiB (None: no limit)."""
-    return cache_images is None or count * channels * image_size * image_size <= cache_images * 2**20
-
-
-@dataclass(frozen=True)
-class ImageFiles:
-    """Images left on disk, decoded on demand by the same rules as images held in memory.
-
-    Small and picklable: what a DataLoader worker process receives.
-
-    Attributes:
-        paths: the image files.
-        wheres: per image, how an error names it (its path, or "list.csv line 7 (path)").
-        image_size: side of the square result.
-        channels: 1 or 3.
-    """
-
-    paths: tuple[Path, ...]
-    wheres: tuple[str, ...]
-    image_size: int
-    channels: int
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one decoded image."""
-        return self.channels, self.image_size, self.image_size
-
-    def subset(self, indices: torch.Tensor | Sequence[int]) -> ImageFiles:
-        """The images at ``indices``, in that order (repeats allowed), still on disk."""
-        chosen = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
-        return ImageFiles(tuple(self.paths[i] for i in chosen), tuple(self.wheres[i] for i in chosen),
-                          self.image_size, self.channels)
-
-    def read(self, index: int) -> np.ndarray:
-        """Decode image ``index``: uint8 (channels, image_size, image_size).
-
-        Raises:
-            UserError: the file is unreadable now (see :func:`read_image`).
-        """
-        return read_image(self.paths[index], self.image_size, self.channels, self.wheres[index])
-
-    def load(self) -> torch.Tensor:
-        """Every image decoded into memory: uint8 (N, channels, image_size, image_size)."""
-        return _stack([self.read(i) for i in range(len(self))], self.channels, self.image_size)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImageSplits(DatasetSplits):
-    """A dataset of image files: :class:`DatasetSplits` (uint8 images (N, C, H, W)) and where they came from.
-
-    Attributes:
-        root: the folder that image paths are relative to.
-        train_paths: per training image, its path relative to ``root`` (POSIX form).
-        test_paths: the same for the test images.
-        n_train_classes: labels below this are training identities (see the module doc).
-        channels: 1 or 3.
-        image_size: height and width of every image.
-        mean: per-channel mean of the training images on the [0, 1] scale.
-        std: per-channel population std of the training images on the [0, 1] scale.
-        split: how train and test were formed: ``"given"``, ``"identity"`` or ``"image"``.
-        skipped: images left out as unreadable (only with ``skip_bad_images``), as ``path: reason``.
-        train_files: the training images on disk when the dataset is streamed (see :attr:`streamed`), else None.
-        test_files: the same for the test images.
-    """
-
-    root: Path
-    train_paths: tuple[str, ...]
-    test_paths: tuple[str, ...]
-    n_train_classes: int
-    channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    split: str
-    skipped: tuple[str, ...] = ()
-    train_files: ImageFiles | None = None
-    test_files: ImageFiles | None = None
-
-    @property
-    def streamed(self) -> bool:
-        """Whether the images were left on disk (over the ``cache_images`` budget): then ``train_images``
-        and ``test_images`` are empty and ``train_files``/``test_files`` list the images."""
-        return self.train_files is not None
-
-    @property
-    def train_class_names(self) -> tuple[str, ...]:
-        return self.class_names[: self.n_train_classes]
-
-    @property
-    def test_class_names(self) -> tuple[str, ...]:
-        return tuple(self.class_names[i] for i in sorted(set(self.test_labels.tolist())))
-
-    @property
-    def unseen_test_classes(self) -> int:
-        """How many test identities were never seen in training (0 for a closed set)."""
-        return len({label for label in self.test_labels.tolist() if label >= self.n_train_classes})
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """One image listed by a folder or a CSV file, before it is read."""
-
-    path: Path
-    identity: str
-    split: str | None  # "train", "test", or None when the loader is to split
-    where: str  # how to point the user at it: the path, or "list.csv line 7"
 
 
 @dataclass(frozen=True)
@@ -253,77 +77,6 @@ class _Probe:
     width: int
     height: int
     grey: bool
-
-
-# --- reading one image ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _pillow_errors(where: str) -> Iterator[None]:
-    """Turn whatever Pillow raises on one file into a UserError naming it."""
-    with warnings.catch_warnings():
-        # Damaged metadata (EXIF, TIFF tags) makes Pillow warn while the pixels may be fine: the
-        # pixels decide. Pillow only warns between MAX_IMAGE_PIXELS and twice that: we refuse both alike.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            yield
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise UserError(
-                f"{where}: refused as a possible decompression bomb ({exc}); Pillow's limit is "
-                f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels"
-            ) from None
-        except FileNotFoundError:
-            raise UserError(f"{where}: image file not found") from None
-        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on damaged files (OSError, ValueError, SyntaxError, struct.error, ...)
-            reason = str(exc) or type(exc).__name__
-            raise UserError(f"cannot read image {where}: {reason}") from None
-
-
-def probe_image(path: str | Path, where: str | None = None) -> tuple[int, int, bool]:
-    """(width, height, grey) of an image from its header, without decoding the pixels.
-
-    Raises:
-        UserError: the file is not an image Pillow can open, or exceeds the decompression-bomb limit.
-    """
-    with _pillow_errors(where or str(path)), Image.open(path, formats=PILLOW_FORMATS) as img:
-        return img.width, img.height, is_grey(img)
-
-
-def _upright(img: Image.Image) -> Image.Image:
-    """The image as it is meant to be seen: a camera's EXIF orientation applied (phone photos)."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - damaged EXIF data: the pixels are still good, keep them as stored
-        return img
-
-
-def read_image(path: str | Path, image_size: int, channels: int, where: str | None = None) -> np.ndarray:
-    """Decode one image, turn it upright (EXIF orientation), bring it to uint8 (channels, image_size, image_size).
-
-    Args:
-        path: the image file.
-        image_size: the side of the square result (resize the short side, centre-crop).
-        channels: 1 (grey) or 3 (RGB).
-        where: how to name the image in an error (default: its path).
-
-    Returns:
-        uint8 array (channels, image_size, image_size).
-
-    Raises:
-        UserError: the file is unreadable, truncated, not an image, or a possible decompression bomb.
-    """
-    check_image_size(image_size)
-    check_channels(channels)
-    with _pillow_errors(where or str(path)), Image.open(path, formats=PILLOW_FORMATS) as opened:
-        opened.load()  # decode here, so a truncated file fails inside the error translation
-        if opened.width < 1 or opened.height < 1:
-            raise ValueError("the image has no pixels")
-        img = _upright(opened)
-        # Convert before resizing where the mode cannot be resized as is (palettes, 1-bit).
-        if img.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-            img = img.convert("RGB" if channels == 3 else "L")
-        return to_channels(resize_and_crop(img, image_size), channels)
 
 
 # --- listing a folder -------------------------------------------------------------------------
@@ -433,12 +186,6 @@ def _check_identities(train_identities: Sequence[str], what: str, log: Logger) -
         log(f"{what}: {singles} training identities have a single image: kept, used only as negatives")
 
 
-def _stack(images: list[np.ndarray], channels: int, image_size: int) -> torch.Tensor:
-    if not images:
-        return torch.zeros((0, channels, image_size, image_size), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(images))
-
-
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -517,8 +264,8 @@ def load_image_list(
 
     def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], ImageFiles | None]:
         items = decoded[split]
-        images = _stack([array for array, _ in items if array is not None], chosen_channels, size)
-        labels = torch.tensor([label_of[entry.identity] for _, entry in items], dtype=torch.int64)
+        images = stack_images([array for array, _ in items if array is not None], chosen_channels, size)
+        labels = as_tensor(np.array([label_of[entry.identity] for _, entry in items], dtype=np.int64))
         files = None if in_memory else ImageFiles(
             tuple(entry.path for _, entry in items), tuple(entry.where for _, entry in items), size, chosen_channels
         )

@@ -6,8 +6,8 @@ The training loop sees one interface, :class:`BatchSource`: ``len(source)`` batc
 
 * :class:`InMemoryBatches`: index a uint8 tensor (MNIST, and image folders within ``--cache_images``).
 * :class:`StreamedBatches`: a ``torch.utils.data.DataLoader`` whose batch sampler is that same list
-  of index batches; ``num_workers`` processes (0: the main process) decode the files by the rules
-  images held in memory were decoded by (resize the short side, centre-crop, channels), so a batch
+  of index batches; ``num_workers`` processes (0: the main process) decode the files by the one
+  image pipeline (:mod:`.images`) that decoded the images held in memory, so a batch
   holds the same indices, labels and pixels as in memory. Augmentation is not done here: the
   training step draws it in the main process from the epoch's generator, so a run gives the same
   results whether its images are held or streamed and whatever ``num_workers`` is.
@@ -32,7 +32,7 @@ from ..console import Logger, log_stderr
 from ..errors import UserError
 from ..models.inputs import host_to_device
 from ..sampler import ClassBalancedBatchSampler
-from .folder import ImageFiles
+from .types import ImageFiles
 
 Decoded = tuple[np.ndarray | None, str | None]  # the image, or None and why it could not be read
 

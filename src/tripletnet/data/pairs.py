@@ -45,7 +45,8 @@ from ..console import Logger, log_stderr, progress
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from .csv import csv_rows, is_file, missing_files_error, read_text
-from .folder import list_image_folder, read_image
+from .folder import list_image_folder
+from .images import read_image
 
 PAIR_IMAGE_EXTENSIONS = ("jpg", "png", "jpeg", "bmp", "JPG", "PNG", "JPEG", "pgm", "ppm", "tif", "tiff", "webp", "gif")
 CSV_FOLDS = 10  # folds dealt to a CSV pairs file without a fold column
@@ -451,10 +452,7 @@ def write_pairs_file(
             ia, ib = _lfw_number(files[na][i], na), _lfw_number(files[nb][j], nb)
             lines.append(f"{na}\t{ia}\t{ib}" if same else f"{na}\t{ia}\t{nb}\t{ib}")
         text = "\n".join(lines) + "\n"
-    try:
-        atomic_write_text(target, text)
-    except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    atomic_write_text(target, text)  # a failure is a WriteError naming the file
     log(
         f"wrote {target}: {folds} folds of {per_fold // 2} matched and {per_fold // 2} mismatched pairs "
         f"from {len(names)} identities (seed {seed})"

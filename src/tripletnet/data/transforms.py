@@ -1,24 +1,5 @@
-"""How an image of any size and mode becomes a network input: size, channels, normalisation, flips.
-
-The size rule
--------------
-An image is resized so that its *short* side is ``image_size`` pixels (Pillow, bilinear, which
-antialiases when shrinking), keeping its aspect ratio (the long side is rounded to the nearest
-pixel, and never below ``image_size``), then the central ``image_size`` x ``image_size`` square is
-cut out. Where the margin to cut is odd, the extra pixel is cut from the right (or bottom) side:
-the crop starts at ``(long - image_size) // 2``. A square image is only resized.
-
-The channel rule
-----------------
-Grey images (Pillow modes ``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F`` and palettes whose colours are
-all grey) have one channel, every other image three. A dataset takes 3 channels if *any* of its
-images is in colour (no colour is thrown away) and 1 if all are grey, unless the caller forces a
-count. Images of the other kind are converted (grey replicated into R, G and B; colour to luma
-with Pillow's ITU-R 601-2 weights), and the conversion is said once per dataset, with the count.
-
-Normalisation statistics are per channel, on the [0, 1] scale, from the training split only,
-accumulated in float64 (population standard deviation).
-"""
+"""Tensor-side transforms around the image pipeline (:mod:`.images`): mean/std of a tensor of images,
+normalisation, horizontal-flip test-time augmentation."""
 
 from __future__ import annotations
 
@@ -26,124 +7,17 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..console import Logger, log_stderr
 from ..errors import ParameterError
+from .images import ChannelStats, check_channels, check_image_size, choose_channels
 
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"})
+# config.py and older callers import the option checks and the channel rule from here.
+__all__ = [
+    "ChannelStats", "FlipMode", "channel_mean_std", "check_channels", "check_image_size", "choose_channels",
+    "combine_flip_embeddings", "normalize", "with_horizontal_flips",
+]
+
 FlipMode = Literal["mean", "concat"]
-
-
-def is_grey(img: Image.Image) -> bool:
-    """Whether ``img`` carries no colour: a grey mode, or a palette whose colours all have R = G = B."""
-    if img.mode in _GREY_MODES:
-        return True
-    if img.mode in ("P", "PA"):
-        palette = img.getpalette() or []
-        rgb = np.asarray(palette[: len(palette) - len(palette) % 3], dtype=np.int64).reshape(-1, 3)
-        return bool(np.all(rgb == rgb[:, :1]))
-    return False
-
-
-def check_image_size(image_size: int) -> None:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ParameterError("image_size", f"must be a positive whole number of pixels, got {image_size!r}")
-
-
-def check_channels(channels: int | None) -> None:
-    if channels is not None and channels not in (1, 3):
-        raise ParameterError("channels", f"must be 1 (grey) or 3 (colour), got {channels!r}")
-
-
-def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """The (width, height) after resizing the short side to ``image_size``, aspect kept."""
-    short = min(width, height)
-    scale = image_size / short
-    # The short side is set exactly, so rounding can never leave it a pixel short of the crop.
-    new_w = image_size if width == short else max(image_size, round(width * scale))
-    new_h = image_size if height == short else max(image_size, round(height * scale))
-    return new_w, new_h
-
-
-def resize_and_crop(img: Image.Image, image_size: int) -> Image.Image:
-    """Resize the short side to ``image_size`` (bilinear) and cut out the central square; see the module doc."""
-    check_image_size(image_size)
-    new_w, new_h = resized_size(img.width, img.height, image_size)
-    if (new_w, new_h) != img.size:
-        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
-    return img.crop((left, top, left + image_size, top + image_size))
-
-
-def to_channels(img: Image.Image, channels: int) -> np.ndarray:
-    """``img`` as a uint8 array (channels, H, W): mode ``L`` for 1 channel, ``RGB`` for 3.
-
-    Transparency is dropped (alpha is not composited): the colour values are kept as stored.
-    """
-    check_channels(channels)
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # Pillow's convert("L") clips 16-bit and float images; scale their range to 0..255 instead.
-        values = np.asarray(img, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
-        img = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
-    target = "L" if channels == 1 else "RGB"
-    array = np.asarray(img.convert(target), dtype=np.uint8)
-    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
-def choose_channels(n_grey: int, n_colour: int, channels: int | None, what: str, log: Logger = log_stderr) -> int:
-    """The channel count of a dataset with ``n_grey`` grey and ``n_colour`` colour images.
-
-    Args:
-        n_grey: how many images are grey.
-        n_colour: how many are in colour.
-        channels: 1 or 3 to force a count, None to take it from the data (any colour -> 3).
-        what: the dataset's name, for the log line.
-        log: where the one line about converted images goes.
-
-    Returns:
-        1 or 3.
-    """
-    check_channels(channels)
-    chosen = channels if channels is not None else (3 if n_colour else 1)
-    converted = n_grey if chosen == 3 else n_colour
-    if converted:
-        kind, into = ("grey", "RGB (grey replicated)") if chosen == 3 else ("colour", "grey (luma)")
-        mixed = " (the data mixes grey and colour)" if n_grey and n_colour else ""
-        log(f"{what}: {converted} of {n_grey + n_colour} images are {kind}, converted to {into}{mixed}")
-    return chosen
-
-
-class ChannelStats:
-    """Running per-channel sums of uint8 images, one image at a time: mean/std without holding the images.
-
-    Sums are taken in float64, image by image, so the result does not depend on whether the images
-    were held in memory (:func:`channel_mean_std`) or streamed from disk, nor, beyond rounding in
-    the last bits, on how many there are.
-    """
-
-    def __init__(self, channels: int) -> None:
-        self.total = np.zeros(channels, dtype=np.float64)
-        self.total_sq = np.zeros(channels, dtype=np.float64)
-        self.pixels = 0
-
-    def add(self, image: np.ndarray) -> None:
-        """Count one uint8 image (C, H, W)."""
-        values = image.reshape(len(self.total), -1).astype(np.float64)
-        self.total += values.sum(axis=1)
-        self.total_sq += np.square(values).sum(axis=1)
-        self.pixels += values.shape[1]
-
-    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, population std) per channel on the [0, 1] scale."""
-        if not self.pixels:
-            raise ParameterError("images", "must hold at least one image to compute a mean and std")
-        mean = self.total / self.pixels
-        # E[x^2] - E[x]^2 is exact enough here: values are at most 255, the sums are exact integers in float64.
-        var = np.maximum(self.total_sq / self.pixels - np.square(mean), 0.0)
-        return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in np.sqrt(var) / 255.0)
 
 
 def channel_mean_std(images: torch.Tensor | np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

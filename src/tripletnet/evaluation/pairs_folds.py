@@ -2,6 +2,10 @@
 
 Given each pair's distance, whether it is a matched (same identity) pair, and its fold:
 
+The folds are run by the one k-fold loop, :func:`~.verification.folds.fold_outcomes` (the
+``kfold`` protocol runs it too), and the FAR, VAL, AUC and EER follow
+:mod:`~.verification.conventions`:
+
 * **Accuracy.** For each fold in turn, the threshold is chosen on the *other* folds to maximise
   their accuracy, then applied to the held-out fold. A pair is accepted (called "same") when its
   distance is *below* the threshold, ``d < t``, as everywhere in tripletnet. Among the training
@@ -28,9 +32,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import ParameterError
+from .verification.exact import verify_distances
+from .verification.folds import fold_outcomes, pair_distances
+
+__all__ = ["PairFoldsResult", "evaluate_pair_folds", "pair_distances"]
 
 
 @dataclass
@@ -58,92 +65,6 @@ class PairFoldsResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _allowed_false_accepts(far: float, n_negative: int) -> int:
-    """The largest k in [0, n_negative] with k / n_negative <= far, the division done in float64."""
-    if far >= 1:
-        return n_negative
-    k = min(n_negative, math.floor(far * n_negative))
-    while k < n_negative and (k + 1) / n_negative <= far:  # far * n may land one ulp off an integer
-        k += 1
-    while k > 0 and k / n_negative > far:
-        k -= 1
-    return k
-
-
-def accuracy_threshold(distances: np.ndarray, same: np.ndarray) -> float:
-    """The threshold of best accuracy of "accept d < t" on these pairs (the rule in the module doc)."""
-    values = np.unique(distances)
-    pos = np.sort(distances[same])
-    neg = np.sort(distances[~same])
-    # Accepting the k smallest distinct values, k = 0 .. m: counts of accepted pairs of each kind.
-    accepted_pos = np.concatenate([[0], np.searchsorted(pos, values, side="right")])
-    accepted_neg = np.concatenate([[0], np.searchsorted(neg, values, side="right")])
-    correct = accepted_pos + (len(neg) - accepted_neg)
-    k = int(np.argmax(correct))  # the first maximum: the smallest k
-    if k == 0:
-        return float(values[0])
-    if k == len(values):
-        return float(np.nextafter(values[-1], np.inf))
-    middle = (values[k - 1] + values[k]) / 2
-    return float(middle if middle > values[k - 1] else values[k])  # adjacent floats: the midpoint rounds down
-
-
-def far_threshold(neg_distances: np.ndarray, far: float) -> float:
-    """tripletnet's exact threshold at ``far`` on these mismatched distances (+inf when all may pass)."""
-    neg = np.sort(neg_distances)
-    k = _allowed_false_accepts(far, len(neg))
-    return float(neg[k]) if k < len(neg) else math.inf
-
-
-def roc_auc(distances: np.ndarray, same: np.ndarray) -> float:
-    """P(d_mismatched > d_matched) + 0.5 P(d_mismatched == d_matched), exact."""
-    pos, neg = distances[same], np.sort(distances[~same])
-    below_or_equal = np.searchsorted(neg, pos, side="right")
-    below = np.searchsorted(neg, pos, side="left")
-    greater = int((len(neg) - below_or_equal).sum())
-    ties = int((below_or_equal - below).sum())
-    return (greater + 0.5 * ties) / (len(pos) * len(neg))
-
-
-def equal_error_rate(distances: np.ndarray, same: np.ndarray) -> float:
-    """Where FAR and FRR cross on the ROC of "accept d <= v" (one point per distinct v, plus FAR 0 / FRR 1)."""
-    values = np.unique(distances)
-    pos, neg = np.sort(distances[same]), np.sort(distances[~same])
-    far = np.concatenate([[0.0], np.searchsorted(neg, values, side="right") / len(neg)])
-    frr = np.concatenate([[1.0], 1.0 - np.searchsorted(pos, values, side="right") / len(pos)])
-    i = int(np.argmax(far >= frr))  # exists: the last point accepts all, FAR 1 >= FRR 0; i >= 1 as FAR 0 < FRR 1
-    gap0, gap1 = far[i - 1] - frr[i - 1], far[i] - frr[i]
-    w = 1.0 if gap1 == gap0 else -gap0 / (gap1 - gap0)
-    return float(far[i - 1] + w * (far[i] - far[i - 1]))
-
-
-def pair_distances(embeddings: Any, index_a: Any, index_b: Any, chunk: int = 65536) -> np.ndarray:
-    """Euclidean distances, in float64, between the embeddings of each pair's two images.
-
-    Args:
-        embeddings: (N, D) embeddings of the distinct images (a torch tensor or array).
-        index_a: (P,) row of each pair's first image.
-        index_b: (P,) row of each pair's second image.
-        chunk: pairs per step, so memory stays at ``chunk`` x D values whatever P is.
-
-    Returns:
-        float64 (P,).
-    """
-    e = torch.as_tensor(embeddings).detach().cpu()
-    a, b = torch.as_tensor(index_a, dtype=torch.int64), torch.as_tensor(index_b, dtype=torch.int64)
-    if e.ndim != 2 or a.shape != b.shape or a.ndim != 1:
-        raise ParameterError(
-            "embeddings",
-            f"must be (N, D) with index_a and index_b of one shape (P,), "
-            f"got {tuple(e.shape)}, {tuple(a.shape)}, {tuple(b.shape)}",
-        )
-    out = np.empty(len(a), dtype=np.float64)
-    for start in range(0, len(a), chunk):
-        rows = slice(start, start + chunk)
-        out[rows] = (e[a[rows]].to(torch.float64) - e[b[rows]].to(torch.float64)).norm(dim=1).numpy()
-    return out
 
 
 def _checked(distances: Any, same: Any, folds: Any, far: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,49 +112,38 @@ def evaluate_pair_folds(distances: Any, same: Any, folds: Any, far: float = 1e-3
             folds, a FAR outside (0, 1], or pairs of only one kind.
     """
     d, s, f = _checked(distances, same, folds, far)
-    fold_ids = np.unique(f)
-    accuracy, threshold, val, far_reached, far_thresholds = [], [], [], [], []
+    outcomes = fold_outcomes(d, s, f, far)
+    accuracy = [o.accuracy for o in outcomes]
+    threshold = [o.accuracy_threshold for o in outcomes]
+    far_thresholds = [o.far_threshold for o in outcomes]
+    val = [o.true_accepts / o.positives if o.positives and o.training_negatives else math.nan for o in outcomes]
+    far_reached = [o.false_accepts / o.negatives if o.negatives and o.training_negatives else math.nan for o in outcomes]
     warnings = []
-    for fold in fold_ids:
-        test, train = f == fold, f != fold
-        train_d, train_s = d[train], s[train]
-        t = accuracy_threshold(train_d, train_s)
-        test_d, test_s = d[test], s[test]
-        accepted = test_d < t
-        accuracy.append(float((accepted == test_s).mean()))
-        threshold.append(t)
-        train_neg = train_d[~train_s]
-        if len(train_neg) == 0:
-            val.append(math.nan)
-            far_reached.append(math.nan)
-            far_thresholds.append(math.nan)
-            warnings.append(f"fold {int(fold)}: the other folds hold no mismatched pair, so no FAR threshold")
-            continue
-        if len(train_neg) * far < 1:
+    for o in outcomes:
+        if o.training_negatives == 0:
+            warnings.append(f"fold {o.fold}: the other folds hold no mismatched pair, so no FAR threshold")
+        elif o.training_negatives * far < 1:
             warnings.append(
-                f"fold {int(fold)}: {len(train_neg)} mismatched pairs in the other folds cannot resolve FAR {far:g}; "
+                f"fold {o.fold}: {o.training_negatives} mismatched pairs in the other folds cannot resolve FAR {far:g}; "
                 "its threshold is their smallest distance"
             )
-        t_far = far_threshold(train_neg, far)
-        far_thresholds.append(t_far)
-        val.append(float((test_d[test_s] < t_far).mean()) if test_s.any() else math.nan)
-        far_reached.append(float((test_d[~test_s] < t_far).mean()) if (~test_s).any() else math.nan)
     accuracy_mean, accuracy_std = _mean_std(accuracy)
     val_mean, val_std = _mean_std(val)
     far_mean, _ = _mean_std(far_reached)
+    pooled = verify_distances(d[s], d[~s], far=far, protocol="pairs-file")  # AUC and EER over all pairs
     return PairFoldsResult(
         n_pairs=len(d),
         n_matched=int(s.sum()),
         n_mismatched=int((~s).sum()),
-        n_folds=len(fold_ids),
+        n_folds=len(outcomes),
         far_target=far,
         accuracy_mean=accuracy_mean,
         accuracy_std=accuracy_std,
         val_mean=val_mean,
         val_std=val_std,
         far_mean=far_mean,
-        auc=roc_auc(d, s),
-        eer=equal_error_rate(d, s),
+        auc=pooled.auc,
+        eer=pooled.eer,
         fold_accuracy=accuracy,
         fold_threshold=threshold,
         fold_val=val,

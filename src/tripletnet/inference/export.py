@@ -1,8 +1,15 @@
 """Ship a trained network without tripletnet: ONNX or TorchScript.
 
 The exported graph takes uint8 images (N, C, H, W) with a dynamic batch axis and does the
-scaling to [0, 1] and the normalisation itself, so a service only has to decode images; it returns
-L2-normalised float32 embeddings (N, D). Weights are exported in fp32 whatever precision the model
+scaling to [0, 1] and the normalisation with the run's training mean and std itself; it returns
+L2-normalised float32 embeddings (N, D).
+
+The input contract: each image prepared as :mod:`tripletnet.data.images` prepares it for training
+and for ``TripletModel.embed`` (EXIF orientation applied, the short side resized to the model's side
+with bilinear filtering, the central square cut out, grey ``L`` or ``RGB`` uint8, 16-bit and float
+images scaled from their own range); ``TripletModel.preprocess`` gives exactly that tensor. The file
+records the contract (:func:`input_contract`): ONNX in its metadata (key :data:`CONTRACT_KEY`),
+TorchScript in an extra file of that name. Weights are exported in fp32 whatever precision the model
 was trained in. The file is built in memory and written atomically: nothing is left half-written.
 """
 
@@ -10,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import warnings
@@ -22,6 +30,7 @@ from torch import nn
 from ..console import Logger, log_stderr
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_bytes
+from ..models.inputs import images_to_input
 from .model import TripletModel
 
 FORMATS = ("onnx", "torchscript")
@@ -29,13 +38,30 @@ FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
+CONTRACT_KEY = "tripletnet_input.json"
+
+
+def input_contract(model: TripletModel) -> dict[str, object]:
+    """What an exported file takes, as its metadata records it: shape, dtype and how images are prepared."""
+    channels, height, width = model.input_shape
+    mean, std = model.network.input_normalization()
+    return {
+        "input": INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "channels": channels, "height": height, "width": width,
+        "preparation": "tripletnet.data.images: EXIF orientation applied; short side resized to the side (bilinear), "
+                       "central square cut out; " + ("grey (L)" if channels == 1 else "RGB") +
+                       "; 16-bit and float images scaled from their own range to 0..255",
+        "normalisation": "inside the graph: x / 255, then (x - mean) / std per channel",
+        "mean": list(mean), "std": list(std),
+        "output": OUTPUT_NAME, "output_dtype": "float32", "output_norm": "L2, unit length",
+        "embedding_dim": model.embedding_dim, "fingerprint": model.fingerprint,
+    }
 
 
 class Uint8Embedder(nn.Module):
-    """uint8 (N, C, H, W) -> embeddings (N, D): the whole input pipeline inside the graph.
+    """uint8 (N, C, H, W) -> embeddings (N, D): scaling and normalisation inside the graph.
 
-    Today's networks normalise (mean 0.5, std 0.5) inside their forward, so this only scales to
-    [0, 1]; if normalisation moves out of the networks, it belongs here.
+    The networks normalise with the run's mean and std inside their forward (restored from the
+    checkpoint), so this only scales to [0, 1], exactly as training feeds them.
     """
 
     def __init__(self, network: nn.Module) -> None:
@@ -43,7 +69,7 @@ class Uint8Embedder(nn.Module):
         self.network = network
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images.to(torch.float32) / 255.0)
+        return self.network(images_to_input(images))
 
 
 def _fp32_embedder(model: TripletModel, log: Logger) -> Uint8Embedder:
@@ -67,7 +93,7 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _onnx_bytes(embedder: Uint8Embedder, example: torch.Tensor) -> bytes:
+def _onnx_bytes(embedder: Uint8Embedder, example: torch.Tensor, contract: str) -> bytes:
     with _quiet_exporter():
         program = torch.onnx.export(
             embedder, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -75,15 +101,18 @@ def _onnx_bytes(embedder: Uint8Embedder, example: torch.Tensor) -> bytes:
         )
     if program is None:  # pragma: no cover - dynamo=True always returns the program
         raise RuntimeError("torch.onnx.export returned no program")
-    return program.model_proto.SerializeToString()
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CONTRACT_KEY, contract
+    return proto.SerializeToString()
 
 
-def _torchscript_bytes(embedder: Uint8Embedder, example: torch.Tensor) -> bytes:
+def _torchscript_bytes(embedder: Uint8Embedder, example: torch.Tensor, contract: str) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, yet still what C++/mobile load
         traced = torch.jit.trace(embedder, (example,))
-        torch.jit.save(traced, buffer)
+        torch.jit.save(traced, buffer, _extra_files={CONTRACT_KEY: contract})
     return buffer.getvalue()
 
 
@@ -111,9 +140,7 @@ def export_model(model: TripletModel, out: str | os.PathLike, format: str = "onn
     embedder = _fp32_embedder(model, log)
     # Batch of two so the tracer cannot specialise the batch axis to 1.
     example = torch.zeros(2, *model.input_shape, dtype=torch.uint8)
-    data = _onnx_bytes(embedder, example) if format == "onnx" else _torchscript_bytes(embedder, example)
-    try:
-        atomic_write_bytes(target, data)
-    except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    contract = json.dumps(input_contract(model), indent=2)
+    data = _onnx_bytes(embedder, example, contract) if format == "onnx" else _torchscript_bytes(embedder, example, contract)
+    atomic_write_bytes(target, data)  # a failure is a WriteError naming the file
     return target

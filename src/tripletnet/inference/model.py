@@ -2,8 +2,9 @@
 
 ``load_model(checkpoint)`` rebuilds the network a checkpoint was trained with and wraps it in a
 :class:`TripletModel`. Images may be file paths, PIL images, numpy arrays or tensors; they are
-preprocessed by :func:`preprocess_image` (the one place that turns a picture into what the network
-was trained on) and embedded in batches in eval mode.
+prepared by the one image pipeline, :mod:`tripletnet.data.images` (the function training reads its
+image files with: EXIF orientation, short side resized, centre crop, channels), and embedded in
+batches in eval mode; the network normalises with the run's mean and std itself.
 
 A verification threshold comes from the caller, or from a calibration file written beside the
 checkpoint (``<checkpoint>.calibration.json``) by :func:`write_calibration`, which records the
@@ -22,14 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..config import TrainConfig
 from ..console import Logger, log_stderr, progress
-from ..data.folder import IMAGE_SUFFIXES
+from ..data.images import IMAGE_SUFFIXES, is_grey, open_image, pillow_errors, prepare_image
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from ..models import EmbeddingNet
+from ..models.inputs import images_to_input
 from ..training.checkpoint import checkpoint_input_shape, load_checkpoint, model_from_checkpoint, weights_fingerprint
 
 # What the networks of today take when a checkpoint does not record its input shape.
@@ -174,44 +176,43 @@ class _ChannelNotice:
             self.log(f"note: converting images with {found} channel(s) to the {wanted} the model takes")
 
 
-def _pil_bands(image: Image.Image) -> int:
-    return len(image.getbands()) - (1 if image.mode in ("LA", "RGBA", "PA") else 0)
+def _pipeline_size(input_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(channels, side) of a network's square input, as the image pipeline takes them."""
+    channels, height, width = input_shape
+    if height != width:
+        raise ParameterError("input_shape", f"must be square for the image pipeline, got {height} x {width}")
+    return channels, height
+
+
+def _channels_of(image: Image.Image) -> int:
+    """The channel count the image pipeline sees in ``image``: 1 when it carries no colour, else 3."""
+    return 1 if is_grey(image) else 3
 
 
 def preprocess_image(image: Image.Image, input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE) -> torch.Tensor:
-    """A PIL image -> uint8 tensor (C, H, W), exactly as the training data was prepared.
+    """A PIL image -> uint8 tensor (C, H, W) by the one image pipeline (:mod:`tripletnet.data.images`).
 
-    Today: converted to grayscale (1 channel) or RGB (3 channels) and resized to H x W with
-    bilinear filtering, as ``data.folder`` reads image folders. This is the one function to switch
-    when the data layer's transforms take over.
-    """
-    channels, height, width = input_shape
-    mode = "L" if channels == 1 else "RGB"
-    picture = image.convert(mode)
-    if picture.size != (width, height):
-        picture = picture.resize((width, height), Image.Resampling.BILINEAR)
-    array = np.asarray(picture, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
-    return torch.from_numpy(array.copy())  # Pillow's buffer is read-only; torch wants its own
-
-
-def read_image(path: str | os.PathLike, input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE) -> tuple[torch.Tensor, int]:
-    """Read one image file -> (uint8 tensor (C, H, W), the file's own channel count).
+    The pixels training reads from the same picture as a file: EXIF orientation applied, the short
+    side resized to the model's side, centre-cropped, brought to the model's channel count. The
+    network normalises them with the run's mean and std itself.
 
     Raises:
-        UserError: the file is missing or Pillow cannot read it (the message names the file).
+        UserError: the image cannot be prepared (no pixels, a float image holding NaN).
     """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return preprocess_image(image, input_shape), _pil_bands(image)
-    except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
+    channels, size = _pipeline_size(input_shape)
+    with pillow_errors("the given PIL image"):
+        return torch.from_numpy(np.array(prepare_image(image, size, channels)))
+
+
+def _read_file(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+    """One image file -> (uint8 tensor (C, H, W) by the image pipeline, the file's own channel count).
+
+    Raises:
+        UserError: the file is missing or unreadable (the message names it).
+    """
+    channels, size = _pipeline_size(input_shape)
+    with open_image(path) as image:
+        return torch.from_numpy(np.array(prepare_image(image, size, channels))), _channels_of(image)
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -278,41 +279,31 @@ def _array_batch(array: np.ndarray | torch.Tensor, input_shape: tuple[int, int, 
     return _convert_channels(tensor, input_shape[0], notice)
 
 
-def images_to_batch(
-    images: Images, input_shape: tuple[int, int, int] = DEFAULT_INPUT_SHAPE, log: Logger = log_stderr
-) -> torch.Tensor:
-    """Any supported images -> float tensor (N, C, H, W) in [0, 1] for the network.
+def _prepared(item: ImageLike, input_shape: tuple[int, int, int], notice: _ChannelNotice) -> torch.Tensor:
+    """A file or PIL image -> uint8 (C, H, W) by the image pipeline; another channel count is said once."""
+    if isinstance(item, (str, os.PathLike)):
+        tensor, found = _read_file(item, input_shape)
+    elif isinstance(item, Image.Image):
+        tensor, found = preprocess_image(item, input_shape), _channels_of(item)
+    else:
+        raise ParameterError("images", f"must be paths, PIL images, numpy arrays or tensors, got {type(item).__name__}")
+    if found != input_shape[0]:
+        notice(found, input_shape[0])
+    return tensor
 
-    Args:
-        images: a path, PIL image, array or tensor, or a sequence of paths / PIL images / single
-            images; arrays and tensors may also hold a batch (see :class:`TripletModel.embed`).
-        input_shape: (channels, height, width) the network takes.
-        log: where the channel-conversion note goes.
 
-    Returns:
-        The batch, float32.
-    """
-    return _to_batch(images, input_shape, _ChannelNotice(log))
+def _items(images: Images) -> list[ImageLike]:
+    return [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
 
 
 def _to_batch(images: Images, input_shape: tuple[int, int, int], notice: _ChannelNotice) -> torch.Tensor:
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return _array_batch(images, input_shape, notice)
-    items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
-    parts = []
-    for item in items:
-        if isinstance(item, (str, os.PathLike)):
-            tensor, bands = read_image(item, input_shape)
-        elif isinstance(item, Image.Image):
-            tensor, bands = preprocess_image(item, input_shape), _pil_bands(item)
-        elif isinstance(item, (np.ndarray, torch.Tensor)):
-            parts.append(_array_batch(item, input_shape, notice))
-            continue
-        else:
-            raise ParameterError("images", f"must be paths, PIL images, numpy arrays or tensors, got {type(item).__name__}")
-        if bands != input_shape[0]:
-            notice(bands, input_shape[0])
-        parts.append(tensor[None].to(torch.float32) / 255.0)
+    parts = [
+        _array_batch(item, input_shape, notice) if isinstance(item, (np.ndarray, torch.Tensor))
+        else images_to_input(_prepared(item, input_shape, notice)[None])
+        for item in _items(images)
+    ]
     if not parts:
         return torch.empty(0, *input_shape)
     return torch.cat(parts)
@@ -401,6 +392,15 @@ class TripletModel:
         """The calibration beside the checkpoint (threshold, FAR, data), or None if it was never calibrated."""
         return read_calibration(self.checkpoint, self.fingerprint)
 
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Files or PIL images -> uint8 (N, C, H, W): the network's input before scaling, by the image pipeline.
+
+        The very tensor training holds for the same files (:mod:`tripletnet.data.images`), and what an
+        ONNX or TorchScript export takes.
+        """
+        prepared = [_prepared(item, self.input_shape, self._channel_notice) for item in _items(images)]
+        return torch.stack(prepared) if prepared else torch.empty(0, *self.input_shape, dtype=torch.uint8)
+
     def to_batch(self, images: Images) -> torch.Tensor:
         """Images -> float (N, C, H, W) in [0, 1], preprocessed for this network."""
         return _to_batch(images, self.input_shape, self._channel_notice)
@@ -412,8 +412,9 @@ class TripletModel:
         Args:
             images: a file path, PIL image, numpy array or tensor, or a list of them. Arrays and
                 tensors: uint8 (0..255) or float (0..1); (H, W) is one image, (N, H, W) a batch of
-                one-channel images, (N, C, H, W) a batch. Files and PIL images are converted and
-                resized as in training; another channel count is converted (said once).
+                one-channel images, (N, C, H, W) a batch, already at the model's size. Files and
+                PIL images go through the image pipeline training read its files with (see
+                :meth:`preprocess`); another channel count is converted (said once).
             batch_size: images per forward pass.
 
         Returns:

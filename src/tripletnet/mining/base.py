@@ -7,7 +7,6 @@ Each miner is described by a :class:`MinerSpec` and registered in :mod:`tripletn
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -106,5 +105,3 @@ def empty_triplets(device: torch.device) -> Triplets:
     empty = torch.empty(0, dtype=torch.int64, device=device)
     return Triplets(empty, empty, empty)
 
-
-Miner = Callable[[torch.Tensor, torch.Tensor, float], Triplets]

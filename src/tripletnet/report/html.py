@@ -2,10 +2,14 @@
 
 Everything is inside the one file: figures and example images as base64 PNG, styles in a
 ``<style>`` element, no scripts and no links to anything outside it, so it opens offline, attaches
-to an e-mail and never changes after it is written. It shows the run's configuration, the
-per-epoch curves, the verification table, ROC, pair distances, a t-SNE map, retrieval metrics,
+to an e-mail and never changes after it is written. It shows the run's configuration (grouped, only the
+options that apply), the per-epoch curves, the verification table, ROC, pair distances, a t-SNE map, retrieval metrics,
 the worst mistakes (closest different-class pairs, farthest same-class pairs) and a few queries
 with their nearest neighbours.
+
+:func:`collect_report_data` evaluates through the API (the run's data reloaded as the run loaded
+it, :func:`~tripletnet.api.load_run_images`) into a plain :class:`ReportData`;
+:func:`render_report` only formats it.
 """
 
 from __future__ import annotations
@@ -16,21 +20,29 @@ import html
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .. import plots
+from ..api import load_run_images
+from ..config import TrainConfig
 from ..console import Logger, log_stderr
+from ..data import DATASETS, stratified_subset
 from ..errors import ParameterError, UserError
+from ..evaluation import EvaluationResult, evaluate_embeddings
+from ..evaluation.results import ClusteringResult, RetrievalResult, VerificationResult
 from ..fileio import atomic_write_text
-
-if TYPE_CHECKING:
-    from ..evaluation.results import ClusteringResult, RetrievalResult, VerificationResult
+from ..inference.index import GalleryIndex
+from ..inference.model import load_model
+from ..training.checkpoint import load_checkpoint
+from ..training.runlog import read_records
+from ..tsne import tsne_2d
 
 N_MISTAKES = 8
 N_QUERIES = 5
@@ -112,10 +124,8 @@ def _exact_pairs(x: torch.Tensor, flat_positions: torch.Tensor, n: int, count: i
 
 def figure_png(figure: Any) -> bytes:
     """A matplotlib Figure as PNG bytes."""
-    from ..plots import DPI
-
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=plots.DPI, bbox_inches="tight")
     return buffer.getvalue()
 
 
@@ -209,9 +219,52 @@ def resolve_checkpoint(run_dir_or_checkpoint: str | os.PathLike) -> Path:
     return epochs[-1]
 
 
-def write_html_report(
+@dataclass(frozen=True)
+class Query:
+    """One example query and its nearest other test images: (distance, position) nearest first."""
+
+    position: int
+    neighbours: tuple[tuple[float, int], ...]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, collected through the API; :func:`render_report` only formats it.
+
+    Attributes:
+        checkpoint: the checkpoint reported.
+        fingerprint: its weights' fingerprint.
+        config: the run's configuration.
+        embedding_dim: size of the embeddings.
+        dataset: the dataset's name.
+        evaluated: what was evaluated, in words ("the test split of mnist").
+        images: the evaluated uint8 images (for thumbnails), labels their labels, class_names the names.
+        result: the all-pairs evaluation of their embeddings.
+        history: the per-epoch records up to this checkpoint's epoch.
+        tsne: the t-SNE map (points, their labels, seconds), or None when not drawn.
+        false_accepts, false_rejects: the worst mistakes (see :func:`extreme_pairs`).
+        queries: example queries with their neighbours.
+    """
+
+    checkpoint: Path
+    fingerprint: str
+    config: TrainConfig
+    embedding_dim: int
+    dataset: str
+    evaluated: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    result: EvaluationResult
+    history: list[dict[str, Any]]
+    tsne: tuple[np.ndarray, np.ndarray, float] | None
+    false_accepts: list[Pair]
+    false_rejects: list[Pair]
+    queries: list[Query]
+
+
+def collect_report_data(
     run_dir_or_checkpoint: str | os.PathLike,
-    out_html: str | os.PathLike,
     *,
     data_path: str | None = None,
     far: float = 1e-3,
@@ -223,13 +276,13 @@ def write_html_report(
     clustering: bool = True,
     seed: int = 0,
     log: Logger = log_stderr,
-) -> Path:
-    """Evaluate a checkpoint on its dataset's test split and write the report as one HTML file.
+) -> ReportData:
+    """Evaluate a checkpoint on its run's test data, reloaded as the run loaded it (:func:`~tripletnet.api.load_run_images`).
 
     Args:
         run_dir_or_checkpoint: a run folder (its ``last.pt``) or a checkpoint file.
-        out_html: the HTML file to write (atomically).
-        data_path: dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/).
+        data_path: dataset folder (default: the checkpoint's, $TRIPLETNET_DATA, ./data/); for a run
+            on an image folder or CSV list, its new place if it moved.
         far: target false-accept rate of the verification table.
         test_images: evaluate a class-stratified subset of this many test images (0 = all).
         tsne: draw a t-SNE map of (at most ``tsne_points``) test embeddings.
@@ -241,27 +294,19 @@ def write_html_report(
         log: where progress messages go.
 
     Returns:
-        The path written.
+        What the report shows.
     """
-    from .. import plots
-    from ..data import load_dataset, stratified_subset
-    from ..evaluation import evaluate_embeddings
-    from ..inference.index import GalleryIndex
-    from ..inference.model import load_model
-
     if not 0 < far <= 1:
         raise ParameterError("far", f"must be in (0, 1], got {far}")
     if test_images < 0:
         raise ParameterError("test_images", f"must be >= 0, got {test_images}")
     if n_mistakes < 1 or n_queries < 0:
         raise ParameterError("n_mistakes" if n_mistakes < 1 else "n_queries", "must be positive")
-    target = Path(out_html)
-    _check_writable(target)  # before minutes of evaluation, not after
     checkpoint = resolve_checkpoint(run_dir_or_checkpoint)
     model = load_model(checkpoint, log=log)
-    history = _history(checkpoint)
-    data = load_dataset(model.config.dataset, data_path or model.config.data_path, download=model.config.download)
-    images, labels = data.test_images, data.test_labels
+    state = load_checkpoint(checkpoint)
+    run = load_run_images(checkpoint, "test", data_path, model.config.download, state=state, log=log)
+    images, labels = run.images, run.labels
     if 0 < test_images < len(labels):
         subset = stratified_subset(labels, test_images, seed)
         images, labels = images[subset], labels[subset]
@@ -269,14 +314,49 @@ def write_html_report(
     embeddings = model.embed(images)
     log("evaluating all test pairs ...")
     result = evaluate_embeddings(embeddings, labels, protocol="all-pairs", far=far, clustering=clustering, seed=seed)
-    verification = result.verification
+    tsne_map = None
+    if tsne:
+        chosen = stratified_subset(labels, min(tsne_points, len(labels)), seed)
+        log(f"t-SNE of {len(chosen):,} test embeddings ...")
+        points, seconds = tsne_2d(embeddings[chosen].numpy(), seed=seed)
+        tsne_map = (points, labels[chosen].numpy(), seconds)
+    log("finding the worst mistakes ...")
+    false_accepts, false_rejects = extreme_pairs(embeddings, labels, n_mistakes)
+    return ReportData(
+        checkpoint=checkpoint, fingerprint=model.fingerprint, config=model.config, embedding_dim=model.embedding_dim,
+        dataset=run.data.name, evaluated=run.describe(), images=images, labels=labels, class_names=run.data.class_names,
+        result=result, history=_history(checkpoint, state), tsne=tsne_map, false_accepts=false_accepts,
+        false_rejects=false_rejects, queries=_queries(model.fingerprint, embeddings, n_queries, seed),
+    )
 
-    figures: list[tuple[str, bytes]] = []
+
+def write_html_report(run_dir_or_checkpoint: str | os.PathLike, out_html: str | os.PathLike, **options: Any) -> Path:
+    """Evaluate a checkpoint on its dataset's test split and write the report as one HTML file (atomically).
+
+    Args:
+        run_dir_or_checkpoint: a run folder (its ``last.pt``) or a checkpoint file.
+        out_html: the HTML file to write; checked before minutes of evaluation.
+        options: the keyword arguments of :func:`collect_report_data` (data_path, far, test_images, tsne, ...).
+
+    Returns:
+        The path written.
+    """
+    target = Path(out_html)
+    _check_writable(target)  # before minutes of evaluation, not after
+    data = collect_report_data(run_dir_or_checkpoint, **options)
+    atomic_write_text(target, render_report(data))  # a failure is a WriteError naming the file
+    return target
+
+
+def render_report(data: ReportData) -> str:
+    """The report page of ``data``: one self-contained HTML document."""
+    verification = data.result.verification
     histogram = verification.histogram
     threshold = verification.threshold if math.isfinite(verification.threshold) else None
+    figures: list[tuple[str, bytes]] = []
     distance_figure = plots.distance_histogram_figure(
         np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]),
-        threshold, far=far,
+        threshold, far=verification.far,
         title=f"Pair distances (all {verification.n_pairs:,} test pairs)",
         pos_summary=f"{verification.positive_mean:.3f} ± {verification.positive_std:.3f}",
         neg_summary=f"{verification.negative_mean:.3f} ± {verification.negative_std:.3f}",
@@ -287,61 +367,47 @@ def write_html_report(
     roc = plots.roc_figure(np.asarray(verification.roc_far), np.asarray(verification.roc_val),
                            auc=verification.auc, eer=verification.eer, marks=marks)
     figures.append(("ROC", figure_png(roc)))
-    if tsne:
-        from ..tsne import tsne_2d
-
-        subset = stratified_subset(labels, min(tsne_points, len(labels)), seed)
-        log(f"t-SNE of {len(subset):,} test embeddings ...")
-        points, seconds = tsne_2d(embeddings[subset].numpy(), seed=seed)
+    if data.tsne is not None:
+        points, tsne_labels, seconds = data.tsne
         tsne_title = f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)"
-        tsne_figure = plots.embedding_2d_figure(points, labels[subset].numpy(), data.class_names, title=tsne_title)
-        figures.append(("t-SNE", figure_png(tsne_figure)))
+        figures.append(("t-SNE", figure_png(plots.embedding_2d_figure(points, tsne_labels, data.class_names, title=tsne_title))))
     curves: list[tuple[str, bytes]] = []
-    if history:
-        curves.append(("losses", figure_png(plots.losses_figure(history))))
+    if data.history:
+        curves.append(("losses", figure_png(plots.losses_figure(data.history))))
         try:
-            curves.append(("metrics per epoch", figure_png(plots.epoch_metrics_figure(history))))
+            curves.append(("metrics per epoch", figure_png(plots.epoch_metrics_figure(data.history))))
         except ValueError:
             pass  # a run trained with --eval_every 0 has no per-epoch metrics to draw
-
-    log("finding the worst mistakes ...")
-    false_accepts, false_rejects = extreme_pairs(embeddings, labels, n_mistakes)
-    queries_html = _queries_html(GalleryIndex, model.fingerprint, embeddings, images, labels, data.class_names, n_queries, seed)
-
-    names = data.class_names
-    threshold_used = verification.threshold
+    images, labels, names = data.images, data.labels, data.class_names
     mistakes = (
         _pairs_html("Closest different-class pairs (the first false accepts of any threshold)",
-                    false_accepts, images, labels, names, threshold_used)
-        + _pairs_html("Farthest same-class pairs (the first false rejects)", false_rejects, images, labels, names, threshold_used)
+                    data.false_accepts, images, labels, names, verification.threshold)
+        + _pairs_html("Farthest same-class pairs (the first false rejects)", data.false_rejects, images, labels, names,
+                      verification.threshold)
     )
-    page = "\n".join([
+    return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>tripletnet report: {html.escape(str(checkpoint))}</title>",
+        f"<title>tripletnet report: {html.escape(str(data.checkpoint))}</title>",
         f"<style>{STYLE}</style></head><body>",
-        _header(checkpoint, model, data.name, len(images)),
+        _header(data),
         "<main>",
-        _headlines(verification, result.retrieval),
+        _headlines(verification, data.result.retrieval),
+        _subset_note(data),
         _section("verification", "Verification: every test pair", _verification_table(verification)),
-        _section("figures", "ROC, pair distances" + (" and t-SNE" if tsne else ""),
+        _section("figures", "ROC, pair distances" + (" and t-SNE" if data.tsne is not None else ""),
                  '<div class="figures">' + "".join(_img(png, title) for title, png in figures) + "</div>"),
         _section("retrieval", "Retrieval and clustering: every test image a query",
-                 _retrieval_table(result.retrieval, result.clustering)),
+                 _retrieval_table(data.result.retrieval, data.result.clustering)),
         _section("mistakes", "Worst mistakes", mistakes),
-        _section("queries", f"Queries and their {NEIGHBOURS} nearest test images", queries_html) if n_queries else "",
+        _section("queries", f"Queries and their {NEIGHBOURS} nearest test images", _queries_html(data)) if data.queries else "",
         _section("curves", "Training curves",
                  '<div class="figures">' + "".join(_img(png, title) for title, png in curves) + "</div>" if curves
                  else '<p class="note">This run recorded no per-epoch metrics.</p>'),
-        _section("config", "Configuration", _table([(k, _fmt(v)) for k, v in sorted(model.config.to_dict().items())])),
+        _section("config", "Configuration", _config_html(data.config)),
         "</main></body></html>",
     ])
-    try:
-        atomic_write_text(target, page)
-    except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
-    return target
 
 
 def _check_writable(target: Path) -> None:
@@ -352,26 +418,35 @@ def _check_writable(target: Path) -> None:
         raise UserError(f"cannot write {target}: {existing} is not a writable folder")
 
 
-def _history(checkpoint: Path) -> list[dict[str, Any]]:
+def _history(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-epoch records: the run folder's metrics.jsonl up to this checkpoint's epoch, else the checkpoint's own."""
-    from ..training.checkpoint import load_checkpoint
-    from ..training.runlog import read_records
-
-    state = load_checkpoint(checkpoint)
     metrics = checkpoint.parent / "metrics.jsonl"
     records = read_records(metrics) if metrics.is_file() else list(state.get("history") or [])
     return [r for r in records if not isinstance(r.get("epoch"), int) or r["epoch"] <= state["epoch"]]
 
 
-def _header(checkpoint: Path, model: Any, dataset: str, n_images: int) -> str:
+def _header(data: ReportData) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    checkpoint = data.checkpoint
     return (
         f"<header><h1>tripletnet report: {html.escape(checkpoint.parent.name or str(checkpoint))}</h1>"
-        f"<p>checkpoint {html.escape(str(checkpoint))} · weights {model.fingerprint[:12]} · "
-        f"network {html.escape(model.config.network)}, "
-        f"{model.embedding_dim}-d embeddings</p>"
-        f"<p>evaluated on the {html.escape(dataset)} test split ({n_images:,} images) · written {when}</p></header>"
+        f"<p>checkpoint {html.escape(str(checkpoint))} · weights {data.fingerprint[:12]} · "
+        f"network {html.escape(data.config.network)}, "
+        f"{data.embedding_dim}-d embeddings</p>"
+        f"<p>evaluated on {html.escape(data.evaluated)} ({len(data.labels):,} images) · written {when}</p></header>"
     )
+
+
+def _subset_note(data: ReportData) -> str:
+    """Why the headline VAL differs from the last point of the per-epoch curve: the pairs each is computed on."""
+    verification = data.result.verification
+    shown = f"The headline VAL is over all {verification.n_pairs:,} pairs of the {len(data.labels):,} test images evaluated here."
+    if data.config.eval_every > 0 and data.history:
+        eval_images = data.config.eval_images
+        subset = "every test image" if eval_images == 0 else f"a subset of at most {eval_images:,} test images"
+        shown += (f" The per-epoch curve's VAL (training curves, below) was computed during training on {subset} "
+                  "(--eval_images), so the two need not agree.")
+    return f'<p class="note">{html.escape(shown)}</p>'
 
 
 def _headlines(verification: VerificationResult, retrieval: RetrievalResult | None) -> str:
@@ -450,23 +525,91 @@ def _verdict_class(right: Any) -> str:
     return "thumb right" if right else "thumb wrong"
 
 
-def _queries_html(index_type: Any, fingerprint: str, embeddings: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
-                  names: Sequence[str], n_queries: int, seed: int) -> str:
+def _queries(fingerprint: str, embeddings: torch.Tensor, n_queries: int, seed: int) -> list[Query]:
+    """``n_queries`` seeded example queries and their nearest other test images (exact search)."""
     if n_queries == 0:
-        return ""
+        return []
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(embeddings), generator=generator)[:n_queries]
     k = min(NEIGHBOURS + 1, len(embeddings))
-    distances, found = index_type.build(embeddings, fingerprint=fingerprint).search(embeddings[chosen], k)
+    distances, found = GalleryIndex.build(embeddings, fingerprint=fingerprint).search(embeddings[chosen], k)
+    # The query is in the gallery; skip it (not necessarily rank 0 when duplicates tie).
+    return [Query(q, tuple((float(d), int(n)) for d, n in zip(ds, ns, strict=True) if int(n) != q)[:NEIGHBOURS])
+            for q, ds, ns in zip(chosen.tolist(), distances, found, strict=True)]
+
+
+def _queries_html(data: ReportData) -> str:
+    images, labels, names = data.images, data.labels, data.class_names
     rows = []
-    for q, ds, ns in zip(chosen.tolist(), distances, found, strict=True):
-        # The query is in the gallery; skip it (not necessarily rank 0 when duplicates tie).
-        kept = [(float(d), int(n)) for d, n in zip(ds, ns, strict=True) if int(n) != q][:NEIGHBOURS]
+    for query in data.queries:
+        q = query.position
         neighbours = "".join(
             f'<div class="neighbour">{_img(image_png(images[n]), f"test image {n}", _verdict_class(labels[n] == labels[q]))}'
             f"<br>{html.escape(_class(labels[n], names))}<br>{d:.3f}</div>"
-            for d, n in kept
+            for d, n in query.neighbours
         )
         rows.append(f'<div class="query"><div class="neighbour">{_img(image_png(images[q]), f"query {q}", "thumb")}'
                     f"<br><b>query</b><br>{html.escape(_class(labels[q], names))}</div>{neighbours}</div>")
     return "".join(rows)
+
+
+# --------------------------------------------------------------------------- the configuration, grouped
+
+# Each group lists its options with when they apply; an option of the config no group names is shown
+# under "other", so a new option is never hidden. ``None``: always applies.
+_Applies = Callable[[TrainConfig], bool] | None
+
+
+def _path_dataset(config: TrainConfig) -> bool:
+    return DATASETS.is_path(config.dataset)
+
+
+CONFIG_GROUPS: tuple[tuple[str, tuple[tuple[str, _Applies], ...]], ...] = (
+    ("data", (
+        ("dataset", None), ("data_path", lambda c: not _path_dataset(c)), ("download", lambda c: not _path_dataset(c)),
+        ("image_size", _path_dataset), ("channels", _path_dataset), ("split_by", _path_dataset),
+        ("skip_bad_images", _path_dataset), ("cache_images", _path_dataset), ("num_workers", _path_dataset),
+        ("num_images", None), ("train_classes", lambda c: c.train_classes is not None),
+        ("holdout_classes", lambda c: c.holdout_classes is not None), ("selection_classes", lambda c: c.selection_classes > 0),
+    )),
+    ("augmentation", (
+        ("augment", None), *((name, lambda c: bool(c.augment)) for name in ("rotation", "scaling", "shift", "hflip",
+                                                                              "elastic", "stroke")),
+    )),
+    ("network", (("network", None), ("embedding_dim", None), ("projection_dim", lambda c: c.projection_dim > 0))),
+    ("loss and mining", (
+        ("margin", None), ("mining", None), ("instance_weight", None), ("instance_margin", lambda c: c.instance_weight > 0),
+        ("collapse_fallback", None),
+    )),
+    ("optimisation", (
+        ("epochs", None), ("batch_size", None), ("lr", None), ("lr_schedule", None),
+        ("lr_drop_epoch", lambda c: c.lr_schedule == "step"), ("lr_drop_factor", None),
+        ("weight_decay", None), ("patience", lambda c: c.patience > 0), ("precision", None),
+    )),
+    ("evaluation during training", (
+        ("eval_every", None), ("eval_images", lambda c: c.eval_every > 0), ("num_val_triplets", None),
+    )),
+    ("run", (
+        ("seed", None), ("device", None), ("threads", None), ("checkpoint_path", None),
+        ("tensorboard", lambda c: bool(c.tensorboard)),
+    )),
+)
+
+
+def config_groups(config: TrainConfig) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The run's options that apply to it, by group: (group, [(option, value)]), empty groups left out."""
+    values = config.to_dict()
+    named = {name for _, options in CONFIG_GROUPS for name, _ in options}
+    groups = [
+        (title, [(name, values[name]) for name, applies in options if name in values and (applies is None or applies(config))])
+        for title, options in CONFIG_GROUPS
+    ]
+    groups.append(("other", [(name, value) for name, value in values.items() if name not in named]))
+    return [(title, rows) for title, rows in groups if rows]
+
+
+def _config_html(config: TrainConfig) -> str:
+    return "".join(
+        f"<h3>{html.escape(title)}</h3>{_table([(name, _fmt(value)) for name, value in rows])}"
+        for title, rows in config_groups(config)
+    )

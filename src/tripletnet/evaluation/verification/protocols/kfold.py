@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from ....errors import ParameterError, UserError
-from ...pairs_folds import pair_distances
 from ...results import KFoldResult
 from ..conventions import (
     check_embeddings,
@@ -16,7 +15,8 @@ from ..conventions import (
     mean_and_std,
     operating_point,
 )
-from ..exact import threshold_at_far, verify_distances
+from ..exact import verify_distances
+from ..folds import fold_outcomes, pair_distances
 from .base import Protocol
 from .random_pairs import draw_pairs
 
@@ -25,7 +25,7 @@ FOLDS = 10
 
 
 def kfold_distances(distances: np.ndarray, is_positive: np.ndarray, folds: int = FOLDS, far: float = 1e-3) -> KFoldResult:
-    """k-fold verification on explicit pair distances.
+    """k-fold verification on explicit pair distances, by the one k-fold loop (:func:`..folds.fold_outcomes`).
 
     Fold assignment is deterministic: the i-th positive pair (in the given order) goes to fold
     i % folds, and likewise for negatives, so every fold has an equal share of each. For each fold
@@ -55,19 +55,12 @@ def kfold_distances(distances: np.ndarray, is_positive: np.ndarray, folds: int =
     fold_of[positive] = np.arange(n_positive) % folds
     fold_of[~positive] = np.arange(n_negative) % folds
     per_fold: list[dict[str, float | None]] = []
-    for fold in range(folds):
-        test = fold_of == fold
-        training_negatives = d[~test & ~positive]
-        threshold = threshold_at_far(training_negatives, far)
-        accepted = d[test] < threshold
-        true_accepts, test_positives = int(np.count_nonzero(accepted & positive[test])), int(positive[test].sum())
-        point = operating_point(
-            far, threshold, true_accepts, int(np.count_nonzero(accepted & ~positive[test])),
-            test_positives, int((~positive[test]).sum()),
-        )
+    for outcome in fold_outcomes(d, positive, fold_of, far):  # every fold's training share holds negatives (checked above)
+        point = operating_point(far, outcome.far_threshold, outcome.true_accepts, outcome.false_accepts,
+                                outcome.positives, outcome.negatives)
         # VAL is resolved by the negatives the threshold was chosen on, not by the few held-out ones.
-        val = true_accepts / test_positives if far_is_resolved(far, len(training_negatives)) else None
-        per_fold.append({"threshold": threshold, "val": val, "far_reached": point.far, "accuracy": point.accuracy})
+        val = outcome.true_accepts / outcome.positives if far_is_resolved(far, outcome.training_negatives) else None
+        per_fold.append({"threshold": outcome.far_threshold, "val": val, "far_reached": point.far, "accuracy": point.accuracy})
     stats: dict[str, float | None] = {}
     for key in ("threshold", "val", "accuracy", "far_reached"):
         stats[key], stats[f"{key}_std"] = mean_and_std([record[key] for record in per_fold])

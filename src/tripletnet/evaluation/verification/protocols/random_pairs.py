@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from ....errors import ParameterError, UserError
-from ...pairs_folds import pair_distances
 from ...results import RepeatedPairsResult, VerificationResult
 from ..conventions import check_embeddings, mean_and_std
 from ..exact import verify_distances
+from ..folds import pair_distances
 from .base import Protocol, check_pair_budget
 
 RANDOM_PAIRS = 1024  # the reference's sample size

@@ -1,0 +1,18 @@
+"""Starting the CLI costs no torch import: the command line, the configs and the dataset registry load without it."""
+
+import subprocess
+import sys
+
+
+def test_importing_the_cli_does_not_import_torch():
+    # A fresh interpreter: this test session has long imported torch.
+    check = "import sys, tripletnet.cli, tripletnet.config, tripletnet.data.datasets; assert 'torch' not in sys.modules"
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_data_package_still_gives_its_names_when_asked():
+    check = ("import sys, tripletnet.data as data; assert 'torch' not in sys.modules; "
+             "assert all(getattr(data, name) is not None for name in data.__all__); assert 'torch' in sys.modules")
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]

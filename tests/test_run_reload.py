@@ -1,0 +1,73 @@
+"""One way to reload a run's data: index --split, report, embed and evaluate find a folder or CSV run's images
+with the run's own --image_size (here 32, where the folder's default would be 45)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from odd_images import write_odd_folder
+from tripletnet.api import load_run_images
+from tripletnet.cli import main
+from tripletnet.data import load_dataset
+from tripletnet.data.types import ImageOptions
+from tripletnet.inference.index import GalleryIndex
+from tripletnet.training.checkpoint import load_checkpoint
+
+from _checkpoint import train_tiny_on
+
+SIZE = 32
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module", params=["folder", "csv"])
+def run(request, tmp_path_factory):
+    """(the dataset the run was trained on, its checkpoint) for a folder run and a CSV run at --image_size 32."""
+    base = tmp_path_factory.mktemp(request.param)
+    root = base / "images"
+    files = write_odd_folder(root)
+    dataset = root
+    if request.param == "csv":
+        dataset = base / "list.csv"
+        rows = [f"{f.relative_to(base).as_posix()},{f.parent.name},{f.relative_to(root).parts[0]}" for f in files]
+        dataset.write_text("path,label,split\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return dataset, train_tiny_on(dataset, base / "run", image_size=SIZE)
+
+
+def test_the_default_image_size_of_this_data_is_not_the_runs(run):
+    """The precondition of every test here: reloading without the run's options gives other pixels."""
+    dataset, _ = run
+    assert load_dataset(str(dataset), options=ImageOptions()).test_images.shape[-1] != SIZE
+
+
+def test_the_run_data_reload_with_the_runs_image_size(run):
+    dataset, checkpoint = run
+    expected = load_dataset(str(dataset), options=ImageOptions(image_size=SIZE))
+    reloaded = load_run_images(checkpoint, "test", log=_quiet)
+    assert torch.equal(reloaded.images, expected.test_images) and reloaded.images.shape[-1] == SIZE
+
+
+def test_index_split_test_indexes_the_runs_test_images(run, tmp_path, capsys):
+    dataset, checkpoint = run
+    assert main(["index", "--checkpoint", str(checkpoint), "--split", "test", "--out", str(tmp_path / "gallery")]) == 0
+    assert "indexed 18 embeddings of the test split" in capsys.readouterr().out
+    index = GalleryIndex.load(tmp_path / "gallery")
+    assert index.size == 18
+    query = next(dataset.parent.glob("**/test/*/wide-80x40.png"))
+    assert main(["search", "--index", str(tmp_path / "gallery"), "--query", str(query), "-k", "3", "--json"]) == 0
+    neighbours = json.loads(capsys.readouterr().out)["results"][0]["neighbours"]
+    assert len(neighbours) == 3 and neighbours[0]["label"] == query.parent.name
+
+
+def test_report_evaluates_the_runs_test_images(run, tmp_path, capsys):
+    _, checkpoint = run
+    out = tmp_path / "report.html"
+    assert main(["report", "--checkpoint", str(checkpoint), "--out", str(out), "--no-tsne"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "(18 images)" in text and f"<th>image_size</th><td>{SIZE}</td>" in text
+    assert load_checkpoint(checkpoint)["input"]["image_size"] == SIZE
