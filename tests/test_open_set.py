@@ -231,4 +231,4 @@ def test_the_first_log_line_counts_the_images_an_epoch_really_uses(tmp_path, mni
     train(config, data=small, log=said.append)
     (line,) = [s for s in said if s.startswith("training ")]
     steps = int(line.split(" batches of ")[0].rsplit(" ", 1)[1])
-    assert f"{steps * 64} images/epoch" in line and "59904" not in line
+    assert f"{steps * 64} images per epoch" in line and "59904" not in line
