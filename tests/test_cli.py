@@ -410,7 +410,7 @@ def test_only_the_main_process_of_a_torchrun_run_says_done(monkeypatch, capsys, 
     monkeypatch.setattr(training, "train", lambda config, **_: TrainResult(model=None, config=config,  # type: ignore[arg-type]
                                                                           history=[{"train_loss": 0.5}], run_dir=tmp_path))
     assert main(["train", "--epochs", "1", "--checkpoint_path", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.count("done: 1 epochs") == (1 if says_done else 0)
+    assert capsys.readouterr().out.count("done: 1 epoch,") == (1 if says_done else 0)
 
 
 def _open_set_slice():

@@ -278,7 +278,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not context_from_environment().is_main_process:
         return 0  # the main process speaks for the run: "done" once, not once per process
     last = result.history[-1] if result.history else {}
-    print(f"done: {len(result.history)} epochs, final train loss {last.get('train_loss', float('nan')):.4f}, "
+    epochs = len(result.history)
+    print(f"done: {epochs} epoch{'' if epochs == 1 else 's'}, final train loss {last.get('train_loss', float('nan')):.4f}, "
           f"checkpoints in {result.run_dir}")
     return 0
 
