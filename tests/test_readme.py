@@ -38,8 +38,13 @@ def test_the_readme_is_short_and_speaks_of_the_readers_machine():
     assert len(readme.splitlines()) <= 250
     for stale in ("this machine", "earlier machine", "issue 1", "runs/mnist/last.pt", 'pip install "tripletnet['):
         assert stale not in readme, stale
-    # What training writes is what the README's later commands read.
-    assert "checkpoints/last.pt" in readme and "--checkpoint_path" not in readme.split("checkpoints/last.pt")[0].split("**Train**")[1]
+    # The checkpoints the README's commands read are the ones its training commands write.
+    commands = "\n".join(_bash_blocks(readme))
+    written = {"checkpoints"} | {folder.rstrip("/") for folder in re.findall(r"train .*--checkpoint_path (\S+)", commands)}
+    read = {folder for folder in re.findall(r"--checkpoint (\S+)/last\.pt", commands)}
+    read |= set(re.findall(r"--run (\S+)", commands))
+    assert read and read <= written, f"the README reads runs no command of it writes: {sorted(read - written)}"
+    assert "`./checkpoints/`" in readme  # and it says where training writes by default
     for tour in ("**Train**", "**Evaluate**", "**Report**", "**Verify**", "**Search**", "**Export**", "**Your own folder**",
                  "**Open set**", "**Several processes**"):
         assert tour in readme, tour
