@@ -1,9 +1,9 @@
 """Command line: reference spellings, kebab-case, config precedence, and user mistakes."""
 
 import contextlib
-import re
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields

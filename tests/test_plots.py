@@ -341,7 +341,8 @@ def test_the_tsne_title_of_an_evaluation_carries_no_run_time(tmp_path, monkeypat
 
     titles = []
     real = plots.plot_embedding_2d
-    monkeypatch.setattr(plots, "plot_embedding_2d", lambda *args, **kwargs: titles.append(kwargs["title"]) or real(*args, **kwargs))
+    monkeypatch.setattr(plots, "plot_embedding_2d",
+                        lambda *args, **kwargs: titles.append(kwargs["title"]) or real(*args, **kwargs))
     embeddings = torch.nn.functional.normalize(torch.randn(90, 8, generator=torch.Generator().manual_seed(0)), dim=1)
     labels = torch.arange(90) % 3
     split = api.EmbeddedSplit(embeddings, labels, class_names=("a", "b", "c"))
