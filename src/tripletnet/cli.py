@@ -394,7 +394,8 @@ def add_use_commands(subparsers: Any) -> None:
         "export", help="export the network as ONNX or TorchScript",
         description="The exported graph takes uint8 images N x C x H x W (dynamic N) and returns L2-normalised fp32 embeddings.")
     export.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
-    export.add_argument("--format", default="onnx", choices=EXPORT_FORMATS,
+    # The choices are listed, and checked in _cmd_export, where a wrong one gets the one-line error with exit 2.
+    export.add_argument("--format", default="onnx", metavar="{" + ",".join(EXPORT_FORMATS) + "}",
                         help="onnx (opset 18) or torchscript (default: onnx)")
     export.add_argument("--out", required=True, metavar="FILE", help="file to write")
     export.set_defaults(handler=_cmd_export)
