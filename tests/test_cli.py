@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -138,11 +139,16 @@ def test_help_states_each_default_once_and_never_none(command):
 
 
 def test_every_eval_config_field_is_an_evaluate_option_in_both_spellings():
+    from tripletnet.cli import KEBAB_NOTE
+
     help_text = _subcommand_help("evaluate")
+    assert " ".join(KEBAB_NOTE.split()) in " ".join(help_text.split())  # listed once, the kebab spelling said once
+    parse = _build_parser().parse_args
     for f in fields(EvalConfig):
         assert f"--{f.name}" in help_text
-        if "_" in f.name:
-            assert f"--{f.name.replace('_', '-')}" in help_text
+        if "_" in f.name:  # data_path, n_pairs: both take a value
+            kebab = f"--{f.name.replace('_', '-')}"
+            assert getattr(parse(["evaluate", kebab, "1"]), f.name) is not None, kebab
     parse = _build_parser().parse_args
     assert parse(["evaluate", "--n-pairs", "5"]).n_pairs == parse(["evaluate", "--n_pairs", "5"]).n_pairs == 5
     assert parse(["evaluate", "--no-tsne", "--no-clustering"]).tsne is False
@@ -346,3 +352,125 @@ def test_holding_classes_out_starts_from_the_open_set_preset_unless_told_otherwi
     closed = _config(["train", "--train_classes", "0-4", "--preset", "default"])
     assert (closed.mining, closed.margin, closed.instance_weight) == (TrainConfig().mining, TrainConfig().margin, 0.0)
     assert _config(["train"]) == TrainConfig()  # no classes held out: the defaults
+
+
+# --- issue 20: what the commands print ---------------------------------------------------------------
+
+
+def test_train_help_is_grouped_short_and_its_usage_lists_no_spelling_twice(monkeypatch):
+    from tripletnet.cli import OPTION_GROUPS
+
+    monkeypatch.setenv("COLUMNS", "120")
+    text = _subcommand_help("train")
+    usage = text.split("\n\n")[0]
+    assert "--skip-bad-images" not in usage and "--no-skip_bad_images" not in usage and len(usage.splitlines()) == 1
+    headings = [line[:-1] for line in text.splitlines() if line.endswith(" options:")]
+    assert headings == [f"{group} options" for group in OPTION_GROUPS]
+    sections = {heading: body for heading, body in zip(headings, text.split(" options:\n")[1:], strict=True)}
+    for f in fields(TrainConfig):
+        group = f.metadata["group"]
+        assert group in OPTION_GROUPS, f.name
+        section = sections[f"{group} options"].split("\n\n")[0]
+        assert re.search(rf"^  --{f.name}(?![\w-])", section, flags=re.M), f"--{f.name} not under '{group}'"
+        if "_" in f.name:  # kebab-case: accepted, not listed as an option
+            assert not re.search(rf"^  --{f.name.replace('_', '-')}(?![\w-])", text, flags=re.M), f.name
+    assert len(text.splitlines()) < 100  # was 211 lines before the options were grouped and shortened
+
+
+def test_export_format_lists_its_choices(capsys):
+    from tripletnet.inference.export import FORMATS
+
+    assert f"--format {{{','.join(FORMATS)}}}" in _subcommand_help("export")
+    assert main(["export", "--checkpoint", "x.pt", "--format", "tflite", "--out", "m"]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in FORMATS) and len(err.strip().splitlines()) == 1
+
+
+def test_verify_names_only_the_calibration_facts_it_has():
+    from types import SimpleNamespace
+
+    from tripletnet.cli import _threshold_origin
+    from tripletnet.inference.model import Calibration
+
+    calibration = Calibration(threshold=0.9, far=1e-3, far_reached=9e-4, val=0.8, fingerprint="f",
+                              data={"embeddings": "test.npz", "data_path": None, "images": 10000})
+    said = _threshold_origin(SimpleNamespace(threshold=calibration), given=False)
+    assert said == "at FAR 0.001, reached 0.0009, calibrated on embeddings test.npz, images 10,000"
+    assert _threshold_origin(SimpleNamespace(threshold=None), given=True) == "given"
+
+
+@pytest.mark.parametrize("rank,says_done", [("0", True), ("1", False)])
+def test_only_the_main_process_of_a_torchrun_run_says_done(monkeypatch, capsys, tmp_path, rank, says_done):
+    import tripletnet.training as training
+    from tripletnet.training.loop import TrainResult
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(training, "train", lambda config, **_: TrainResult(model=None, config=config,  # type: ignore[arg-type]
+                                                                          history=[{"train_loss": 0.5}], run_dir=tmp_path))
+    assert main(["train", "--epochs", "1", "--checkpoint_path", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("done: 1 epoch,") == (1 if says_done else 0)
+
+
+def _open_set_slice():
+    from tripletnet.data.datasets import DatasetSplits
+
+    from _mnist import mnist
+
+    full = mnist()
+    return DatasetSplits(full.train_images[:600], full.train_labels[:600], full.test_images[:200],
+                         full.test_labels[:200], full.class_names, "mnist")
+
+
+def test_a_batch_larger_than_the_training_images_says_where_the_others_went(tmp_path):
+    from tripletnet.errors import UserError
+    from tripletnet.training import train
+
+    require_dataset("mnist")
+    config = TrainConfig(train_classes="0-4", batch_size=512, num_images=59904, epochs=1, eval_every=0,
+                         num_val_triplets=16, checkpoint_path=str(tmp_path / "run"))
+    with pytest.raises(UserError) as info:
+        train(config, data=_open_set_slice(), log=lambda _: None)
+    message = str(info.value)
+    available, pool, aside = (int(n) for n in re.search(r"only (\d+) .*classes' (\d+), (\d+) are set aside", message).groups())
+    assert available + aside == pool and "--batch_size (512)" in message
+
+
+def test_the_image_counts_of_the_first_lines_agree(tmp_path):
+    from tripletnet.training import train
+
+    require_dataset("mnist")
+    said: list[str] = []
+    config = TrainConfig(train_classes="0-4", batch_size=64, num_images=259, epochs=1, eval_every=0,
+                         num_val_triplets=16, checkpoint_path=str(tmp_path / "run"), precision="fp32")
+    train(config, data=_open_set_slice(), log=said.append)
+    (open_set,) = [s for s in said if s.startswith("open set:")]
+    (training,) = [s for s in said if s.startswith("training ")]
+    drawn = int(re.search(r"(\d+) training images", open_set).group(1))
+    per_epoch, batches = (int(n) for n in re.search(r"(\d+) images per epoch .*?(\d+) batches of 64", training).groups())
+    assert drawn == 259 and per_epoch == batches * 64 < drawn
+    assert f"whole batches of the {drawn} training images" in training and "images/epoch" not in training
+
+
+def test_the_pairs_file_table_and_the_repeated_draws_are_aligned_and_in_words():
+    import torch
+
+    from tripletnet.api import format_pair_folds
+    from tripletnet.evaluation import evaluate_embeddings, format_table
+    from tripletnet.evaluation.pairs_folds import evaluate_pair_folds
+
+    gen = torch.Generator().manual_seed(0)
+    same = torch.arange(600) % 2 == 0
+    distances = torch.rand(600, generator=gen) + (~same).float() * 0.3
+    text = format_pair_folds(evaluate_pair_folds(distances.numpy(), same.numpy(), (torch.arange(600) % 10).numpy()), "p.txt")
+    rows = [row for row in text.splitlines()[1:] if not row.startswith("  warning:")]
+    assert len(rows) == 5, text
+    values = [re.split(r"\s{2,}", row.strip(), maxsplit=1) for row in rows]
+    assert [name for name, _ in values][2] == "VAL @ FAR 0.001"
+    assert len({len(row) - len(value) for row, (_, value) in zip(rows, values, strict=True)}) == 1, text  # one value column
+    embeddings = torch.nn.functional.normalize(torch.randn(200, 8, generator=gen), dim=1)
+    table = format_table(evaluate_embeddings(embeddings, torch.arange(200) % 4, protocol="pairs", n_pairs=200, repeats=3,
+                                             clustering=False))
+    repeated = table.split("Repeated random pairs")[1]
+    assert "far_reached" not in repeated and "positive_mean" not in repeated and "_" not in repeated.split("\n", 1)[1]
+    assert "FAR reached" in repeated and "Positive distance, mean" in repeated

@@ -196,7 +196,8 @@ def test_index_a_split_with_hnsw_and_search_one_query_as_a_table(checkpoint, ima
     code, out, err = _run(capsys, "search", "--index", out_dir, "--query", query, "-k", "5")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0] == f"query {query}" and len(lines) == 6
+    assert lines[0] == f"query {query}" and len(lines) == 7
+    assert lines[1].split() == ["rank", "distance", "label", "gallery", "#"]  # column headers
 
 
 def test_search_with_other_weights_is_refused(checkpoint, image_folder, tmp_path, capsys):

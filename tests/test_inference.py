@@ -204,7 +204,7 @@ def test_verify_cli_mistakes_are_one_line_exit_2(checkpoint, test_images, tmp_pa
 def test_the_documented_python_example_runs(checkpoint, test_images, tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
-    docs = Path(__file__).resolve().parents[1] / "README.md"
+    docs = Path(__file__).resolve().parents[1] / "docs" / "guide" / "using-a-model.md"
     (example,) = [block for block in re.findall(r"```python\n(.*?)```", docs.read_text(encoding="utf-8"), flags=re.DOTALL)
                   if "load_model" in block]
     monkeypatch.chdir(tmp_path)

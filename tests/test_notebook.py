@@ -87,3 +87,20 @@ def test_the_notebook_runs_and_its_table_matches_tripletnet_evaluate(checkpoint,
     assert _table_value(table, "ROC AUC") == f"{expected['auc']:.6f}"
     pairs = next(text for source, text in texts.items() if "model.verify" in source)
     assert len(re.findall(r"^pair \d+ / \d+: distance [0-9.]+, (same|different)", pairs, flags=re.MULTILINE)) == 6
+
+
+@pytest.mark.parametrize("started_in", [".", "examples"])
+def test_without_a_setting_the_notebook_evaluates_the_run_the_readme_makes(tmp_path, monkeypatch, started_in):
+    """`tripletnet train` from the repository root writes checkpoints/last.pt; Jupyter starts the notebook
+    in the root or in examples/: either way its parameters cell finds that checkpoint."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    parameters = next(cell.source for cell in notebook.cells if cell.cell_type == "code" and "CHECKPOINT" in cell.source)
+    written = tmp_path / "checkpoints" / "last.pt"
+    written.parent.mkdir()
+    written.write_bytes(b"")
+    (tmp_path / "examples").mkdir()
+    monkeypatch.chdir(tmp_path / started_in)
+    monkeypatch.delenv("TRIPLETNET_CHECKPOINT", raising=False)
+    namespace: dict = {}
+    exec(compile(parameters, str(NOTEBOOK), "exec"), namespace)  # noqa: S102 - the notebook's own cell is the test
+    assert Path(namespace["CHECKPOINT"]).resolve() == written.resolve()

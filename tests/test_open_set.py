@@ -2,6 +2,7 @@
 checkpoint records, evaluate/embed --classes, and a colour image folder trained and verified on a pairs file."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -230,5 +231,5 @@ def test_the_first_log_line_counts_the_images_an_epoch_really_uses(tmp_path, mni
                          num_val_triplets=16, checkpoint_path=str(tmp_path / "run"))
     train(config, data=small, log=said.append)
     (line,) = [s for s in said if s.startswith("training ")]
-    steps = int(line.split(" batches of ")[0].rsplit(" ", 1)[1])
-    assert f"{steps * 64} images/epoch" in line and "59904" not in line
+    steps = int(re.search(r"(\d+) batches of 64", line).group(1))
+    assert f"{steps * 64} images per epoch" in line and "59904" not in line

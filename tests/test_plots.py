@@ -297,3 +297,55 @@ def test_tsne_rejects_bad_input():
         tsne_2d(np.zeros(10))
     with pytest.raises(ValueError):
         tsne_2d(np.full((10, 3), np.nan))
+
+
+def test_roc_labels_of_a_low_val_never_sit_on_the_far_tick_labels():
+    far = np.logspace(-6, 0, 200)
+    val = np.clip(0.02 + 0.2 * (np.log10(far) + 6) / 6, 0, 1) ** 2  # a weak model: VAL 0.0004 to 0.05 below FAR 1e-2
+    marks = {target: float(np.interp(np.log10(target), np.log10(far), val)) for target in (1e-2, 1e-3, 1e-4, 1e-5)}
+    assert max(marks.values()) < 0.1
+    fig = plots.roc_figure(far, val, auc=0.6, eer=0.4, marks=marks)
+    renderer = _drawn(fig)
+    ax = fig.axes[0]
+    ticks = [label.get_window_extent(renderer) for label in ax.get_xticklabels() if label.get_text()]
+    assert ticks
+    labels = [text for text in ax.texts if text.get_text().startswith("VAL")]
+    assert len(labels) == 4
+    for text in labels:
+        box = text.get_bbox_patch().get_window_extent(renderer)
+        assert not any(box.overlaps(tick) for tick in ticks), text.get_text()
+        assert box.y0 >= ax.get_window_extent(renderer).y0, text.get_text()  # inside the axes, above the x-axis
+
+
+def test_named_classes_whose_clusters_lie_close_keep_readable_labels():
+    rng = np.random.default_rng(0)
+    # Ten clusters, their medians closer than a label is wide: unseparated, the names would cover each other.
+    centres = np.array([[0.3 * i, 0.1 * (i % 2)] for i in range(10)])
+    labels = np.repeat(np.arange(10), 40)
+    points = centres[labels] + rng.normal(0, 0.05, (400, 2))
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    fig = plots.embedding_2d_figure(points, labels, class_names=names)
+    renderer = _drawn(fig)
+    boxes = [text.get_bbox_patch().get_window_extent(renderer) for text in fig.axes[0].texts]
+    assert len(boxes) == 10
+    for i, first in enumerate(boxes):
+        for second in boxes[i + 1:]:
+            assert not first.overlaps(second)
+
+
+def test_the_tsne_title_of_an_evaluation_carries_no_run_time(tmp_path, monkeypatch):
+    import torch
+
+    from tripletnet import api
+    from tripletnet.evaluation import evaluate_embeddings
+
+    titles = []
+    real = plots.plot_embedding_2d
+    monkeypatch.setattr(plots, "plot_embedding_2d",
+                        lambda *args, **kwargs: titles.append(kwargs["title"]) or real(*args, **kwargs))
+    embeddings = torch.nn.functional.normalize(torch.randn(90, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = torch.arange(90) % 3
+    split = api.EmbeddedSplit(embeddings, labels, class_names=("a", "b", "c"))
+    result = evaluate_embeddings(embeddings, labels, clustering=False)
+    api.write_report(tmp_path, result, split, tsne=True, seed=0, log=lambda _: None)
+    assert titles == ["t-SNE of 90 test embeddings"]

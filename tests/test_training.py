@@ -230,7 +230,8 @@ def test_collapsing_hard_mining_is_undone_and_training_continues_semi_hard(tmp_p
     result = train(_config(tmp_path, **options), data=DATA, log=messages.append)
     assert [r["miner"] for r in result.history] == ["semihard"] * 4
     assert [r["mining_fallback"] for r in result.history] == [False, False, True, True]
-    assert any("COLLAPSING" in m and "epoch 3" in m for m in messages)
+    (note,) = [m for m in messages if "epoch 3" in m and "shrank" in m]
+    assert "redone with semihard" in note and note == note.lower()  # said calmly: no capitals
     assert load_checkpoint(tmp_path / "run" / "epoch_3.pt")["mining_fallback_epoch"] == 3
     # A run resumed after the fallback keeps it.
     resumed = train(_config(tmp_path, "resumed", **options), resume=tmp_path / "run" / "epoch_3.pt", data=DATA, log=lambda _: None)

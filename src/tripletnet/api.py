@@ -417,7 +417,7 @@ def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, t
         points, seconds = tsne_2d(split.embeddings.numpy(), seed=seed)
         result.tsne_seconds = seconds
         plots.plot_embedding_2d(points, split.labels.numpy(), out / "tsne.png", class_names=split.class_names,
-                                title=f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)")
+                                title=f"t-SNE of {len(points):,} test embeddings")  # its run time is in metrics.json
         written.append("tsne.png")
     atomic_write_text(out / "metrics.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "curves.json", json.dumps(result.curves(), allow_nan=False) + "\n")
@@ -488,14 +488,15 @@ def evaluate_pairs_file(
 
 def format_pair_folds(result: PairFoldsResult, source: str) -> str:
     """A short table of a pairs-file evaluation."""
-    rows = [
-        f"pairs-file verification: {source}",
-        f"  pairs            {result.n_pairs:,} ({result.n_matched:,} matched, {result.n_mismatched:,} mismatched), {result.n_folds} folds",
-        f"  accuracy         {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  (threshold chosen on the other folds)",
-        f"  VAL@FAR={result.far_target:g}  {result.val_mean:.4f} ± {result.val_std:.4f}  (FAR reached {result.far_mean:.4g})",
-        f"  ROC AUC          {result.auc:.4f}",
-        f"  EER              {result.eer:.4f}",
+    named = [
+        ("pairs", f"{result.n_pairs:,} ({result.n_matched:,} matched, {result.n_mismatched:,} mismatched), {result.n_folds} folds"),
+        ("accuracy", f"{result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  (threshold chosen on the other folds)"),
+        (f"VAL @ FAR {result.far_target:g}", f"{result.val_mean:.4f} ± {result.val_std:.4f}  (FAR reached {result.far_mean:.4g})"),
+        ("ROC AUC", f"{result.auc:.4f}"),
+        ("EER", f"{result.eer:.4f}"),
     ]
+    width = max(len(name) for name, _ in named)
+    rows = [f"pairs-file verification: {source}"] + [f"  {name:<{width}}  {value}" for name, value in named]
     if result.warning:
         rows.append(f"  warning: {result.warning}")
     return "\n".join(rows)

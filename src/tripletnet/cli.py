@@ -65,27 +65,56 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+# The groups of ``train --help``, in the order a run is described; each config field names its group.
+OPTION_GROUPS = ("data", "model", "mining and loss", "optimisation", "evaluation", "run")
+KEBAB_NOTE = "Every option is also accepted in kebab-case (--num-images for --num_images)."
+
+
 def add_config_options(parser: argparse.ArgumentParser, config_class: type[TrainConfig] | type[EvalConfig]) -> None:
     """One option per field of ``config_class``: ``--name`` (and ``--kebab-name``), typed, with the field's help.
 
     Options default to None (not given), so that a layer below the command line shows through.
-    Booleans get ``--name`` / ``--no-name``; ``Literal`` fields list their choices.
+    Booleans get ``--name`` / ``--no-name``; ``Literal`` fields list their choices. Fields with a
+    ``group`` (TrainConfig's) are listed under that group's heading. The kebab-case spelling is
+    accepted but not listed, so that each option takes one line of ``--help`` and one place in its usage.
     """
     types = typing.get_type_hints(config_class)
+    groups: dict[str, Any] = {}
     for f in fields(config_class):
-        spellings = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        group_name = f.metadata.get("group")
+        if group_name is None:
+            target: Any = parser
+        else:
+            if group_name not in groups:
+                groups[group_name] = parser.add_argument_group(f"{group_name} options")
+            target = groups[group_name]
         help_text = f.metadata.get("help", "")
-        if f.default is not None and "default" not in help_text:  # never a second default after a stated one
+        if f.default is not None and f.default != "" and "default" not in help_text:  # never a second default
             help_text += f" (default: {f.default})"
         annotation = types[f.name]
-        if value_type(annotation) is bool:
-            parser.add_argument(*spellings, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        kind = value_type(annotation)
+        spellings = [f"--{f.name}"]
+        aliases = [f"--{f.name.replace('_', '-')}"] if "_" in f.name else []
+        if kind is bool:
+            options: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         elif typing.get_origin(annotation) is Literal:
-            parser.add_argument(*spellings, dest=f.name, choices=typing.get_args(annotation), default=None, help=help_text)
+            options = {"choices": typing.get_args(annotation)}
         else:
-            metavar = f.metadata.get("metavar", f.name.upper())
-            parser.add_argument(*spellings, dest=f.name, type=value_type(annotation), default=None, metavar=metavar,
-                                help=help_text)
+            metavar = f.metadata.get("metavar") or {int: "N", float: "X"}.get(kind, f.name.upper())
+            options = {"type": kind, "metavar": metavar}
+        target.add_argument(*spellings, dest=f.name, default=None, help=help_text, **options)
+        if aliases:
+            parser.add_argument(*aliases, dest=f.name, default=None, help=argparse.SUPPRESS, **options)
+    # argparse lists groups in the order they were added; put them in OPTION_GROUPS' order.
+    order = {f"{name} options": n for n, name in enumerate(OPTION_GROUPS)}
+    added = [group for group in parser._action_groups if group.title in order]
+    others = [group for group in parser._action_groups if group.title not in order]
+    parser._action_groups[:] = others + sorted(added, key=lambda group: order[str(group.title)])
+
+
+def _help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter with room for an option and its metavar before the help, so each option takes one line."""
+    return argparse.HelpFormatter(prog, max_help_position=32)
 
 
 def _given(args: argparse.Namespace, config_class: type[TrainConfig] | type[EvalConfig]) -> dict[str, Any]:
@@ -108,16 +137,19 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a CNN that maps images (MNIST's 28x28, or your own folder or CSV list) to L2-normalised embeddings "
             "with online triplet mining; --train_classes/--holdout_classes keep classes unseen for evaluation. "
-            "Every epoch writes <checkpoint_path>/epoch_<n>.pt, last.pt and a line of metrics.jsonl."
+            "Every epoch writes <checkpoint_path>/epoch_<n>.pt, last.pt and a line of metrics.jsonl. "
+            f"{KEBAB_NOTE} Each option is explained in the documentation's options reference."
         ),
+        usage=f"{PROG} train [--preset NAME] [--config FILE.toml] [--resume CHECKPOINT] [--overwrite] [OPTION ...]",
+        formatter_class=_help_formatter,
     )
     train.add_argument("--config", metavar="FILE.toml",
                        help="read options from a TOML file (flat, or under [train]; an [eval] table is ignored); "
                             "the command line wins")
-    train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named set of options")
+    train.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                       help=f"start from a named set of options: {', '.join(sorted(PRESETS))}")
     train.add_argument("--resume", metavar="CHECKPOINT",
-                       help="continue a run from its checkpoint (e.g. checkpoints/last.pt) with its recorded settings, writing "
-                            "into the checkpoint's folder unless --checkpoint_path says otherwise; only "
+                       help="continue a run from its checkpoint (e.g. checkpoints/last.pt) with its recorded settings; only "
                             f"{', '.join(flag(name) for name in sorted(RESUMABLE_FIELDS))} may change")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --checkpoint_path")
     add_config_options(train, TrainConfig)
@@ -129,8 +161,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Evaluate on the test split like a verification system: the distance threshold at a target "
             "false-accept rate, VAL = TP/(TP+FN), accuracy, positive/negative distance statistics, ROC AUC and "
-            "EER, plus precision@1, R-precision, MAP@R, recall@k and k-means NMI/AMI."
+            "EER, plus precision@1, R-precision, MAP@R, recall@k and k-means NMI/AMI. " + KEBAB_NOTE
         ),
+        formatter_class=_help_formatter,
     )
     evaluate.add_argument("--config", metavar="FILE.toml",
                           help="read options from the [eval] table of a TOML file; the command line wins")
@@ -240,8 +273,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         log = _with_first_line(log, f"classes are held out of training, so the run starts from --preset {implied} "
                                     f"({settings}); --preset default keeps the closed-set defaults")
     result = train(config, resume=args.resume, overwrite=args.overwrite, log=log)
+    from .training.distributed import context_from_environment
+
+    if not context_from_environment().is_main_process:
+        return 0  # the main process speaks for the run: "done" once, not once per process
     last = result.history[-1] if result.history else {}
-    print(f"done: {len(result.history)} epochs, final train loss {last.get('train_loss', float('nan')):.4f}, "
+    epochs = len(result.history)
+    print(f"done: {epochs} epoch{'' if epochs == 1 else 's'}, final train loss {last.get('train_loss', float('nan')):.4f}, "
           f"checkpoints in {result.run_dir}")
     return 0
 
@@ -296,6 +334,7 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
 
 def add_use_commands(subparsers: Any) -> None:
     """Register ``verify``, ``index``, ``search``, ``export`` and ``report`` on ``subparsers``."""
+    from .inference.export import FORMATS as EXPORT_FORMATS
     from .inference.index import APPROXIMATE_KINDS, DEFAULT_APPROXIMATE, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE
 
     verify = subparsers.add_parser(
@@ -355,7 +394,9 @@ def add_use_commands(subparsers: Any) -> None:
         "export", help="export the network as ONNX or TorchScript",
         description="The exported graph takes uint8 images N x C x H x W (dynamic N) and returns L2-normalised fp32 embeddings.")
     export.add_argument("--checkpoint", required=True, help="a tripletnet checkpoint")
-    export.add_argument("--format", default="onnx", help="onnx (opset 18) or torchscript (default: onnx)")
+    # The choices are listed, and checked in _cmd_export, where a wrong one gets the one-line error with exit 2.
+    export.add_argument("--format", default="onnx", metavar="{" + ",".join(EXPORT_FORMATS) + "}",
+                        help="onnx (opset 18) or torchscript (default: onnx)")
     export.add_argument("--out", required=True, metavar="FILE", help="file to write")
     export.set_defaults(handler=_cmd_export)
 
@@ -387,8 +428,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         decision = "same" if result.same else "different"
         print(f"{decision}: distance {result.distance:.4f} {'<=' if result.same else '>'} threshold {result.threshold:.4f} "
-              f"({result.threshold_source})")
+              f"({_threshold_origin(model, given=args.threshold is not None)})")
     return 0
+
+
+def _threshold_origin(model: Any, *, given: bool) -> str:
+    """Where verify's threshold comes from, in words: given, or the calibration's FAR and the data it was chosen on
+    (only the facts it recorded: a calibration from an embeddings file has no dataset path)."""
+    if given:
+        return "given"
+    calibration = model.threshold
+    facts = [f"{key} {value:,}" if isinstance(value, int) else f"{key} {value}"
+             for key, value in calibration.data.items() if value is not None]
+    reached = f", reached {calibration.far_reached:.2g}" if calibration.far_reached is not None else ""
+    return f"at FAR {calibration.far:g}{reached}, calibrated on {', '.join(facts) or 'unrecorded data'}"
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -412,11 +465,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 0
     for result in results:
         print(f"query {result['query']}")
+        first = result["neighbours"][0] if result["neighbours"] else {}
+        columns = (["label"] if "label" in first else []) + (["image"] if "path" in first else ["gallery #"])
+        print(f"  {'rank':>4}  {'distance':>8}  {'  '.join(columns)}")
         for n in result["neighbours"]:
             # Without paths (a dataset split), the gallery position identifies the image.
             named = [str(n[key]) for key in ("label", "path") if key in n]
             described = "  ".join(named if "path" in n else [*named, f"#{n['index']}"])
-            print(f"  {n['rank']:>3}  {n['distance']:.4f}  {described}")
+            print(f"  {n['rank']:>4}  {n['distance']:>8.4f}  {described}")
     return 0
 
 

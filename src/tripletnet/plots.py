@@ -53,6 +53,7 @@ METRIC_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 DPI = 120
 ROC_MIN_FAR = 1e-6
+ROC_LABEL_ABOVE_BELOW_VAL = 0.12  # a two-line label under a dot lower than this would reach the x-axis' tick labels
 NOTE_COLOR = "#444444"
 
 
@@ -250,11 +251,13 @@ def roc_figure(
         if target <= 0:
             continue
         ax.plot([target], [value], "o", color=MARK_COLOR, markersize=6, zorder=3)
+        # Below the dot as a rule; above it when the dot sits so low that the label would cover the FAR ticks.
+        below = value > ROC_LABEL_ABOVE_BELOW_VAL
         ax.annotate(
             f"VAL {value:.4f}\n@ FAR {_rate(target)}",
             (target, value),
             textcoords="offset points",
-            xytext=(6, -26),
+            xytext=(6, -26) if below else (6, 6),
             fontsize=8.5,
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.85, "lw": 0},
         )
@@ -312,16 +315,17 @@ def embedding_2d_figure(
 
     fig = Figure(figsize=(9, 7.5))
     ax = fig.add_subplot()
+    names: list[Any] = []
     for i, cls in enumerate(classes):
         sel = labels == cls
         name = _class_name(cls, class_names)
         color = palette(i % palette.N)
         ax.scatter(points[sel, 0], points[sel, 1], s=size, color=color, alpha=0.6, linewidths=0, label=name)
         cx, cy = np.median(points[sel], axis=0)
-        ax.text(
+        names.append(ax.text(
             cx, cy, name, fontsize=11, weight="bold", ha="center", va="center", color="black",
             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": color, "alpha": 0.8, "lw": 1.5},
-        )
+        ))
     ax.set_title(title)
     ax.set_xlabel("t-SNE dimension 1")
     ax.set_ylabel("t-SNE dimension 2")
@@ -333,7 +337,49 @@ def embedding_2d_figure(
         title="class", markerscale=12 / math.sqrt(size) if size < 16 else 1.5, fontsize=9,
         loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
     )
+    separate_labels(fig, ax, names)
     return fig
+
+
+def separate_labels(fig: Figure, ax: Axes, texts: Sequence[Any], gap: float = 2.0, rounds: int = 200) -> None:
+    """Move text labels apart until no two overlap on screen (classes whose medians lie close
+    would otherwise hide each other's names); each move is the least that ends an overlap.
+
+    Args:
+        fig: the figure, drawn once here so that the labels have their final sizes.
+        ax: the axes whose data coordinates the labels are placed in.
+        texts: matplotlib Text objects.
+        gap: pixels kept between two labels.
+        rounds: at most this many passes over all pairs.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if len(texts) < 2:
+        return
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()  # final limits (equal aspect) and text sizes
+    to_data = ax.transData.inverted()
+    # The label's rounded box, not only its glyphs: the boxes are what must not cover each other.
+    boxes = [(text.get_bbox_patch() or text).get_window_extent(renderer) for text in texts]
+    centres = np.array([[(b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2] for b in boxes])
+    halves = np.array([[b.width / 2 + gap / 2, b.height / 2 + gap / 2] for b in boxes])
+    for _ in range(rounds):
+        moved = False
+        for i in range(len(texts)):
+            for j in range(i + 1, len(texts)):
+                overlap = halves[i] + halves[j] - np.abs(centres[i] - centres[j])
+                if (overlap <= 0).any():
+                    continue
+                # Part along the axis that needs the smaller move (vertically for wide labels side by side).
+                axis = int(np.argmin(overlap))
+                direction = 1.0 if centres[j, axis] >= centres[i, axis] else -1.0
+                centres[i, axis] -= direction * overlap[axis] / 2
+                centres[j, axis] += direction * overlap[axis] / 2
+                moved = True
+        if not moved:
+            break
+    for text, centre in zip(texts, centres, strict=True):
+        text.set_position(to_data.transform(centre))
 
 
 def plot_embedding_2d(

@@ -93,6 +93,14 @@ def fast_epoch_metrics(embeddings: torch.Tensor, labels: torch.Tensor, far: floa
     )
 
 
+# The repeated draws' keys (metrics.json's names) as the table's rows name them.
+REPEATED_LABELS = {
+    "threshold": "Threshold", "val": "VAL", "accuracy": "Accuracy", "far_reached": "FAR reached", "auc": "ROC AUC",
+    "eer": "EER", "positive_mean": "Positive distance, mean", "positive_std": "Positive distance, std",
+    "negative_mean": "Negative distance, mean", "negative_std": "Negative distance, std",
+}
+
+
 def _number(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -156,7 +164,8 @@ def format_table(result: EvaluationResult) -> str:
     if result.repeated is not None:
         repeated = result.repeated
         sections.append((f"Repeated random pairs, over {repeated.repeats} draws of {verification.n_pairs:,} pairs (mean ± std)", [
-            (key, "not reached" if repeated.mean[key] is None else f"{repeated.mean[key]:.4f} ± {repeated.std[key]:.4f}")
+            (REPEATED_LABELS.get(key, key),
+             "not reached" if repeated.mean[key] is None else f"{repeated.mean[key]:.4f} ± {repeated.std[key]:.4f}")
             for key in repeated.mean
         ]))
     width = max(len(name) for _, section in sections for name, _ in section)

@@ -321,9 +321,13 @@ def _prepare(
     if run.is_main_process:
         atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
         run.runlog.start(run.history)
+    per_epoch = len(sampler) * config.batch_size
+    # Whole batches only: say so when that leaves some of the drawn training images out of an epoch.
+    drawn = f" (whole batches of the {len(train_labels)} training images)" if per_epoch != len(train_labels) else ""
+    processes = f", in {context.world_size} processes" if context.is_distributed else ""
     log(
-        f"training {config.network} on {data.name} ({device.type}, {config.precision}): "
-        f"{len(sampler) * config.batch_size} images/epoch, {len(sampler)} batches of {config.batch_size}, "
+        f"training {config.network} on {data.name} ({device.type}, {config.precision}{processes}): "
+        f"{per_epoch} images per epoch{drawn}, {len(sampler)} batches of {config.batch_size}, "
         f"epochs {run.start_epoch}..{config.epochs}, run folder {run_dir}"
     )
     return run
@@ -373,10 +377,13 @@ def run_epoch(run: Run, epoch: int, log: Logger) -> tuple[str, dict[str, float],
         assert guard is not None
         guard.undo()
         run.fallback_epoch, miner = epoch, FALLBACK_MINER
+        # Hard mining that starts after few steps (short runs switch to it early) pulls the embeddings together;
+        # the guard sees it as the spread halving, long before is_collapsed would call them collapsed.
         log(
-            f"WARNING: epoch {epoch}: {miner_for_epoch(run.schedule, epoch, config.epochs)} mining was COLLAPSING the "
-            f"embeddings (batch spread fell below {guard.min_spread:.3f}, half of the last epoch's); the epoch was undone "
-            f"and training continues with {FALLBACK_MINER} mining (--no-collapse_fallback keeps the schedule)"
+            f"note: epoch {epoch}: {miner_for_epoch(run.schedule, epoch, config.epochs)} mining shrank the embeddings "
+            f"(a batch's spread fell below {guard.min_spread:.3f}, half of epoch {epoch - 1}'s), as it can early in "
+            f"training; the epoch was redone with {FALLBACK_MINER} mining, which the run keeps "
+            f"(--no-collapse_fallback keeps the schedule)"
         )
         totals = _train_batches(run, epoch, miner, None)
         assert totals is not None

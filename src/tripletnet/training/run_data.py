@@ -202,7 +202,8 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     if len(val_counts) < 2 or not bool((val_counts >= 2).any()):
         raise UserError(f"{data.name}: the validation images set aside cannot form a triplet (two classes, one with two images); "
                         "add images per identity")
-    subset = rest[stratified_subset(data.train_labels[rest], _capped(config, len(rest), log), config.seed)]
+    carved_note = f" (of the training classes' {len(pool)}, {len(val_index)} are set aside for validation)"
+    subset = rest[stratified_subset(data.train_labels[rest], _capped(config, len(rest), log, carved_note), config.seed)]
     unseen = indices_of_classes(data.test_labels, split.holdout)
     unseen = unseen[_eval_subset(data.test_labels[unseen], config.eval_images, config.seed)]
     seen = indices_of_classes(data.test_labels, split.train)
@@ -210,7 +211,7 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
         seen = seen[_eval_subset(data.test_labels[seen], config.eval_images, config.seed)]
     names = split.class_names
     log(
-        f"open set: training on {len(split.train)} classes ({_listed(names, split.train)}), {len(subset)} images per epoch and "
+        f"open set: training on {len(split.train)} classes ({_listed(names, split.train)}), {len(subset)} training images and "
         f"{len(val_index)} set aside for validation; evaluating on {len(unseen)} test images of "
         f"{len(split.holdout)} held-out classes "
         f"({_listed(names, split.holdout)})" + (f" and {len(seen)} of the training classes" if len(seen) else "")
@@ -251,14 +252,16 @@ def _without_selection_classes(split: ClassSplit, config: TrainConfig) -> tuple[
     return ClassSplit(train, split.holdout, split.class_names), selection
 
 
-def _capped(config: TrainConfig, available: int, log: Logger) -> int:
-    """``num_images``, or all ``available`` images when it asks for more (said once)."""
+def _capped(config: TrainConfig, available: int, log: Logger, why: str = "") -> int:
+    """``num_images``, or all ``available`` images when it asks for more (said once); ``why`` says how
+    ``available`` differs from the count the dataset's first line gave."""
     if config.num_images <= available:
         return config.num_images
     if available < config.batch_size:
-        raise UserError(f"only {available} training images are available, fewer than --batch_size ({config.batch_size})")
-    log(f"--num_images {config.num_images} is more than the {available} training images available: "
-        f"using all {available} per epoch")
+        raise UserError(f"only {available} training images are available{why}, fewer than --batch_size "
+                        f"({config.batch_size}): give a smaller --batch_size")
+    log(f"--num_images {config.num_images} is more than the {available} training images available{why}: "
+        f"using all {available}")
     return available
 
 
