@@ -199,3 +199,23 @@ def test_report_mistakes_are_one_line_exit_2(checkpoint, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
     with pytest.raises(UserError):
         write_html_report(tmp_path / "missing", tmp_path / "r.html")
+
+
+def test_the_tsne_figure_title_carries_no_run_time(checkpoint, tmp_path, monkeypatch):
+    from tripletnet.report import html as html_report
+
+    titles = []
+    real_figure = html_report.plots.embedding_2d_figure
+
+    def recording_figure(points, labels, names, title):
+        titles.append(title)
+        return real_figure(points, labels, names, title=title)
+
+    def quick_tsne(embeddings, seed):
+        return np.random.default_rng(seed).normal(size=(len(embeddings), 2)), 12.3  # 12.3 s: a run time to keep out
+
+    monkeypatch.setattr(html_report, "tsne_2d", quick_tsne)
+    monkeypatch.setattr(html_report.plots, "embedding_2d_figure", recording_figure)
+    write_html_report(checkpoint.parent, tmp_path / "r.html", data_path=data_root(), test_images=200, tsne=True,
+                      log=lambda _: None)
+    assert titles == ["t-SNE of 200 test embeddings"]

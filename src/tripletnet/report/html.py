@@ -368,8 +368,8 @@ def render_report(data: ReportData) -> str:
                            auc=verification.auc, eer=verification.eer, marks=marks)
     figures.append(("ROC", figure_png(roc)))
     if data.tsne is not None:
-        points, tsne_labels, seconds = data.tsne
-        tsne_title = f"t-SNE of {len(points):,} test embeddings ({seconds:.1f} s)"
+        points, tsne_labels, _ = data.tsne
+        tsne_title = f"t-SNE of {len(points):,} test embeddings"  # its run time is the log's business, not the figure's
         figures.append(("t-SNE", figure_png(plots.embedding_2d_figure(points, tsne_labels, data.class_names, title=tsne_title))))
     curves: list[tuple[str, bytes]] = []
     if data.history:
