@@ -177,9 +177,9 @@ def _parse_calibration(path: Path) -> Calibration:
         if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT:
             raise ValueError(f"no '{CALIBRATION_FORMAT}' marker")
         calibration = Calibration(
-            threshold=_number(record["threshold"]), far=_number(record["far"]),
-            far_reached=None if record.get("far_reached") is None else _number(record["far_reached"]),
-            val=None if record.get("val") is None else _number(record["val"]),
+            threshold=_number(record, "threshold"), far=_number(record, "far"),
+            far_reached=None if record.get("far_reached") is None else _number(record, "far_reached"),
+            val=None if record.get("val") is None else _number(record, "val"),
             data=dict(record.get("data") or {}), fingerprint=record["fingerprint"], path=path,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -197,10 +197,11 @@ def _parse_calibration(path: Path) -> Calibration:
     return calibration
 
 
-def _number(value: Any) -> float:
-    """A JSON number as a float; anything else (a string, a bool, null) is a TypeError."""
+def _number(record: dict[str, Any], name: str) -> float:
+    """``record[name]``, a JSON number, as a float; anything else (a string, a bool, null) is a TypeError naming it."""
+    value = record[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{value!r} is not a number")
+        raise TypeError(f"its {name} is {value!r}, not a number")
     return float(value)
 
 
