@@ -6,6 +6,7 @@ what is learnt. The README's "Reliability" table quotes the counts these tests u
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -188,6 +189,87 @@ def test_a_nan_loss_stops_the_run_with_one_line_exit_1_and_keeps_the_last_good_c
     state = load_checkpoint(run_dir / "last.pt")
     assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert not (run_dir / "epoch_2.pt").exists()
+
+
+def test_a_non_finite_gradient_with_finite_weights_and_loss_stops_the_run(tmp_path, monkeypatch, capsys):
+    import tripletnet.training.loop as loop
+
+    real_step = loop.train_step
+    calls = {"n": 0}
+
+    def overflowing_gradients(model, *args, **kwargs):
+        calls["n"] += 1
+        stats = real_step(model, *args, **kwargs)
+        if calls["n"] == 6:  # epoch 2, step 2: the update is done, the weights stay finite, the gradients overflowed
+            next(model.parameters()).grad.fill_(float("inf"))
+        return stats
+
+    monkeypatch.setattr(loop, "train_step", overflowing_gradients)
+    run_dir = tmp_path / "run"
+    code = main(["train", *TINY, "--epochs", "3", "--data_path", data_root(), "--checkpoint_path", str(run_dir)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert code == 1 and len(lines) == 1, err
+    assert "epoch 2, step 2: the gradient norm is inf" in lines[0] and "last.pt still holds epoch 1" in lines[0]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1 and not (run_dir / "epoch_2.pt").exists()
+
+
+def test_nan_in_a_batchnorm_statistic_names_the_epoch_and_what_last_pt_holds(tmp_path, monkeypatch, capsys):
+    import tripletnet.training.loop as loop
+
+    real_epoch = loop.run_epoch
+
+    def poisoned_statistics(run, epoch, log):
+        result = real_epoch(run, epoch, log)
+        if epoch == 2:  # the losses and gradients were finite all epoch; a running variance overflowed
+            buffer = next(b for name, b in run.model.named_buffers() if name.endswith("running_var"))
+            buffer.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(loop, "run_epoch", poisoned_statistics)
+    run_dir = tmp_path / "run"
+    code = main(["train", *TINY, "--epochs", "3", "--data_path", data_root(), "--checkpoint_path", str(run_dir)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert code == 1 and len(lines) == 1, err
+    assert "epoch 2:" in lines[0] and "running_var" in lines[0] and f"{run_dir / 'last.pt'} still holds epoch 1" in lines[0]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1 and not (run_dir / "epoch_2.pt").exists()
+
+
+def test_a_failed_checkpoint_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    weights = {"w": torch.arange(6.0)}
+    save_checkpoint(tmp_path / "last.pt", {"epoch": 1, "config": {}, "model": weights})
+
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    with pytest.raises(WriteError, match="No space left"):
+        save_checkpoint(tmp_path / "last.pt", {"epoch": 2, "config": {}, "model": weights})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_stale_temporaries_of_a_dead_run_go_when_the_folder_is_next_locked_and_others_stay(tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_config(run_dir, epochs=1), log=lambda m: None)
+    stale = [".epoch_1.pt.0123456789abcdef.tmp", ".last.pt.fedcba9876543210.tmp", ".config.json.00112233445566ff.tmp"]
+    kept = [".notes.txt.0123456789abcdef.tmp", ".last.pt.tmp", "mine.tmp"]
+    for name in stale + kept:
+        (run_dir / name).write_bytes(b"x" * 10)
+    train(tiny_config(run_dir, epochs=2), resume=run_dir / "last.pt", log=lambda m: None)
+    left = {p.name for p in run_dir.iterdir()}
+    assert not left & set(stale) and set(kept) <= left and LOCK_NAME not in left
+
+
+def test_evaluate_refuses_an_unknown_toml_table_as_train_does(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("[train]\nepochs = 1\n[eval]\nfar = 0.01\n[evaluation]\nfar = 0.1\n")
+    for argv in (["train", "--config", str(config)], ["evaluate", "--config", str(config), "--checkpoint", "x.pt"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "unknown table [evaluation]" in err and str(config) in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_overflowing_learning_rates_and_margins_are_refused_before_anything_is_written(tmp_path, capsys):
