@@ -314,6 +314,7 @@ def test_fuzz_toml_config(tmp_path, record_testsuite_property):
 
     @_fuzz("toml")
     @given(data=st.binary(max_size=80) | st.lists(_toml_tokens, max_size=20).map(lambda t: "".join(t).encode()))
+    @example(data=b"[train]\nlr = 0.1\nepochs = 3\n[eval]\nfar = 0.01\n")  # read: every value must arrive
     def run(data):
         path = tmp_path / "config.toml"
         path.write_bytes(data)

@@ -165,7 +165,8 @@ def test_sigterm_before_the_first_save_advises_a_new_run_and_no_last_pt(tmp_path
 # --- non-finite values ---------------------------------------------------------------------------------
 
 
-def test_a_nan_loss_stops_the_run_with_one_line_exit_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def _train_with_step_six_poisoned(tmp_path, monkeypatch, capsys, poison) -> tuple[int, list[str], Path]:
+    """A three-epoch run whose 6th step (epoch 2, step 2 of 4) is followed by ``poison(model)``: exit code, error lines."""
     import tripletnet.training.loop as loop
 
     real_step = loop.train_step
@@ -174,17 +175,21 @@ def test_a_nan_loss_stops_the_run_with_one_line_exit_1_and_keeps_the_last_good_c
     def poisoned_step(model, *args, **kwargs):
         calls["n"] += 1
         stats = real_step(model, *args, **kwargs)
-        if calls["n"] == 6:  # epoch 2, step 2 (4 steps per epoch)
+        if calls["n"] == 6:
             with torch.no_grad():
-                next(model.parameters()).fill_(float("nan"))
+                poison(model)
         return stats
 
     monkeypatch.setattr(loop, "train_step", poisoned_step)
     run_dir = tmp_path / "run"
     code = main(["train", *TINY, "--epochs", "3", "--data_path", data_root(), "--checkpoint_path", str(run_dir)])
-    err = capsys.readouterr().err
+    return code, [line for line in capsys.readouterr().err.splitlines() if "error" in line], run_dir
+
+
+def test_a_nan_loss_stops_the_run_with_one_line_exit_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    code, lines, run_dir = _train_with_step_six_poisoned(
+        tmp_path, monkeypatch, capsys, lambda model: next(model.parameters()).fill_(float("nan")))
     assert code == 1
-    lines = [line for line in err.splitlines() if "error" in line]
     assert len(lines) == 1 and "epoch 2" in lines[0] and "lower --lr" in lines[0] and "last.pt still holds epoch 1" in lines[0]
     state = load_checkpoint(run_dir / "last.pt")
     assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
@@ -192,24 +197,10 @@ def test_a_nan_loss_stops_the_run_with_one_line_exit_1_and_keeps_the_last_good_c
 
 
 def test_a_non_finite_gradient_with_finite_weights_and_loss_stops_the_run(tmp_path, monkeypatch, capsys):
-    import tripletnet.training.loop as loop
-
-    real_step = loop.train_step
-    calls = {"n": 0}
-
-    def overflowing_gradients(model, *args, **kwargs):
-        calls["n"] += 1
-        stats = real_step(model, *args, **kwargs)
-        if calls["n"] == 6:  # epoch 2, step 2: the update is done, the weights stay finite, the gradients overflowed
-            next(model.parameters()).grad.fill_(float("inf"))
-        return stats
-
-    monkeypatch.setattr(loop, "train_step", overflowing_gradients)
-    run_dir = tmp_path / "run"
-    code = main(["train", *TINY, "--epochs", "3", "--data_path", data_root(), "--checkpoint_path", str(run_dir)])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if "error" in line]
-    assert code == 1 and len(lines) == 1, err
+    # The update is done and the weights stay finite; only the gradients overflowed.
+    code, lines, run_dir = _train_with_step_six_poisoned(
+        tmp_path, monkeypatch, capsys, lambda model: next(model.parameters()).grad.fill_(float("inf")))
+    assert code == 1 and len(lines) == 1, lines
     assert "epoch 2, step 2: the gradient norm is inf" in lines[0] and "last.pt still holds epoch 1" in lines[0]
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1 and not (run_dir / "epoch_2.pt").exists()
 
