@@ -143,7 +143,7 @@ def _check_structure(state: dict[str, Any], path: Path) -> None:
         raise UserError(f"{path} is not a usable tripletnet checkpoint: {problem}")
 
     model = state["model"]
-    if not isinstance(model, dict) or not model or not all(
+    if not isinstance(model, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
     ):
         refuse("'model' is not a dict of named tensors")
