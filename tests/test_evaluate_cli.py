@@ -121,7 +121,8 @@ def test_a_checkpoint_of_another_network_is_a_clear_error(tmp_path, capsys, chec
     state = torch.load(checkpoint, weights_only=True)
     state["config"]["network"] = "wide"
     other = tmp_path / "other.pt"
-    torch.save(state, other)
+    # Saved with fresh checksums: an edit that keeps the old ones is refused as damage before the network is built.
+    save_checkpoint(other, {k: v for k, v in state.items() if k not in ("format", "weights_sha256", "state_sha256")})
     code, _, err = _run(capsys, "evaluate", "--checkpoint", str(other))
     _assert_one_line_error(code, err, "do not fit network 'wide'")
 

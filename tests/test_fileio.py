@@ -1,6 +1,7 @@
 """Atomic writes: whole files or none, with the permissions a plain open() would give."""
 
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -163,7 +164,20 @@ def test_a_lock_whose_process_was_killed_is_taken_over_and_said_once(tmp_path):
     with FolderLock(tmp_path, log=said.append):  # released cleanly: nothing to say next time
         pass
     assert said == []
-    assert (tmp_path / LOCK_NAME).read_text() == ""
+    assert not (tmp_path / LOCK_NAME).exists(), "a released lock leaves no file"
+
+
+def test_a_lock_file_removed_while_a_second_process_waited_on_it_is_not_held_twice(tmp_path):
+    first = FolderLock(tmp_path, log=lambda m: None).acquire()
+    stale_fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR)  # a second process opened the file just before the release
+    first.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+    second = FolderLock(tmp_path, log=lambda m: None).acquire()  # locks the file now at the path, not the removed one
+    fcntl.flock(stale_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the removed file's lock is free: holding it holds nothing
+    with pytest.raises(UserError, match="in use by another run"):
+        FolderLock(tmp_path, log=lambda m: None).acquire()
+    os.close(stale_fd)
+    second.release()
 
 
 def test_errors_of_the_callers_own_block_pass_through_unchanged(tmp_path):

@@ -1,4 +1,8 @@
-"""Property-based fuzzing of every reader of user files: any input gives a result or a UserError.
+"""Property-based fuzzing of every reader of user files: any input is read correctly or refused in one line naming the file.
+
+"Read" is checked against the input itself (the IDX array against the header and bytes, CSV
+entries against the files that exist, TOML values against the document); "refused" is a one-line
+UserError whose message names the file, so that the user knows which one to fix.
 
 Each reader gets a fixed number of generated inputs (``EXAMPLES``), part pure noise and part
 built to pass the first checks and reach the deeper ones (valid headers, mutated real images).
@@ -7,9 +11,11 @@ Each test counts the inputs it actually ran and checks the count, so the README 
 
 import gzip
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -30,14 +36,20 @@ def _fuzz(reader: str):
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-def _result_or_user_error(call, outcomes: list[str]) -> None:
-    """Run ``call``; it may return or raise a one-line UserError, nothing else. Tallies which."""
+def _read_or_refused(call, outcomes: list[str], path: Path, check_read) -> None:
+    """Run ``call``: its result must pass ``check_read``, or it must raise a one-line UserError naming ``path``.
+
+    Nothing else (another exception, a wrong result, a refusal that does not say which file) passes. Tallies which.
+    """
     try:
-        call()
+        result = call()
     except UserError as exc:
-        assert str(exc) and "\n" not in str(exc), "a user error is one line"
+        message = str(exc)
+        assert message and "\n" not in message, "a user error is one line"
+        assert path.name in message, f"a refusal names the file: {message}"
         outcomes.append("refused")
     else:
+        check_read(result)
         outcomes.append("read")
 
 
@@ -80,17 +92,33 @@ def test_fuzz_idx_reader(tmp_path, record_testsuite_property):
     def run(data, compress):
         path = tmp_path / "file-idx"
         path.write_bytes(gzip.compress(data) if compress else data)
-        _result_or_user_error(lambda: parse_idx(read_bytes(path), str(path)), outcomes)
+        _read_or_refused(lambda: parse_idx(read_bytes(path), str(path)), outcomes, path, lambda array: _check_idx(array, data))
 
     run()
     _check_counts("idx", outcomes, record_testsuite_property)
+
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _check_idx(array: np.ndarray, data: bytes) -> None:
+    """The array that the IDX format says ``data`` holds, decoded here by hand: shape from the header, raw values."""
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    count = int(np.prod(shape, dtype=np.int64))
+    assert array.shape == shape and array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize
+    assert len(data) == 4 + 4 * ndim + count * dtype.itemsize, "only a file of exactly the declared size is read"
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=4 + 4 * ndim)
+    native = values.byteswap() if dtype.itemsize > 1 else values  # big-endian bytes -> this machine's order, bit for bit
+    assert np.ascontiguousarray(array).tobytes() == native.tobytes()
 
 
 def test_fuzz_idx_reader_on_damaged_gzip(tmp_path):
     path = tmp_path / "damaged.gz"
     for cut in (2, 10, 20):
         path.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02ab")[:cut])
-        with pytest.raises(UserError):
+        with pytest.raises(UserError, match="damaged.gz"):
             read_bytes(path)
 
 
@@ -127,7 +155,7 @@ def test_fuzz_image_loader(tmp_path, record_testsuite_property):
     def run(data, size, channels):
         path = tmp_path / "image.png"
         path.write_bytes(data)
-        _result_or_user_error(lambda: probe_image(path), [])
+        _read_or_refused(lambda: probe_image(path), [], path, lambda probed: None)
         try:
             array = read_image(path, size, channels)
         except UserError as exc:
@@ -156,6 +184,12 @@ _csv_tokens = st.sampled_from(
 )
 
 
+def _check_entries(entries) -> None:
+    """Entries the loader can use: at least one, each an existing file with an identity and a known split."""
+    assert entries and all(entry.path.is_file() and entry.identity.strip() for entry in entries)
+    assert all(entry.split in (None, "train", "test") for entry in entries)
+
+
 def test_fuzz_csv_reader(tmp_path, record_testsuite_property):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "b.png").write_bytes(b"")
@@ -166,7 +200,7 @@ def test_fuzz_csv_reader(tmp_path, record_testsuite_property):
     def run(text, utf16):
         path = tmp_path / "list.csv"
         path.write_bytes(text.encode("utf-16") if utf16 else text.encode("utf-8", "surrogatepass"))
-        _result_or_user_error(lambda: read_image_list_csv(path), outcomes)
+        _read_or_refused(lambda: read_image_list_csv(path), outcomes, path, _check_entries)
 
     run()
     _check_counts("csv", outcomes, record_testsuite_property)
@@ -264,15 +298,27 @@ _toml_tokens = st.sampled_from(
 )
 
 
+def _check_train_table(table, data: bytes) -> None:
+    """What load_toml read is the document's [train] table, or its top-level keys without [eval]."""
+    document = tomllib.loads(data.decode("utf-8"))  # a read file is valid TOML
+    expected = document["train"] if isinstance(document.get("train"), dict) else {
+        key: value for key, value in document.items() if not (key == "eval" and isinstance(value, dict))
+    }
+    assert table.values == expected
+    if any(isinstance(document.get(name), dict) for name in ("train", "eval")):
+        assert all(name in ("train", "eval") for name, value in document.items() if isinstance(value, dict)), "no unknown table"
+
+
 def test_fuzz_toml_config(tmp_path, record_testsuite_property):
     outcomes: list[str] = []
 
     @_fuzz("toml")
     @given(data=st.binary(max_size=80) | st.lists(_toml_tokens, max_size=20).map(lambda t: "".join(t).encode()))
+    @example(data=b"[train]\nlr = 0.1\nepochs = 3\n[eval]\nfar = 0.01\n")  # read: every value must arrive
     def run(data):
         path = tmp_path / "config.toml"
         path.write_bytes(data)
-        _result_or_user_error(lambda: load_toml(path), outcomes)
+        _read_or_refused(lambda: load_toml(path), outcomes, path, lambda table: _check_train_table(table, data))
 
     run()
     _check_counts("toml", outcomes, record_testsuite_property)

@@ -246,3 +246,33 @@ def test_index_approximate_defaults_to_ivf_and_a_bad_nlist_names_the_flag(checkp
                         "--approximate", "ivf", "--nlist", "4")
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "--nlist must be at most 1" in err
     assert not (tmp_path / "bad").exists()
+
+
+def _without(mapping: dict, key: str) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+EDITS = {  # an index folder edited by hand: each edit, and the words that must name the problem
+    "items.json a list": (lambda meta, items: (meta, [1, 2, 3]), "items.json holds a list"),
+    "items.json shorter": (lambda meta, items: (meta, {**items, "paths": items["paths"][:-1]}), "items.json has 5 paths for 6"),
+    "labels not a list": (lambda meta, items: (meta, {**items, "labels": "0"}), "items.json has str labels"),
+    "meta.json a list": (lambda meta, items: ([], items), "no 'tripletnet-index-v1' marker"),
+    "fingerprint null": (lambda meta, items: ({**meta, "fingerprint": None}, items), "no weights fingerprint"),
+    "no fingerprint": (lambda meta, items: (_without(meta, "fingerprint"), items), "no weights fingerprint"),
+    "nprobe lots": (lambda meta, items: ({**meta, "nprobe": "lots"}, items), "nprobe to 'lots'"),
+    "size a string": (lambda meta, items: ({**meta, "size": "6"}, items), "meta.json says '6'"),
+    "kind unknown": (lambda meta, items: ({**meta, "kind": "magic"}, items), "index kind 'magic'"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_search_of_a_hand_edited_index_folder_is_one_line_exit_2_naming_it(checkpoint, image_folder, tmp_path, capsys, edit):
+    out_dir = tmp_path / "gallery"
+    assert _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", out_dir, "--approximate",
+                "--nlist", "1")[0] == 0
+    change, expected = EDITS[edit]
+    meta, items = change(json.loads((out_dir / "meta.json").read_text()), json.loads((out_dir / "items.json").read_text()))
+    (out_dir / "meta.json").write_text(json.dumps(meta))
+    (out_dir / "items.json").write_text(json.dumps(items))
+    code, _, err = _run(capsys, "search", "--index", out_dir, "--checkpoint", checkpoint, "--query", image_folder / "0" / "0.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(out_dir) in err and expected in err, err

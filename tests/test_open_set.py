@@ -177,12 +177,19 @@ def test_folder_normalisation_comes_from_its_training_split_and_travels_in_the_c
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     reloaded = load_image_folder(dataset.root, config.image_options(), log=QUIET)
     assert state["input"]["channels"] == 3 and state["input"]["image_size"] == 32
-    assert state["input"]["mean"] == pytest.approx(list(reloaded.mean))
-    assert state["input"]["std"] == pytest.approx(list(reloaded.std))
+    # The expected statistics computed here, from the training split's pixels alone (population std, [0, 1] scale):
+    # a mean/std that also saw the test images would differ (checked first, so that the test can tell).
+    train_pixels = reloaded.train_images.double() / 255
+    expected_mean = train_pixels.mean(dim=(0, 2, 3)).tolist()
+    expected_std = train_pixels.std(dim=(0, 2, 3), correction=0).tolist()
+    leaked = (torch.cat([reloaded.train_images, reloaded.test_images]).double() / 255).mean(dim=(0, 2, 3)).tolist()
+    assert leaked != pytest.approx(expected_mean, abs=1e-3), "train+test statistics must differ for the test to mean anything"
+    assert state["input"]["mean"] == pytest.approx(expected_mean, abs=1e-6)
+    assert state["input"]["std"] == pytest.approx(expected_std, abs=1e-6)
     assert state["input"]["mean"] != pytest.approx(list(data.mean))  # the 32x32 crop, not the default size's statistics
     model, _ = model_from_checkpoint(state)
     mean, std = model.input_normalization()
-    assert mean == pytest.approx(reloaded.mean, rel=1e-6) and std == pytest.approx(reloaded.std, rel=1e-6)
+    assert mean == pytest.approx(expected_mean, abs=1e-6) and std == pytest.approx(expected_std, abs=1e-6)
     assert (mean, std) == result.model.input_normalization()
     assert state["split"]["holdout_classes"] == list(dataset.test_identities)  # the folder's test-only identities
     assert state["dataset_source"]["root"] == str(dataset.root)

@@ -25,7 +25,7 @@ from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_pr
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
 from .fileio import atomic_path, atomic_write_text, ensure_folder
 from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, GalleryIndex
-from .inference.model import list_images, load_model, write_calibration
+from .inference.model import existing_calibration, list_images, load_model, write_calibration
 from .models import embed_images
 from .training.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
 from .training.runlog import read_records
@@ -377,7 +377,8 @@ def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit,
     """Write the threshold at the evaluated FAR beside the checkpoint, with what it was calibrated on.
 
     Later ``verify`` calls use it. Skipped when the data could not resolve the FAR; a folder that is
-    not writable (a shared model) costs a note, not the evaluation.
+    not writable (a shared model) costs a note, not the evaluation. A calibration of another
+    protocol that it replaces is named, with its threshold, so that verify's change is never silent.
     """
     verification = result.verification
     if verification.val is None or not math.isfinite(verification.threshold):
@@ -386,6 +387,7 @@ def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit,
         "dataset": split.config.dataset if split.config else None, "data_path": data_path, "split": "test",
         "images": len(split.labels), "pairs": verification.n_pairs, "protocol": verification.protocol,
     }
+    previous = existing_calibration(checkpoint)
     try:
         path = write_calibration(checkpoint, threshold=verification.threshold, far=verification.far, data=data,
                                  far_reached=verification.far_reached, val=verification.val, fingerprint=split.fingerprint)
@@ -393,6 +395,12 @@ def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit,
         log(f"note: the threshold was not saved for later verification ({exc})")
         return
     log(f"threshold {verification.threshold:.4f} at FAR {verification.far:g} saved for 'tripletnet verify' in {path}")
+    replaced = previous.data.get("protocol") if previous is not None else None
+    if previous is not None and replaced != verification.protocol:
+        log(f"note: it replaces the calibration of protocol {replaced or 'unrecorded'} ({previous.describe()}): 'tripletnet "
+            f"verify' now uses the {verification.protocol} threshold; run 'tripletnet evaluate --protocol {replaced}' to go back"
+            if replaced else
+            f"note: it replaces an earlier calibration ({previous.describe()}): 'tripletnet verify' now uses this one")
 
 
 def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, tsne: bool, seed: int, log: Logger = log_stderr) -> None:

@@ -397,7 +397,8 @@ def add_use_commands(subparsers: Any) -> None:
     # The choices are listed, and checked in _cmd_export, where a wrong one gets the one-line error with exit 2.
     export.add_argument("--format", default="onnx", metavar="{" + ",".join(EXPORT_FORMATS) + "}",
                         help="onnx (opset 18) or torchscript (default: onnx)")
-    export.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    export.add_argument("--out", required=True, metavar="FILE", help="file to write (an earlier export is replaced)")
+    export.add_argument("--overwrite", action="store_true", help="replace --out even when it is not an export of --format")
     export.set_defaults(handler=_cmd_export)
 
     report = subparsers.add_parser(
@@ -407,7 +408,8 @@ def add_use_commands(subparsers: Any) -> None:
     source = report.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", metavar="DIR", help="a run folder (its last.pt is reported)")
     source.add_argument("--checkpoint", help="a tripletnet checkpoint")
-    report.add_argument("--out", required=True, metavar="FILE.html", help="HTML file to write")
+    report.add_argument("--out", required=True, metavar="FILE.html", help="HTML file to write (an earlier report is replaced)")
+    report.add_argument("--overwrite", action="store_true", help="replace --out even when it is not an HTML report")
     _add_data_path_option(report)
     report.add_argument("--far", type=float, default=1e-3, help="target false-accept rate (default: 1e-3)")
     report.add_argument("--test_images", "--test-images", dest="test_images", type=int, default=0,
@@ -482,6 +484,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:  # before loading anything: a typo costs nothing
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    own_kind = _is_onnx_file if args.format == "onnx" else _is_torchscript_file
+    _check_out_replaceable(args.out, f"an {args.format} export" if args.format == "onnx" else "a TorchScript export", own_kind,
+                           args.overwrite)
     model = load_model(args.checkpoint)
     path = export_model(model, args.out, args.format)
     c, h, w = model.input_shape
@@ -494,10 +499,64 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report.html import write_html_report
 
+    _check_out_replaceable(args.out, "an HTML report", _is_html_file, args.overwrite)
     path = write_html_report(args.run or args.checkpoint, args.out, data_path=args.data_path, far=args.far,
                              test_images=args.test_images, tsne=args.tsne)
     print(f"wrote {path}")
     return 0
+
+
+def _check_out_replaceable(out: str, kind: str, is_own_kind: Any, overwrite: bool) -> None:
+    """Refuse an --out that names an existing file of another kind (a checkpoint, a dataset file), unless --overwrite.
+
+    An earlier output of the same command is replaced without asking, as re-running it is meant to.
+    """
+    path = Path(out)
+    if overwrite or not path.is_file() or is_own_kind(path):
+        return
+    raise UserError(f"--out {path} exists and is not {kind} (it is {_kind_of_file(path)}): choose another --out, "
+                    "or pass --overwrite to replace it")
+
+
+def _head(path: Path, size: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""
+
+
+def _zip_names(path: Path) -> list[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return []
+
+
+def _is_onnx_file(path: Path) -> bool:
+    return path.suffix.lower() == ".onnx" and _head(path, 1) == b"\x08"  # ModelProto starts with ir_version (field 1)
+
+
+def _is_torchscript_file(path: Path) -> bool:
+    return any(name.endswith("/constants.pkl") for name in _zip_names(path))
+
+
+def _is_html_file(path: Path) -> bool:
+    return _head(path).lstrip().lower().startswith((b"<!doctype html", b"<html"))
+
+
+def _kind_of_file(path: Path) -> str:
+    names = _zip_names(path)
+    if any(name.endswith("/constants.pkl") for name in names):
+        return "a TorchScript export"
+    if any(name.endswith("/data.pkl") for name in names):
+        return "a PyTorch file, e.g. a tripletnet checkpoint"
+    if _is_html_file(path):
+        return "an HTML file"
+    return "a file of another kind"
 
 
 # ============================================================================ end of the use commands
@@ -520,9 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Exit 2 for what the user can fix in the command; errors that carry their own code (a full disk: 1) keep it.
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; completed epochs are saved as checkpoints (resume with --resume .../last.pt)",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A training run says what it saved and the command that continues it (TrainingInterrupted).
+        print(f"{PROG}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

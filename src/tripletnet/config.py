@@ -344,6 +344,10 @@ def load_toml(path: str | Path, table: Literal["train", "eval"] = "train") -> To
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
     others = tuple(name for name in TABLES if name != table and isinstance(data.get(name), dict))
+    unknown = [name for name, value in data.items() if isinstance(value, dict) and name not in TABLES]
+    if unknown and (others or isinstance(data.get(table), dict)):  # a file of command tables: every table must be one
+        known = ", ".join(f"[{name}]" for name in TABLES)
+        raise UserError(f"config file {path} has an unknown table [{unknown[0]}] (its tables can be {known})")
     if isinstance(data.get(table), dict):
         return TomlTable(data[table], others)
     if table != "train":

@@ -1,10 +1,12 @@
 """Writing files so that nothing is lost: atomic replaces, clean write errors, and run-folder locks.
 
-* :func:`atomic_path` and friends: a reader never sees a half-written file, and a crash (or a full
-  disk) leaves the old file in place and no temporary behind.
+* :func:`atomic_path` and friends: a reader never sees a half-written file, and a failed write (a
+  full disk, an exception) leaves the old file in place and no temporary behind. A kill -9 can leave
+  a hidden temporary (:data:`TEMPORARY_NAME`); the run folder's next lock holder removes those.
 * :class:`WriteError`: any ``OSError`` while writing becomes one line naming the path and the cause.
 * :class:`FolderLock`: one process at a time writes into a run folder; a lock whose process died
   (even by ``kill -9``) is taken over, because the kernel drops ``flock`` locks with their process.
+  The lock file is removed on release, so a finished run folder holds only the run's files.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -27,6 +30,10 @@ from .errors import UserError
 _PATH_ERRNOS = frozenset(
     {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOENT}
 )
+
+
+# ".<name>.<16 hex digits>.tmp": the temporaries of atomic_path, recognisable when a kill leaves one behind.
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
 
 
 class WriteError(UserError):
@@ -76,7 +83,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ensure_folder(target.parent)
     # Not mkstemp, which creates 0600: mode 0666 lets the kernel apply the umask, as open() does.
     # O_EXCL with a random name gives mkstemp's guarantee of a file nobody else holds.
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")  # TEMPORARY_NAME
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as exc:
@@ -135,8 +142,9 @@ class FolderLock:
     The lock file records the holder's PID, host and start time, so a refused second process can
     say who holds the folder. The kernel releases the lock when its process ends, however it ends;
     a lock file still naming a holder whose process is gone is therefore simply taken over, and
-    that is said once. The file is emptied, never deleted, on release: deleting it would let two
-    processes lock two different files of the same name.
+    that is said once. On release the file is deleted while still locked; a process that opened it
+    just before then finds, once it holds the lock, that the path names another file (or none) and
+    starts over, so two processes never hold locks on two files of the same name.
 
     Use as a context manager, or :meth:`acquire` / :meth:`release`.
     """
@@ -150,6 +158,21 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         """Take the lock or raise :class:`UserError` naming the process that holds it."""
         ensure_folder(self.folder)
+        while True:
+            fd = self._open_and_lock()
+            if self._still_the_lock_file(fd):
+                break
+            os.close(fd)  # the holder removed it as we waited on it: lock the file now at the path
+        previous = _read_holder(fd)
+        if previous:
+            self.log(f"note: {self.folder} was locked by a run that is gone ({_describe_holder(previous)}); taking it over")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def _open_and_lock(self) -> int:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
@@ -165,21 +188,23 @@ class FolderLock:
         except OSError as exc:  # a filesystem without flock: refuse rather than risk two writers
             os.close(fd)
             raise WriteError(self.path, exc) from None
-        previous = _read_holder(fd)
-        if previous:
-            self.log(f"note: {self.folder} was locked by a run that is gone ({_describe_holder(previous)}); taking it over")
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        self._fd = fd
-        return self
+        return fd
+
+    def _still_the_lock_file(self, fd: int) -> bool:
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
     def release(self) -> None:
-        """Empty the lock file and release the lock (idempotent)."""
+        """Remove the lock file and release the lock (idempotent)."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
+        if self._still_the_lock_file(self._fd):  # removed while held: nobody can lock it in between
+            with contextlib.suppress(OSError):
+                self.path.unlink()
         os.close(self._fd)  # closing drops the flock
         self._fd = None
 

@@ -239,26 +239,59 @@ class GalleryIndex:
             raise UserError(f"{root} is not a tripletnet index folder (no {META_FILE}); build one with 'tripletnet index'")
         try:
             meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
-            if meta.get("format") != INDEX_FORMAT:
-                raise ValueError(f"no '{INDEX_FORMAT}' marker")
+            if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+                raise ValueError(f"{META_FILE} has no '{INDEX_FORMAT}' marker")
             items = json.loads((root / ITEMS_FILE).read_text(encoding="utf-8"))
             index: Any = faiss.read_index(str(root / INDEX_FILE))
         except (OSError, ValueError, RuntimeError) as exc:
             raise UserError(
                 f"index folder {root} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
             ) from None
-        if index.ntotal != meta.get("size"):
-            raise UserError(f"index folder {root} is damaged: {index.ntotal} vectors, meta.json says {meta.get('size')}")
-        if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        labels, paths = _check_index_folder(root, meta, items, int(index.ntotal))
+        if fingerprint is not None and meta["fingerprint"] != fingerprint:
             raise UserError(
-                f"index {root} was built with other weights (fingerprint {str(meta.get('fingerprint'))[:12]}, "
+                f"index {root} was built with other weights (fingerprint {meta['fingerprint'][:12]}, "
                 f"this checkpoint {fingerprint[:12]}): rebuild it with 'tripletnet index' for this checkpoint"
             )
         if "nprobe" in meta:  # a search setting: kept in meta.json, set again on every load
-            index.nprobe = int(meta["nprobe"])
+            index.nprobe = meta["nprobe"]
         known = ("format", "fingerprint", "kind", "size", "dim", "checkpoint")
-        return cls(index, str(meta["fingerprint"]), str(meta.get("kind", "exact")), items.get("labels"), items.get("paths"),
+        return cls(index, meta["fingerprint"], meta.get("kind", "exact"), labels, paths,
                    meta.get("checkpoint"), {k: v for k, v in meta.items() if k not in known})
+
+
+def _check_index_folder(root: Path, meta: dict[str, Any], items: Any, size: int) -> tuple[list[Any] | None, list[str] | None]:
+    """Refuse, in one line, an index folder whose meta.json or items.json no longer fits its index (a hand edit).
+
+    Returns:
+        The items' labels and paths (each None when the index has none).
+    """
+    def damaged(problem: str) -> UserError:
+        return UserError(f"index folder {root} is damaged: {problem}; rebuild it with 'tripletnet index'")
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(meta.get("fingerprint"), str) or not meta["fingerprint"]:
+        raise damaged(f"{META_FILE} records no weights fingerprint")
+    if meta.get("size") != size or not whole(meta.get("size")):
+        raise damaged(f"{size} vectors in {INDEX_FILE}, {META_FILE} says {meta.get('size')!r}")
+    if meta.get("kind", "exact") not in KINDS:
+        raise damaged(f"{META_FILE} names the index kind {meta.get('kind')!r}, not one of {', '.join(KINDS)}")
+    if not isinstance(meta.get("checkpoint"), str | None):
+        raise damaged(f"{META_FILE} records the checkpoint as {meta.get('checkpoint')!r}, not a path")
+    if "nprobe" in meta and not (whole(meta["nprobe"]) and meta["nprobe"] >= 1):
+        raise damaged(f"{META_FILE} sets nprobe to {meta['nprobe']!r}, not a whole number >= 1")
+    if not isinstance(items, dict):
+        raise damaged(f"{ITEMS_FILE} holds a {type(items).__name__}, not an object with labels and paths")
+    labels, paths = items.get("labels"), items.get("paths")
+    for name, values in (("labels", labels), ("paths", paths)):
+        if values is not None and (not isinstance(values, list) or len(values) != size):
+            count = len(values) if isinstance(values, list) else type(values).__name__
+            raise damaged(f"{ITEMS_FILE} has {count} {name} for {size} gallery items")
+    if paths is not None and not all(isinstance(path, str) for path in paths):
+        raise damaged(f"{ITEMS_FILE} has paths that are not strings")
+    return labels, paths
 
 
 def _check_positive(name: str, value: int) -> None:

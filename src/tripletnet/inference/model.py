@@ -39,6 +39,8 @@ DEFAULT_INPUT_SHAPE = (1, 28, 28)
 BATCH_SIZE = 256
 CALIBRATION_FORMAT = "tripletnet-calibration-v1"
 CALIBRATION_SUFFIX = ".calibration.json"
+# Embeddings are L2-normalised, so every distance lies in [0, 2]: a threshold outside it decides nothing.
+MAX_DISTANCE = 2.0
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 Images = ImageLike | Sequence[ImageLike]
@@ -85,6 +87,16 @@ class Calibration:
         return f"threshold {self.threshold:.4f} at FAR {self.far:g}{reached}, calibrated on {data or 'unrecorded data'}"
 
 
+def threshold_problem(threshold: float) -> str | None:
+    """What is wrong with a verification threshold (as ``"must be ..."``), or None when it is usable.
+
+    The one rule for a threshold given on the command line and one read from a calibration file.
+    """
+    if not (math.isfinite(threshold) and 0 <= threshold <= MAX_DISTANCE):
+        return f"must be a distance in [0, {MAX_DISTANCE:g}] (embeddings lie on the unit sphere), got {threshold}"
+    return None
+
+
 def write_calibration(
     checkpoint: str | os.PathLike,
     *,
@@ -99,7 +111,7 @@ def write_calibration(
 
     Args:
         checkpoint: the checkpoint the threshold was computed for.
-        threshold: the distance threshold (finite).
+        threshold: the distance threshold, in [0, 2].
         far: the target false-accept rate it was chosen for.
         data: a description of the calibration data (dataset, split, images, pairs, protocol, ...).
         far_reached: the FAR the threshold reaches on that data.
@@ -109,8 +121,9 @@ def write_calibration(
     Returns:
         The path written.
     """
-    if not math.isfinite(threshold):
-        raise ParameterError("threshold", f"must be finite, got {threshold}")
+    problem = threshold_problem(threshold)
+    if problem:
+        raise ParameterError("threshold", problem)
     if not 0 < far <= 1:
         raise ParameterError("far", f"must be in (0, 1], got {far}")
     if fingerprint is None:
@@ -134,30 +147,64 @@ def read_calibration(checkpoint: str | os.PathLike, fingerprint: str) -> Calibra
     """The calibration beside ``checkpoint``, or None if there is none.
 
     Raises:
-        UserError: the file is unreadable, or belongs to other weights (a stale calibration
-            would silently give a wrong threshold).
+        UserError: the file is unreadable or holds values no calibration can have (a threshold
+            that is NaN, negative, infinite or beyond any distance, a FAR outside (0, 1]), or it
+            belongs to other weights (a stale calibration would silently give a wrong threshold).
     """
     path = calibration_path(checkpoint)
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("format") != CALIBRATION_FORMAT:
-            raise ValueError(f"no '{CALIBRATION_FORMAT}' marker")
-        calibration = Calibration(
-            threshold=float(record["threshold"]), far=float(record["far"]),
-            far_reached=None if record.get("far_reached") is None else float(record["far_reached"]),
-            val=None if record.get("val") is None else float(record["val"]),
-            data=dict(record.get("data") or {}), fingerprint=str(record["fingerprint"]), path=path,
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"calibration file {path} is unreadable ({exc}); delete it or re-run 'tripletnet evaluate'") from None
+    calibration = _parse_calibration(path)
     if calibration.fingerprint != fingerprint:
         raise UserError(
             f"calibration file {path} belongs to other weights (fingerprint {calibration.fingerprint[:12]}, "
             f"checkpoint {fingerprint[:12]}); re-run 'tripletnet evaluate --checkpoint {checkpoint}' to calibrate it"
         )
     return calibration
+
+
+def existing_calibration(checkpoint: str | os.PathLike) -> Calibration | None:
+    """The calibration file beside ``checkpoint`` whatever weights it belongs to; None if absent or unusable."""
+    path = calibration_path(checkpoint)
+    try:
+        return _parse_calibration(path) if path.is_file() else None
+    except UserError:
+        return None
+
+
+def _parse_calibration(path: Path) -> Calibration:
+    redo = "delete it or re-run 'tripletnet evaluate'"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT:
+            raise ValueError(f"no '{CALIBRATION_FORMAT}' marker")
+        calibration = Calibration(
+            threshold=_number(record, "threshold"), far=_number(record, "far"),
+            far_reached=None if record.get("far_reached") is None else _number(record, "far_reached"),
+            val=None if record.get("val") is None else _number(record, "val"),
+            data=dict(record.get("data") or {}), fingerprint=record["fingerprint"], path=path,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"calibration file {path} is unreadable ({exc}); {redo}") from None
+    problems = [f"its threshold {threshold_problem(calibration.threshold)}"] if threshold_problem(calibration.threshold) else []
+    if not (math.isfinite(calibration.far) and 0 < calibration.far <= 1):
+        problems.append(f"its far must be in (0, 1], got {calibration.far}")
+    for name, rate in (("far_reached", calibration.far_reached), ("val", calibration.val)):
+        if rate is not None and not (math.isfinite(rate) and 0 <= rate <= 1):
+            problems.append(f"its {name} must be a rate in [0, 1], got {rate}")
+    if not isinstance(calibration.fingerprint, str) or not calibration.fingerprint:
+        problems.append("it records no weights fingerprint")
+    if problems:
+        raise UserError(f"calibration file {path} is not usable: {'; '.join(problems)}; {redo}")
+    return calibration
+
+
+def _number(record: dict[str, Any], name: str) -> float:
+    """``record[name]``, a JSON number, as a float; anything else (a string, a bool, null) is a TypeError naming it."""
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"its {name} is {value!r}, not a number")
+    return float(value)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -449,8 +496,9 @@ class TripletModel:
         distance = float(torch.linalg.vector_norm(embeddings[0] - embeddings[1]))
         far: float | None = None
         if threshold is not None:
-            if not math.isfinite(threshold) or threshold < 0:
-                raise ParameterError("threshold", f"must be a finite distance >= 0, got {threshold}")
+            problem = threshold_problem(threshold)
+            if problem:
+                raise ParameterError("threshold", problem)
             source = "given"
         else:
             calibration = self.threshold

@@ -1,8 +1,11 @@
 """The training loop, readable top to bottom: prepare the run, one epoch, the epoch's record, save.
 
 ``train(config)`` is what ``tripletnet train`` runs; a notebook can call it the same way.
-Every epoch appends one record to ``<checkpoint_path>/metrics.jsonl`` and writes
-``epoch_<n>.pt`` and ``last.pt``; the run's config is saved as ``config.json`` first.
+Every epoch writes ``last.pt`` and ``epoch_<n>.pt`` (and ``best.pt`` when it is the best) and then
+appends one record to ``<checkpoint_path>/metrics.jsonl``; the run's config is saved as ``config.json``
+first. ``last.pt`` is written first, so that it always names the newest complete epoch: a kill at
+any moment leaves a folder that ``--resume last.pt`` continues (the resume writes what the kill cut
+short), and Ctrl-C or SIGTERM during a save take effect once the save is complete.
 Training draws randomness only from generators seeded by the config (weights, subset, batches,
 augmentation, validation triplets), never from torch's global RNG, so a run replays exactly and a
 resumed run needs no RNG state.
@@ -13,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,7 @@ from ..fileio import FolderLock, atomic_write_text
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
 from ..models import EmbeddingNet, build_network, embed_images
 from ..sampler import ClassBalancedBatchSampler
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
 from .distributed import (
     ProcessContext,
@@ -45,7 +50,7 @@ from .distributed import (
     use_distributed_batch_norm,
 )
 from .run_data import batch_source, prepare_run_data, train_input_shape
-from .runfolder import prepare_run_folder
+from .runfolder import complete_interrupted_save, prepare_run_folder, remove_stale_temporaries
 from .runlog import RunLog
 from .step import StepStats, train_step
 from .tensorboard import TensorBoardWriter
@@ -157,6 +162,10 @@ class TrainingDiverged(UserError):
     exit_code = 1  # not a mistake in the command line, but a run that failed
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; the message says what is saved and the command that continues it."""
+
+
 def train(
     config: TrainConfig,
     *,
@@ -189,6 +198,7 @@ def train(
         try:
             for epoch in range(run.start_epoch, config.epochs + 1):
                 miner, means, seconds, lr = run_epoch(run, epoch, log)
+                _stop_if_state_not_finite(run, epoch)  # before the record: its evaluation would embed NaN
                 record = epoch_record(run, epoch, miner, lr, means, seconds)
                 save_epoch(run, epoch, record)
                 if board is not None:
@@ -204,6 +214,8 @@ def train(
                 _plot_losses(run.history, run.run_dir, log)
             if board is not None:
                 board.projector(embed_images(run.model, run.eval_images), run.eval_labels, run.eval_images, config.epochs)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(_interrupted_message(run)) from None
         finally:
             if board is not None:
                 board.close()
@@ -214,6 +226,20 @@ def train(
 
 def _quiet(message: str) -> None:
     del message
+
+
+def _interrupted_message(run: Run) -> str:
+    """What an interrupted run has saved, and a command that works from there."""
+    last = run.run_dir / "last.pt"
+    saved = run.history[-1]["epoch"] if run.history else None
+    if saved is None and run.start_epoch > 1:  # resumed from a checkpoint without history
+        saved = run.start_epoch - 1
+    if saved is None:
+        return ("interrupted before the first epoch was saved: there is nothing to resume; start the run again "
+                "with --overwrite (it replaces what this one left)")
+    if saved >= run.config.epochs:
+        return f"interrupted after the last epoch ({saved}) was saved: the run is complete, {last} holds it"
+    return f"interrupted; epochs up to {saved} are saved: continue with --resume {last}"
 
 
 def _collapse_warning(record: dict[str, Any], config: TrainConfig) -> str:
@@ -244,21 +270,26 @@ def prepare_run(
     context = context or ProcessContext()
     checkpoint = load_checkpoint(resume) if resume else None
     config.validate()
+    if checkpoint is not None and checkpoint["epoch"] > config.epochs:
+        raise ParameterError("epochs", f"must be at least {checkpoint['epoch']}, the epochs {resume} already holds "
+                                       f"(a resumed run trains on from there); got {config.epochs}")
     device = process_device(resolve_device(config.device), context)
     config = resolve_precision(config, device)
     run_dir = Path(config.checkpoint_path)
     if not context.is_main_process:  # the main process alone locks, checks and writes the run folder
-        return _prepare(config, run_dir, device, checkpoint, data, log, context)
+        return _prepare(config, run_dir, device, (resume, checkpoint), data, log, context)
     created = not run_dir.exists()
     # Locked before anything is checked or written: a second run into the same folder is refused at once.
     lock = FolderLock(run_dir, log=log).acquire()
     try:
+        remove_stale_temporaries(run_dir)  # a killed run's half-written files: nobody else writes here while we hold the lock
         prepare_run_folder(run_dir, resume=Path(resume) if resume else None, resume_state=checkpoint, overwrite=overwrite)
-        run = _prepare(config, run_dir, device, checkpoint, data, log, context)
+        run = _prepare(config, run_dir, device, (resume, checkpoint), data, log, context)
+        if resume and checkpoint is not None:
+            complete_interrupted_save(run_dir, Path(resume), checkpoint)
     except BaseException:
         lock.release()
         if created:  # a run refused before it began leaves no folder behind
-            lock.path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
         raise
@@ -267,9 +298,10 @@ def prepare_run(
 
 
 def _prepare(
-    config: TrainConfig, run_dir: Path, device: torch.device, checkpoint: dict[str, Any] | None,
-    data: DatasetSplits | None, log: Logger, context: ProcessContext,
+    config: TrainConfig, run_dir: Path, device: torch.device,
+    resumed: tuple[str | Path | None, dict[str, Any] | None], data: DatasetSplits | None, log: Logger, context: ProcessContext,
 ) -> Run:
+    resume, checkpoint = resumed
     if config.threads:
         torch.set_num_threads(config.threads)
 
@@ -306,9 +338,7 @@ def _prepare(
         runlog=RunLog(run_dir), is_main_process=context.is_main_process, context=context,
     )
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_training_state(checkpoint, str(resume), model, optimizer, scheduler)
         run.history = list(checkpoint.get("history", []))
         run.start_epoch = int(checkpoint["epoch"]) + 1
         run.fallback_epoch = checkpoint.get("mining_fallback_epoch")
@@ -321,6 +351,10 @@ def _prepare(
     if run.is_main_process:
         atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
         run.runlog.start(run.history)
+    if run.start_epoch > config.epochs:  # resuming a run whose last save a kill may have cut short: completed, no epoch
+        log(f"nothing to train: {resume} already holds all {config.epochs} epochs (give a larger --epochs to train on); "
+            f"run folder {run_dir}")
+        return run
     per_epoch = len(sampler) * config.batch_size
     # Whole batches only: say so when that leaves some of the drawn training images out of an epoch.
     drawn = f" (whole batches of the {len(train_labels)} training images)" if per_epoch != len(train_labels) else ""
@@ -425,11 +459,32 @@ def _stop_if_diverged(run: Run, epoch: int, step: int, loss: float) -> None:
         return
     what = "loss" if not math.isfinite(loss) else "gradient norm"
     value = loss if not math.isfinite(loss) else grad_norm
-    kept = f"last.pt still holds epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
-    advice = "try a lower --lr" + (" or --precision fp32" if run.config.precision != "fp32" else "")
-    raise TrainingDiverged(
-        f"epoch {epoch}, step {step}: the {what} is {value}; training stopped ({kept}); {advice} (--lr is {run.config.lr:g})"
-    )
+    raise TrainingDiverged(f"epoch {epoch}, step {step}: the {what} is {value}; training stopped ({_what_is_kept(run, epoch)})")
+
+
+def _stop_if_state_not_finite(run: Run, epoch: int) -> None:
+    """Stop before an epoch's record and save when its weights or BatchNorm statistics hold NaN or infinities.
+
+    Checked on the whole state (buffers too): a BatchNorm running variance can overflow while every
+    loss and gradient stays finite, and the evaluation would then only say that embeddings hold NaN.
+    """
+    bad = [name for name, tensor in run.model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise TrainingDiverged(f"epoch {epoch}: {_describe_names(bad)} hold NaN or infinite values after the epoch; "
+                               f"training stopped before saving them ({_what_is_kept(run, epoch)})")
+
+
+def _describe_names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _what_is_kept(run: Run, epoch: int) -> str:
+    """What a diverged run keeps (last.pt's epoch, the last finite weights) and what to try instead."""
+    last = run.run_dir / "last.pt"
+    kept = f"{last} still holds epoch {epoch - 1}, the last finite weights" if epoch > 1 else "no checkpoint was written"
+    advice = "a lower --lr" + (" or --precision fp32" if run.config.precision != "fp32" else "")
+    return f"{kept}); try a new run with {advice} (--lr is {run.config.lr:g}"
 
 
 # --------------------------------------------------------------------------- 3. the epoch's record
@@ -493,30 +548,64 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
 
 
 def save_epoch(run: Run, epoch: int, record: dict[str, Any]) -> None:
-    """Write epoch_<n>.pt and last.pt, then add the record to the history and metrics.jsonl."""
-    if not all(bool(torch.isfinite(p).all()) for p in run.model.state_dict().values() if p.is_floating_point()):
-        raise TrainingDiverged(f"epoch {epoch}: the weights hold NaN or infinite values; they were not saved; try a lower --lr")
-    run.history.append(record)
-    if not run.is_main_process:
+    """Write last.pt, epoch_<n>.pt (and best.pt), then add the record to the history and metrics.jsonl.
+
+    last.pt first: a kill between two of these writes then leaves last.pt naming the newest complete
+    epoch, and the resume from it writes the files the kill cut short (see
+    :func:`~tripletnet.training.runfolder.complete_interrupted_save`). Ctrl-C and SIGTERM wait for
+    the save to end, so an interrupted run always has its newest epoch in every file.
+    """
+    _stop_if_state_not_finite(run, epoch)
+    with _signals_deferred():
+        run.history.append(record)
+        if not run.is_main_process:
+            return
+        state = {
+            "epoch": epoch,
+            "config": run.config.to_dict(),
+            "input_shape": list(run.model.input_shape),
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "history": run.history,
+            **run.data_records,
+            **({"mining_fallback_epoch": run.fallback_epoch} if run.fallback_epoch is not None else {}),
+        }
+        save_checkpoint(run.run_dir / "last.pt", state)
+        save_checkpoint(run.run_dir / f"epoch_{epoch}.pt", state)
+        if record.get("best_epoch") == epoch:
+            save_checkpoint(run.run_dir / "best.pt", state)
+        # Last: a line in metrics.jsonl means its epoch's checkpoint exists. A crash before this line
+        # loses nothing, since a resume rewrites the file from the checkpoint's history.
+        run.runlog.append(record)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block ends, then deliver the first one that came.
+
+    By handler, not by signal mask: a mask is per thread, and the kernel hands a process signal to
+    any thread that does not block it (torch's worker threads), whose handler would still interrupt
+    the main thread. Python delivers signals to the main thread only, so elsewhere nothing is needed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    state = {
-        "epoch": epoch,
-        "config": run.config.to_dict(),
-        "input_shape": list(run.model.input_shape),
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "history": run.history,
-        **run.data_records,
-        **({"mining_fallback_epoch": run.fallback_epoch} if run.fallback_epoch is not None else {}),
-    }
-    save_checkpoint(run.run_dir / f"epoch_{epoch}.pt", state)
-    save_checkpoint(run.run_dir / "last.pt", state)
-    if record.get("best_epoch") == epoch:
-        save_checkpoint(run.run_dir / "best.pt", state)
-    # Last: a line in metrics.jsonl means its epoch's checkpoint exists. A crash before this line
-    # loses nothing, since a resume rewrites the file from the checkpoint's history.
-    run.runlog.append(record)
+    received: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        del frame
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])  # now through the restored handler (Ctrl-C's: KeyboardInterrupt)
 
 
 def _format_record(record: dict[str, Any], epochs: int) -> str:
