@@ -16,3 +16,12 @@ def test_the_data_package_still_gives_its_names_when_asked():
              "assert all(getattr(data, name) is not None for name in data.__all__); assert 'torch' in sys.modules")
     run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_help_and_version_do_not_import_torch():
+    # --help of every subcommand builds the whole parser: the use commands' defaults and export formats too.
+    check = ("import sys\nfrom tripletnet import cli\nfor argv in (['--version'], ['--help'], ['train', '--help'], "
+             "['export', '--help'], ['search', '--help']):\n    try:\n        cli.main(argv)\n    except SystemExit:\n"
+             "        pass\nassert 'torch' not in sys.modules, 'torch was imported'")
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]

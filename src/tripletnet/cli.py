@@ -334,7 +334,7 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
 
 def add_use_commands(subparsers: Any) -> None:
     """Register ``verify``, ``index``, ``search``, ``export`` and ``report`` on ``subparsers``."""
-    from .inference.export import FORMATS as EXPORT_FORMATS
+    from .inference.formats import EXPORT_FORMATS
     from .inference.index import APPROXIMATE_KINDS, DEFAULT_APPROXIMATE, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE
 
     verify = subparsers.add_parser(

@@ -31,9 +31,9 @@ from ..console import Logger, log_stderr
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_bytes
 from ..models.inputs import images_to_input
+from .formats import EXPORT_FORMATS as FORMATS
 from .model import TripletModel
 
-FORMATS = ("onnx", "torchscript")
 # ONNX opset of the exported graph: 18 is what torch's exporter targets and onnxruntime >= 1.14 runs.
 ONNX_OPSET = 18
 INPUT_NAME = "images"

@@ -23,10 +23,12 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # only for the annotations: the CLI reads this module's defaults without loading torch
+    import torch
 
 from ..errors import ParameterError, UserError
 
@@ -51,7 +53,8 @@ QUERY_BATCH = 4096
 
 
 def _as_float32(vectors: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    array = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
+    # A torch tensor (duck-typed, so that importing this module does not import torch).
+    array = vectors.detach().cpu().numpy() if hasattr(vectors, "detach") else np.asarray(vectors)
     if array.ndim != 2:
         raise ParameterError(name, f"must be a 2-D array (N, D), got shape {array.shape}")
     return np.ascontiguousarray(array, dtype=np.float32)
