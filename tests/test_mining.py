@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tripletnet.distances import pairwise_distances
-from tripletnet.errors import ParameterError, UserError
+from tripletnet.errors import ParameterError
 from tripletnet.mining import (
     MINERS,
     MinerSpec,
@@ -203,7 +203,7 @@ def test_miner_names_are_looked_up_with_dashes_or_underscores_and_unknown_ones_n
     with pytest.raises(ParameterError, match="semihard, hard, batch_all") as caught:
         get_miner("hardest")
     assert caught.value.parameter == "miner"
-    with pytest.raises(UserError, match="unknown miner 'hardest'"):
+    with pytest.raises(ParameterError, match="mining names an unknown miner 'hardest'"):
         parse_schedule("semihard:0.5,hardest")
 
 

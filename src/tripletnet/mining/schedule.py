@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..errors import ParameterError
 from .registry import MINERS
 
 
@@ -21,34 +21,35 @@ class ScheduleEntry:
 
 
 def parse_schedule(text: str) -> tuple[ScheduleEntry, ...]:
-    """Parse and check a schedule string; raise :class:`UserError` if it is malformed."""
+    """Parse and check a schedule string; raise :class:`ParameterError` naming ``mining`` if it is malformed
+    (the CLI spells it --mining, a TOML file names its key and the file)."""
     raw = [part.strip() for part in text.split(",") if part.strip()]
     if not raw:
-        raise UserError("--mining is empty: give e.g. 'semihard:0.4,hard'")
+        raise ParameterError("mining", "is empty: give e.g. 'semihard:0.4,hard'")
     entries: list[ScheduleEntry] = []
     for position, part in enumerate(raw):
         name, _, fraction_text = part.partition(":")
         name = name.strip().replace("-", "_")
         if name not in MINERS:
-            raise UserError(f"--mining: unknown miner {name!r}; choose from {', '.join(MINERS)}")
+            raise ParameterError("mining", f"names an unknown miner {name!r}; choose from {', '.join(MINERS)}")
         is_last = position == len(raw) - 1
         if fraction_text:
             try:
                 fraction = float(fraction_text)
             except ValueError:
-                raise UserError(f"--mining: {fraction_text!r} is not a fraction in {part!r}") from None
+                raise ParameterError("mining", f"has {fraction_text!r} in {part!r}, which is not a fraction") from None
             if not 0 < fraction <= 1:
-                raise UserError(f"--mining: fraction in {part!r} must be in (0, 1]")
+                raise ParameterError("mining", f"has a fraction outside (0, 1] in {part!r}")
         elif is_last:
             fraction = 1.0 - sum(e.fraction for e in entries)
         else:
-            raise UserError(f"--mining: only the last entry may omit its fraction ({part!r})")
+            raise ParameterError("mining", f"may leave out the fraction only in its last entry, not in {part!r}")
         entries.append(ScheduleEntry(name, fraction))
     total = sum(e.fraction for e in entries)
     if total > 1 + 1e-9:
-        raise UserError(f"--mining: fractions add up to {total:g}, more than 1")
+        raise ParameterError("mining", f"has fractions that add up to {total:g}, more than 1")
     if entries[-1].fraction <= 1e-12:
-        raise UserError("--mining: the last miner gets no epochs; drop it or shorten the ones before")
+        raise ParameterError("mining", "leaves the last miner no epochs; drop it or shorten the ones before")
     return tuple(entries)
 
 
