@@ -89,6 +89,8 @@ class TrainConfig:
     mining: str = field(default="semihard:0.4,hard", metadata={"help": "mining schedule, e.g. 'semihard:0.4,hard' = semi-hard for the first 40%% of epochs, then hard (each miner at least one epoch); miners: semihard, hard, batch_all"})
     instance_weight: float = field(default=0.0, metadata={"help": "weight of instance-level triplets: each image is embedded in two augmented views, the other view is its positive and every other image a negative (semi-hard), added to the class triplets; keeps what tells images apart, which helps on classes never seen in training; doubles the step's work (0 = off)"})
     instance_margin: float = field(default=0.2, metadata={"help": f"margin of the instance-level triplets, in (0, {MARGIN_MAX:g}]"})
+    xbm_size: int = field(default=0, metadata={"help": "cross-batch memory (XBM, Wang et al. 2020): keep the last N training embeddings in a queue and add batch-all triplets of each batch's anchors against it, so an anchor meets negatives from far more classes than one batch holds (for thousands of identities); N at least the batch size (twice it with instance triplets); 0 = off"})
+    xbm_weight: float = field(default=1.0, metadata={"help": "with --xbm_size: weight of the cross-batch memory term, in [0, 100]"})
     collapse_fallback: bool = field(default=True, metadata={"help": "if hard mining collapses the embeddings (a batch's spread falls below half of the last epoch's), undo that epoch and continue with semi-hard mining"})
     # optimisation
     epochs: int = field(default=20, metadata={"help": "number of epochs"})
@@ -138,6 +140,9 @@ class TrainConfig:
             ("selection_classes", self.selection_classes == 0 or self.selection_classes >= 2,
              "must be 0 (off) or at least 2: verification needs pairs of two different classes"),
             ("patience", self.patience >= 0, "must be >= 0"),
+            ("xbm_size", self.xbm_size == 0 or self.xbm_size >= self.batch_size * (2 if self.instance_weight > 0 else 1),
+             "must be 0 (off) or at least the batch size (twice it with instance triplets): a batch must fit the queue"),
+            ("xbm_weight", math.isfinite(self.xbm_weight) and 0 <= self.xbm_weight <= 100, "must be in [0, 100]"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("eval_images", self.eval_images >= 0, "must be >= 0"),
             ("threads", self.threads >= 0, "must be >= 0"),
