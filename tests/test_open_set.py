@@ -232,3 +232,57 @@ def test_the_first_log_line_counts_the_images_an_epoch_really_uses(tmp_path, mni
     (line,) = [s for s in said if s.startswith("training ")]
     steps = int(line.split(" batches of ")[0].rsplit(" ", 1)[1])
     assert f"{steps * 64} images/epoch" in line and "59904" not in line
+
+
+# --- folders and CSV lists whose test identities are all unseen start from the open-set preset -----
+
+
+def _train_config(*argv):
+    from tripletnet.cli import _build_parser, build_train_config
+
+    return build_train_config(_build_parser().parse_args(["train", *argv]))
+
+
+OPEN_SET = {"mining": "semihard", "margin": 0.2, "instance_weight": 1.0}
+
+
+def _settings(config):
+    return {key: getattr(config, key) for key in OPEN_SET}
+
+
+def test_a_folder_whose_test_identities_are_all_unseen_starts_from_the_open_set_preset(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "given", size=32)
+    assert _settings(_train_config("--dataset", str(data.root))) == OPEN_SET
+    assert _train_config("--dataset", str(data.root), "--margin", "0.5").margin == 0.5  # what the user sets still wins
+    defaults = _train_config("--dataset", str(data.root), "--preset", "default")
+    assert _settings(defaults) == {key: getattr(TrainConfig(), key) for key in OPEN_SET}
+    flat = make_synthetic_dataset(tmp_path / "flat", size=32, split_folders=False)
+    assert _settings(_train_config("--dataset", str(flat.root))) == OPEN_SET  # split by identity: unseen by construction
+    assert _train_config("--dataset", str(flat.root), "--split_by", "image").margin == TrainConfig().margin
+
+
+def test_a_folder_or_csv_whose_test_split_shares_an_identity_keeps_the_closed_set_defaults(tmp_path):
+    import shutil
+
+    data = make_synthetic_dataset(tmp_path / "mixed", size=32)
+    seen = sorted((data.root / "train").iterdir())[0]
+    shutil.copytree(seen, data.root / "test" / seen.name)
+    assert _train_config("--dataset", str(data.root)).margin == TrainConfig().margin
+    images = sorted(p.relative_to(data.root).as_posix() for p in data.root.rglob("*.png"))
+    rows = [f"{path},{path.split('/')[1]},{path.split('/')[0]}" for path in images]
+    (data.root / "mixed.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    assert _train_config("--dataset", str(data.root / "mixed.csv")).margin == TrainConfig().margin
+    unseen = [row for row in rows if not (row.startswith("test/") and f"/{seen.name}/" in row)]
+    (data.root / "unseen.csv").write_text("path,label,split\n" + "\n".join(unseen) + "\n")
+    assert _settings(_train_config("--dataset", str(data.root / "unseen.csv"))) == OPEN_SET
+
+
+def test_a_folder_run_with_unseen_test_identities_says_why_in_its_first_line(tmp_path, capsys):
+    data = make_synthetic_dataset(tmp_path / "given", size=32)
+    code = main(["train", "--dataset", str(data.root), "--epochs", "1", "--batch_size", "8", "--num_val_triplets", "4",
+                 "--precision", "fp32", "--checkpoint_path", str(tmp_path / "run")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 0
+    assert lines[0].startswith("the 4 test identities of") and "none of its 6 training identities" in lines[0]
+    assert "starts from --preset open-set" in lines[0]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["margin"] == 0.2

@@ -428,13 +428,58 @@ PRESETS: dict[str, dict[str, Any]] = {
     "open-set": {"mining": "semihard", "margin": 0.2, "instance_weight": 1.0, "instance_margin": 0.2},
 }
 OPEN_SET_FIELDS = ("train_classes", "holdout_classes")
+OPEN_SET_PRESET = "open-set"
 
 
-def implied_preset(layers: Iterable[ConfigLayer]) -> str | None:
+@dataclass(frozen=True)
+class ImpliedPreset:
+    """The preset a run starts from without naming one, and why (the run's first line says it)."""
+
+    name: str
+    reason: str
+    from_data: bool = False  # read from the data's file listing (which then already loaded once), not from the options
+
+
+def implied_preset(layers: Iterable[ConfigLayer], config: TrainConfig | None = None) -> ImpliedPreset | None:
     """The preset a run starts from when none is named: ``open-set`` when a layer holds classes
-    out of training (``train_classes`` or ``holdout_classes``), else none."""
+    out of training (``train_classes`` or ``holdout_classes``), or when ``config`` (the run's
+    config without a preset) trains on an image folder or CSV list whose test identities are all
+    unseen in training (:func:`unseen_test_identities`); else none."""
     for layer in layers:
         for key, value in layer.values.items():
             if key.replace("-", "_") in OPEN_SET_FIELDS and value is not None:
-                return "open-set"
+                return ImpliedPreset(OPEN_SET_PRESET, "classes are held out of training")
+    if config is not None:
+        reason = unseen_test_identities(config)
+        if reason is not None:
+            return ImpliedPreset(OPEN_SET_PRESET, reason, from_data=True)
     return None
+
+
+def unseen_test_identities(config: TrainConfig) -> str | None:
+    """Why every test identity of the run's image folder or CSV list is unseen in training, or None
+    when some are seen (or the dataset is a registered one, or cannot be listed: loading it will say why).
+
+    Only the file listing is read, no image: a given split (``train/`` and ``test/`` folders, a
+    CSV ``split`` column) is unseen when the two splits share no identity; data without one is
+    unseen when it is split by identity.
+    """
+    if not DATASETS.is_path(config.dataset):
+        return None
+    from .data.csv import read_image_list_csv
+    from .data.folder import list_image_folder
+
+    path = Path(config.dataset).expanduser()
+    try:
+        entries = read_image_list_csv(path) if path.suffix.lower() == ".csv" else list_image_folder(path)
+    except (UserError, OSError):
+        return None
+    if all(entry.split is None for entry in entries):
+        if config.split_by != "identity":
+            return None
+        return f"{config.dataset} is split by identity (its test identities are never seen in training)"
+    train = {entry.identity for entry in entries if entry.split == "train"}
+    test = {entry.identity for entry in entries if entry.split == "test"}
+    if not test or train & test:
+        return None
+    return f"the {len(test):,} test identities of {config.dataset} are none of its {len(train):,} training identities"
