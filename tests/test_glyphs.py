@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from benchmarks.glyphs.build import CONDITIONS, BuildOptions, build, gb2312_level1
 from benchmarks.glyphs.fonts import GlyphRenderer, covering_faces, font_files, load_face
 from benchmarks.glyphs.score import read_identity_folder
@@ -129,3 +130,18 @@ def test_fonts_without_the_charset_are_left_out() -> None:
     files = font_files([DEJAVU])
     assert covering_faces(files, gb2312_level1()[:50], 0.5) == []
     assert len(covering_faces(files, list("ABC"), 1.0)) == len(files)
+
+
+@needs_dejavu
+def test_run_scores_every_condition_and_an_embedding_that_knows_the_identities_scores_one(tmp_path: Path) -> None:
+    from benchmarks.glyphs import score
+
+    out = tmp_path / "glyphs"
+    build(out, _tiny(chars=30, test_chars=20), log=lambda _: None)
+    results = score.run(out, {}, pml_epochs=0, episodes=50, log=lambda _: None)
+    assert set(results) == set(CONDITIONS) and all(set(by) == {"raw pixels"} for by in results.values())
+    images = read_identity_folder(out / "conditions" / "unseen_chars_seen_fonts")
+    perfect = score.score(torch.nn.functional.one_hot(images.labels).float(), images.labels, episodes=50, seed=0)
+    assert perfect["P@1"] == perfect["MAP@R"] == perfect["5-way"] == perfect["20-way"] == 1.0 and perfect["EER"] == 0.0
+    report = score.markdown(results, out, "python -m benchmarks.glyphs run")
+    assert report.count("| raw pixels |") == 3
