@@ -240,3 +240,67 @@ def test_the_first_log_line_counts_the_images_an_epoch_really_uses(tmp_path, mni
     (line,) = [s for s in said if s.startswith("training ")]
     steps = int(re.search(r"(\d+) batches of 64", line).group(1))
     assert f"{steps * 64} images per epoch" in line and "59904" not in line
+
+
+
+# --- folders and CSV lists whose test identities are all unseen: many identities keep the defaults ---------
+
+
+def _train_config(*argv):
+    from tripletnet.cli import _build_parser, build_train_config
+
+    return build_train_config(_build_parser().parse_args(["train", *argv]))
+
+
+OPEN_SET = {"mining": "semihard", "margin": 0.2, "instance_weight": 1.0}
+
+
+def _settings(config):
+    return {key: getattr(config, key) for key in OPEN_SET}
+
+
+DEFAULTS = {key: getattr(TrainConfig(), key) for key in OPEN_SET}
+
+
+def test_a_folder_whose_test_identities_are_all_unseen_keeps_the_defaults_and_preset_open_set_still_applies(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "given", size=32)
+    assert _settings(_train_config("--dataset", str(data.root))) == DEFAULTS
+    assert _train_config("--dataset", str(data.root), "--margin", "0.5").margin == 0.5  # what the user sets still wins
+    assert _settings(_train_config("--dataset", str(data.root), "--preset", "open-set")) == OPEN_SET
+    flat = make_synthetic_dataset(tmp_path / "flat", size=32, split_folders=False)
+    assert _settings(_train_config("--dataset", str(flat.root))) == DEFAULTS
+    # Held-out classes of a registered dataset are the few-identities case: they still start from open-set.
+    assert _settings(_train_config("--train_classes", "0-4")) == OPEN_SET
+
+
+def test_which_folders_and_csv_lists_count_as_all_unseen(tmp_path):
+    import shutil
+
+    from tripletnet.config import unseen_test_identities
+
+    data = make_synthetic_dataset(tmp_path / "mixed", size=32)
+    assert "are none of its" in unseen_test_identities(TrainConfig(dataset=str(data.root)))
+    seen = sorted((data.root / "train").iterdir())[0]
+    shutil.copytree(seen, data.root / "test" / seen.name)
+    assert unseen_test_identities(TrainConfig(dataset=str(data.root))) is None  # one test identity is a training one
+    images = sorted(p.relative_to(data.root).as_posix() for p in data.root.rglob("*.png"))
+    rows = [f"{path},{path.split('/')[1]},{path.split('/')[0]}" for path in images]
+    (data.root / "mixed.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    assert unseen_test_identities(TrainConfig(dataset=str(data.root / "mixed.csv"))) is None
+    unseen = [row for row in rows if not (row.startswith("test/") and f"/{seen.name}/" in row)]
+    (data.root / "unseen.csv").write_text("path,label,split\n" + "\n".join(unseen) + "\n")
+    assert unseen_test_identities(TrainConfig(dataset=str(data.root / "unseen.csv"))) is not None
+    flat = make_synthetic_dataset(tmp_path / "flat", size=32, split_folders=False)
+    assert "split by identity" in unseen_test_identities(TrainConfig(dataset=str(flat.root)))
+    assert unseen_test_identities(TrainConfig(dataset=str(flat.root), split_by="image")) is None
+
+
+def test_a_folder_run_with_unseen_test_identities_says_so_and_why_in_its_first_line(tmp_path, capsys):
+    data = make_synthetic_dataset(tmp_path / "given", size=32)
+    code = main(["train", "--dataset", str(data.root), "--epochs", "1", "--batch_size", "8", "--num_val_triplets", "4",
+                 "--precision", "fp32", "--checkpoint_path", str(tmp_path / "run")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 0
+    assert lines[0].startswith("the 4 test identities of") and "none of its 6 training identities" in lines[0]
+    assert "keeps the defaults" in lines[0] and "glyph benchmark" in lines[0] and "--preset open-set" in lines[0]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["margin"] == TrainConfig().margin

@@ -29,6 +29,7 @@ from .config import (
     RESUMABLE_FIELDS,
     ConfigLayer,
     EvalConfig,
+    ImpliedPreset,
     TrainConfig,
     implied_preset,
     layered_config,
@@ -214,7 +215,7 @@ def build_train_config(args: argparse.Namespace) -> TrainConfig:
     return _train_config_and_implied_preset(args)[0]
 
 
-def _train_config_and_implied_preset(args: argparse.Namespace) -> tuple[TrainConfig, str | None]:
+def _train_config_and_implied_preset(args: argparse.Namespace) -> tuple[TrainConfig, ImpliedPreset | None]:
     """:func:`build_train_config`, and the preset a new run starts from without naming one (None if none)."""
     layers = []
     if args.resume:
@@ -231,9 +232,13 @@ def _train_config_and_implied_preset(args: argparse.Namespace) -> tuple[TrainCon
         layers.append(ConfigLayer(args.config, table.values))
     layers.append(ConfigLayer("command line", _given(args, TrainConfig), spell=flag))
     if not args.resume:
-        implied = None if args.preset else implied_preset(layers)
+        if args.preset:
+            return layered_config(layers), None
+        # Whether the data's test identities are unseen is read from the config without a preset
+        # (a preset never changes the dataset or its split).
+        implied = implied_preset(layers, layered_config(layers))
         if implied:  # lowest precedence: anything the user set still wins
-            layers.insert(0, ConfigLayer(f"preset {implied}", PRESETS[implied]))
+            layers.insert(0, ConfigLayer(f"preset {implied.name}", PRESETS[implied.name]))
         return layered_config(layers), implied
     from .training.checkpoint import load_checkpoint
 
@@ -268,10 +273,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     log: Logger = log_stderr
     if implied:
-        settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied].items())
+        settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied.name].items())
         # Said with the run's first line, so that a run refused while its data is checked stays one line.
-        log = _with_first_line(log, f"classes are held out of training, so the run starts from --preset {implied} "
-                                    f"({settings}); --preset default keeps the closed-set defaults")
+        if settings:
+            line = (f"{implied.reason}, so the run starts from --preset {implied.name} ({settings}); "
+                    "--preset default keeps the closed-set defaults")
+        else:
+            line = (f"{implied.reason}: an open set, and the run keeps the defaults, which the glyph benchmark measured "
+                    "best with many training identities; --preset open-set suits only a few (docs/results/glyphs.md)")
+        # A folder's loader logs its summary itself, before the run's first line: said now, as its listing
+        # was already read without error.
+        if implied.from_data:
+            log(line)
+        else:
+            log = _with_first_line(log, line)
     result = train(config, resume=args.resume, overwrite=args.overwrite, log=log)
     from .training.distributed import context_from_environment
 

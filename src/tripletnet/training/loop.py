@@ -34,6 +34,7 @@ from ..data.loading import BatchSource
 from ..errors import ParameterError, UserError
 from ..evaluation import fast_epoch_metrics
 from ..fileio import FolderLock, atomic_write_text
+from ..losses import term_states
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
 from ..models import EmbeddingNet, build_network, embed_images
 from ..sampler import ClassBalancedBatchSampler
@@ -148,6 +149,7 @@ class Run:
     context: ProcessContext = field(default_factory=ProcessContext)  # rank and world size (torchrun)
     trainer: torch.nn.Module | None = None  # the DistributedDataParallel wrapper of ``model`` when several processes train
     lock: FolderLock | None = None  # held by the main process while it writes into run_dir
+    loss_states: dict[str, Any] = field(default_factory=dict)  # state of the added loss terms (XBM's queue)
 
     def release(self) -> None:
         """Let other runs use the run folder again."""
@@ -336,6 +338,7 @@ def _prepare(
         select_images=run_data.select_images, select_labels=run_data.select_labels, data_records=run_data.records,
         model=model, optimizer=optimizer, scheduler=scheduler, schedule=parse_schedule(config.mining),
         runlog=RunLog(run_dir), is_main_process=context.is_main_process, context=context,
+        loss_states=term_states(config, config.embedding_dim, device),
     )
     if checkpoint is not None:
         restore_training_state(checkpoint, str(resume), model, optimizer, scheduler)
@@ -435,10 +438,10 @@ def _train_batches(run: Run, epoch: int, miner: str, guard: CollapseGuard | None
     batches = progress(run.batches.epoch(epoch), total=len(run.batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]")
     for step, (images, labels) in enumerate(batches, 1):
         if run.trainer is None:
-            stats = train_step(run.model, run.optimizer, images, labels, miner, run.config, gen)
+            stats = train_step(run.model, run.optimizer, images, labels, miner, run.config, gen, states=run.loss_states)
         else:
             stats = train_step(run.trainer, run.optimizer, images, labels, miner, run.config, gen,
-                               shard=shard_batch(labels, run.context))
+                               shard=shard_batch(labels, run.context), states=run.loss_states)
         _stop_if_diverged(run, epoch, step, stats.loss)
         if guard is not None and guard.trips(stats):
             return None  # the guard restores the epoch's starting weights, so this step's update is undone too

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..augment import apply_affine, draw_affine, draw_elastic, vary_stroke
 from ..config import TrainConfig
 from ..distances import pairwise_distances
-from ..losses import counted_distance_sums, triplet_hinges
+from ..losses import added_terms, counted_distance_sums, triplet_hinges
 from ..mining import get_miner
 from ..models import images_to_input
 from .distributed import BatchShard, gather_global_batch
@@ -161,6 +162,7 @@ def train_step(
     config: TrainConfig,
     gen: torch.Generator,
     shard: BatchShard | None = None,
+    states: dict[str, Any] | None = None,
 ) -> StepStats:
     """One optimisation step on a batch of uint8 images: augment, embed, mine, loss, update.
 
@@ -174,6 +176,8 @@ def train_step(
         gen: the epoch's CPU generator (augmentation draws from it).
         shard: this process's share of the global batch when several processes train; it embeds
             only its share, gathers everyone's embeddings and mines the whole batch.
+        states: the run's state of the added loss terms (:func:`tripletnet.losses.term_states`),
+            e.g. cross-batch memory's queue; needed when the config enables such a term.
 
     Returns:
         The step's statistics (of the whole global batch: the same on every process).
@@ -212,6 +216,10 @@ def train_step(
         loss, stats = instance_triplet_step(embeddings, labels, miner, config)
     else:
         loss, stats = triplet_step(embeddings, labels, miner, config.margin)
+    # The registered added terms (cross-batch memory) see every embedding with its class label.
+    extra = added_terms(embeddings, labels.repeat(2) if instance else labels, config, states or {})
+    if extra is not None:
+        loss = loss + extra
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

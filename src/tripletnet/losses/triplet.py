@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .mining import BatchAllCounts, Triplets
+from ..mining import BatchAllCounts, Triplets
 
 
 def triplet_hinges(dist: torch.Tensor, triplets: Triplets, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
