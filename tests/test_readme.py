@@ -53,13 +53,29 @@ def test_the_readme_is_short_and_speaks_of_the_readers_machine():
 def test_the_readme_results_table_is_on_the_results_page():
     readme = README.read_text()
     section = readme[readme.index("\n## Results"):readme.index("\n## Documentation")]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| MNIST")]
+    mnist = section[:section.index("glyph benchmark")]
+    rows = [line for line in mnist.splitlines() if line.startswith("| ") and not line.startswith("| MNIST")]
     results = (ROOT / "docs" / "results" / "index.md").read_text()
     figures = [number for row in rows for number in NUMBER.findall(row)]
     assert len(figures) >= 12
     for number in figures:
         assert number in results, f"{number} of the README's results table is not on docs/results/index.md"
     assert "0.9875" not in section  # the unresolvable 1024-pair VAL is no headline
+
+
+def test_the_readme_glyph_figures_are_the_glyph_page_s_and_those_come_from_the_committed_report():
+    readme = README.read_text()
+    section = readme[readme.index("glyph benchmark](docs/results/glyphs.md): 500"):readme.index("\n## Documentation")]
+    readme_figures = [n for line in section.splitlines() if line.startswith("| split") for n in NUMBER.findall(line)]
+    page = (ROOT / "docs" / "results" / "glyphs.md").read_text()
+    assert len(readme_figures) >= 12 and all(n in page for n in readme_figures)
+    report = (ROOT / "benchmarks" / "RESULTS-glyphs.md").read_text()
+    measured = {f"{float(n):.3f}" for n in re.findall(r"\b[01]\.\d{4}\b", report)}
+    table = page[page.index("| tripletnet defaults"):page.index("\n\n", page.index("| tripletnet defaults"))]
+    page_figures = re.findall(r"\b[01]\.\d{3}\b", table)
+    assert len(page_figures) >= 30
+    missing = [n for n in page_figures if n not in measured]
+    assert not missing, f"figures on docs/results/glyphs.md that benchmarks/RESULTS-glyphs.md does not hold: {missing}"
 
 
 def test_the_documented_training_example_runs_without_a_collapse_warning(tmp_path, monkeypatch, capsys):
