@@ -579,7 +579,7 @@ CONFIG_GROUPS: tuple[tuple[str, tuple[tuple[str, _Applies], ...]], ...] = (
     ("network", (("network", None), ("embedding_dim", None), ("projection_dim", lambda c: c.projection_dim > 0))),
     ("loss and mining", (
         ("margin", None), ("mining", None), ("instance_weight", None), ("instance_margin", lambda c: c.instance_weight > 0),
-        ("collapse_fallback", None),
+        ("xbm_size", None), ("xbm_weight", lambda c: c.xbm_size > 0), ("collapse_fallback", None),
     )),
     ("optimisation", (
         ("epochs", None), ("batch_size", None), ("lr", None), ("lr_schedule", None),
