@@ -72,3 +72,18 @@ def test_all_pairs_on_the_gpu_agrees_with_the_cpu_engine():
     assert abs(on_gpu.val - on_cpu.val) * on_cpu.n_positive <= 5
     assert on_gpu.threshold == pytest.approx(on_cpu.threshold, rel=1e-5)
     assert on_gpu.eer == pytest.approx(on_cpu.eer, abs=1e-4)
+
+
+def test_streamed_batches_are_pinned_for_the_gpu_and_arrive_on_it(tmp_path):
+    from synthetic_images import make_synthetic_dataset
+    from tripletnet.data import load_dataset
+    from tripletnet.data.folder import ImageOptions
+    from tripletnet.data.loading import StreamedBatches
+
+    root = make_synthetic_dataset(tmp_path / "folder", size=32).root
+    data = load_dataset(str(root), options=ImageOptions(cache_images=0))
+    sampler = ClassBalancedBatchSampler(data.train_labels, 8, 2, seed=0)
+    source = StreamedBatches(data.train_files, data.train_labels, sampler, CUDA, num_workers=1)
+    assert source.loader(sampler.batches(1)).pin_memory
+    images, labels = next(iter(source.epoch(1)))
+    assert images.device.type == "cuda" and labels.device.type == "cuda"

@@ -128,8 +128,10 @@ class StreamedBatches:
 
     def loader(self, batches: list[torch.Tensor]) -> DataLoader[Decoded]:
         """A DataLoader whose batch sampler is ``batches`` (the sampler's index batches of one epoch)."""
+        # Pinned batches on a GPU: the copy to the device is then asynchronous and overlaps the next decode.
         return DataLoader(_DecodedFiles(self.files), batch_sampler=[indices.tolist() for indices in batches],
-                          num_workers=self.num_workers, collate_fn=_collate)
+                          num_workers=self.num_workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         skipped: list[str] = []
