@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -98,8 +99,8 @@ def _train_figures(history: list[dict[str, Any]], device: torch.device) -> dict[
     return {
         "epochs": len(history),
         "training_seconds": round(sum(epoch_seconds), 1),
-        "seconds_per_epoch_median": round(sorted(epoch_seconds)[len(epoch_seconds) // 2], 2),
-        "images_per_second_median": round(sorted(r["images_per_second"] for r in history)[len(history) // 2]),
+        "seconds_per_epoch_median": round(statistics.median(epoch_seconds), 2),
+        "images_per_second_median": round(statistics.median(r["images_per_second"] for r in history)),
         "peak_memory_mib": _peak_memory_mib(device),
     }
 
