@@ -65,8 +65,8 @@ def test_mnist_shaped_networks_are_the_ones_built_without_a_shape_weight_for_wei
 
 
 def test_linear_heads_are_sized_from_the_input_shape():
-    # conv3 and wide pool three times (28 -> 3, 32 -> 4, 20x24 -> 2x3); reference pools adaptively to 7x7.
-    expected_features = {"conv3": 128 * 2 * 3, "wide": 256, "reference": 64 * 7 * 7}
+    # conv3, resnet and wide pool three times (28 -> 3, 32 -> 4, 20x24 -> 2x3); reference pools adaptively to 7x7.
+    expected_features = {"conv3": 128 * 2 * 3, "resnet": 128 * 2 * 3, "wide": 256, "reference": 64 * 7 * 7}
     images = images_to_input(torch.randint(0, 256, (4, 3, 20, 24), dtype=torch.uint8))
     assert images.shape == (4, 3, 20, 24)
     for name in NETWORKS:
@@ -82,7 +82,7 @@ def test_an_input_too_small_or_an_unknown_network_names_the_parameter():
         build_network("conv3", 16, (1, 7, 28))
     assert caught.value.parameter == "input_shape"
     with pytest.raises(ParameterError) as caught:
-        build_network("resnet", 16)
+        build_network("resnet50", 16)
     assert caught.value.parameter == "network"
     with pytest.raises(ParameterError) as caught:
         images_to_input(torch.zeros(28, 28, dtype=torch.uint8))
@@ -109,3 +109,42 @@ def test_count_flops_follows_the_models_input_shape():
 def test_networks_are_listed_with_descriptions():
     assert [name for name, _ in describe_networks()] == list(NETWORKS)
     assert all(description for _, description in describe_networks())
+
+
+def test_residual_block_adds_its_input_so_a_silent_body_passes_it_through():
+    from tripletnet.models.networks import _ResidualBlock
+
+    block = _ResidualBlock(8, 8).eval()
+    torch.nn.init.zeros_(block.body[-1].weight)  # the last BatchNorm's scale: the body adds nothing
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.allclose(block(x), torch.relu(x))
+    widening = _ResidualBlock(8, 16).eval()
+    assert widening(x).shape == (2, 16, 5, 5)
+
+
+def _classic_order(trunk: torch.nn.Sequential) -> torch.nn.Sequential:
+    """The textbook layer order: every max-pool after its ReLU, the reference's adaptive pool kept."""
+    layers = list(trunk)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], torch.nn.MaxPool2d) and isinstance(layers[i + 1], torch.nn.ReLU):
+            layers[i], layers[i + 1] = torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+    return torch.nn.Sequential(*[torch.nn.AdaptiveAvgPool2d((7, 7)) if isinstance(m, torch.nn.Identity) else m for m in layers])
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_pooling_before_the_relu_gives_the_textbook_networks_outputs_and_gradients_bit_for_bit(name):
+    import copy
+
+    torch.manual_seed(3)
+    model = build_network(name, 16)
+    classic = copy.deepcopy(model)
+    classic.trunk = _classic_order(classic.trunk)
+    assert [type(m) for m in classic.trunk] != [type(m) for m in model.trunk] or name not in ("conv3", "reference")
+    assert model.state_dict().keys() == classic.state_dict().keys()
+    images = torch.rand(6, 1, 28, 28)
+    out, out_classic = model(images), classic(images)
+    assert torch.equal(out, out_classic)
+    out.pow(3).sum().backward()
+    out_classic.pow(3).sum().backward()
+    for (key, p), q in zip(model.named_parameters(), classic.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), key

@@ -105,6 +105,16 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
+def _conv_pool_block(c_in: int, c_out: int) -> list[nn.Module]:
+    """conv3x3+BN, 2x2 max-pool, then ReLU: max-pooling before the ReLU gives the same outputs and
+    the same gradients as after it (both are monotone; a window's maximum is negative exactly when
+    all of it is), with the ReLU and its backward on a quarter of the pixels: on a CPU the 28x28
+    ReLU costs as much as a convolution. The layers with weights keep their indices, so the
+    state_dict is the conv-BN-ReLU-pool block's."""
+    conv, norm, relu = _conv_block(c_in, c_out)
+    return [conv, norm, nn.MaxPool2d(2), relu]
+
+
 def _pooled_area(input_shape: InputShape, poolings: int) -> int:
     """Height x width after ``poolings`` 2x2 max-pools (each floors odd sizes)."""
     _, height, width = input_shape
@@ -118,34 +128,59 @@ def _pooled_area(input_shape: InputShape, poolings: int) -> int:
 def reference_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
     """The reference project's network: two conv3x3+BN+ReLU+maxpool blocks, avg-pool 7x7, linear."""
     _pooled_area(input_shape, 2)
-    trunk = nn.Sequential(
-        *_conv_block(input_shape[0], 32), nn.MaxPool2d(2),
-        *_conv_block(32, 64), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d((7, 7)),
-    )
+    _, height, width = input_shape
+    # At 28x28 the pooled map is already 7x7: the adaptive pool would copy it forward and back.
+    to_7x7 = nn.Identity() if (height >> 2, width >> 2) == (7, 7) else nn.AdaptiveAvgPool2d((7, 7))
+    trunk = nn.Sequential(*_conv_pool_block(input_shape[0], 32), *_conv_pool_block(32, 64), to_7x7)
     return EmbeddingNet(trunk, 64 * 7 * 7, embedding_dim, input_shape)
 
 
 def conv3_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
     """Three conv3x3+BN+ReLU+maxpool blocks (32, 64, 128 channels) and a linear head: twice the
     reference's FLOPs, a 3x3x128 map (at 28x28) with a receptive field that covers the whole digit."""
-    trunk = nn.Sequential(
-        *_conv_block(input_shape[0], 32), nn.MaxPool2d(2),
-        *_conv_block(32, 64), nn.MaxPool2d(2),
-        *_conv_block(64, 128), nn.MaxPool2d(2),
-    )
+    trunk = nn.Sequential(*_conv_pool_block(input_shape[0], 32), *_conv_pool_block(32, 64), *_conv_pool_block(64, 128))
     return EmbeddingNet(trunk, 128 * _pooled_area(input_shape, 3), embedding_dim, input_shape)
 
 
 def wide_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
     """A wider, deeper variant: two convs per stage (32, 64, 128 channels), global pooling head."""
     trunk = nn.Sequential(
-        *_conv_block(input_shape[0], 32), *_conv_block(32, 32), nn.MaxPool2d(2),
-        *_conv_block(32, 64), *_conv_block(64, 64), nn.MaxPool2d(2),
-        *_conv_block(64, 128), nn.MaxPool2d(2),
+        *_conv_block(input_shape[0], 32), *_conv_pool_block(32, 32),
+        *_conv_block(32, 64), *_conv_pool_block(64, 64),
+        *_conv_pool_block(64, 128),
         nn.Flatten(), nn.Linear(128 * _pooled_area(input_shape, 3), 256), nn.ReLU(inplace=True),
     )
     return EmbeddingNet(trunk, 256, embedding_dim, input_shape)
+
+
+class _ResidualBlock(nn.Module):
+    """Two conv3x3+BN layers added to the input (a 1x1 conv+BN where the width changes), then ReLU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_block(c_in, c_out), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)
+        )
+        self.shortcut = (
+            nn.Identity() if c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x), inplace=True)
+
+
+def resnet_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
+    """A small residual network: a conv stem at full resolution, then three residual blocks
+    (32, 64, 128 channels) each after a 2x2 max-pool, and conv3's flattening linear head. Seven
+    convs where conv3 has three, at about conv3's cost: the depth works at the pooled sizes."""
+    trunk = nn.Sequential(
+        *_conv_pool_block(input_shape[0], 32),
+        _ResidualBlock(32, 32), nn.MaxPool2d(2),
+        _ResidualBlock(32, 64), nn.MaxPool2d(2),
+        _ResidualBlock(64, 128),
+    )
+    return EmbeddingNet(trunk, 128 * _pooled_area(input_shape, 3), embedding_dim, input_shape)
 
 
 @dataclass(frozen=True)
@@ -163,6 +198,7 @@ NETWORKS: dict[str, NetworkSpec] = {
         NetworkSpec("conv3", "three conv blocks, 15 MFLOPs/image at 28x28", conv3_net),
         NetworkSpec("reference", "the reference project's two-block CNN, 8 MFLOPs", reference_net),
         NetworkSpec("wide", "five convs and a 256-wide hidden layer, 44 MFLOPs", wide_net),
+        NetworkSpec("resnet", "a conv stem and three residual blocks (seven convs), 18 MFLOPs", resnet_net),
     )
 }
 """Every network by name (the one list the config, the CLI and the README read)."""
