@@ -60,3 +60,18 @@ def test_classes_with_one_image_are_never_used_as_anchors_alone():
 def test_unusable_inputs_are_user_errors(labels, batch):
     with pytest.raises(UserError):
         ClassBalancedBatchSampler(labels, batch, 2, seed=0)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_images_per_class_sets_k_of_p_by_k_with_many_classes(k):
+    labels = _labels([16] * 300)
+    sampler = ClassBalancedBatchSampler(labels, batch_size=64, num_batches=10, seed=2, images_per_class=k)
+    for batch in sampler.batches(1):
+        counts = torch.bincount(labels[batch], minlength=300)
+        assert int((counts > 0).sum()) == 64 // k
+        assert set(counts[counts > 0].tolist()) == {k}
+
+
+def test_images_per_class_beyond_half_the_batch_is_a_user_error():
+    with pytest.raises(UserError, match="half the batch"):
+        ClassBalancedBatchSampler(_labels([20] * 10), batch_size=16, num_batches=2, seed=0, images_per_class=9)

@@ -77,6 +77,25 @@ def test_checkpoints_load_with_weights_only_and_hold_the_run_state(tmp_path):
     torch.testing.assert_close(embed_images(rebuilt, images), embed_images(result.model, images), rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_training_steps_train_the_same_network_and_save_eager_keys(tmp_path, monkeypatch):
+    # Inductor's code generation takes a minute on this CPU; the eager backend still traces every
+    # step through dynamo, which is what --compile asks of the training code.
+    compiled = []
+
+    def compile_eagerly(module, **_):
+        compiled.append(module)
+        return torch._dynamo.optimize("eager")(module)
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    plain = train(_config(tmp_path, "plain", epochs=1, num_images=256, precision="fp32"), data=DATA, log=lambda _: None)
+    result = train(_config(tmp_path, epochs=1, num_images=256, precision="fp32", compile=True), data=DATA, log=lambda _: None)
+    assert compiled == [result.model]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["model"].keys() == plain.model.state_dict().keys()  # no _orig_mod. prefix
+    for key, value in plain.model.state_dict().items():
+        torch.testing.assert_close(state["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_training_neither_reads_nor_changes_torchs_global_rng(tmp_path):
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -316,14 +335,31 @@ def test_stroke_variation_thickens_or_thins_with_the_probability_asked():
     assert torch.equal(out[2], images[2])
 
 
+def test_random_erasing_blanks_one_rectangle_within_the_area_range_with_the_probability_asked():
+    from tripletnet.augment import ERASED_AREA, draw_erasing, erase
+
+    boxes = draw_erasing(2000, 32, 32, torch.Generator().manual_seed(1), probability=0.3)
+    top, bottom, left, right = boxes.unbind(1)
+    erased = bottom > top
+    assert 0.26 < erased.float().mean() < 0.34
+    area = ((bottom - top) * (right - left))[erased].float() / (32 * 32)
+    assert area.min() >= ERASED_AREA[0] * 0.7 and area.max() <= ERASED_AREA[1] * 1.3  # rounding to whole pixels
+    assert (top >= 0).all() and (bottom <= 32).all() and (left >= 0).all() and (right <= 32).all()
+    images = torch.ones(4, 3, 8, 8)
+    out = erase(images, torch.tensor([[1, 3, 2, 6], [0, 0, 0, 5], [0, 8, 0, 8], [7, 8, 7, 8]]))
+    assert out[0].sum() == 3 * (64 - 2 * 4) and (out[0, :, 1:3, 2:6] == 0).all()
+    assert torch.equal(out[1], images[1])  # an empty rectangle leaves the image whole
+    assert out[2].sum() == 0 and out[3].sum() == 3 * 63
+
+
 def test_an_augmented_step_without_the_new_kinds_draws_what_the_affine_transform_always_drew():
     from tripletnet.training.step import augment
 
     images = torch.rand(8, 1, 28, 28)
     expected = random_affine(images, torch.Generator().manual_seed(4))
     assert torch.equal(augment(images, TrainConfig(), torch.Generator().manual_seed(4)), expected)
-    varied = augment(images, TrainConfig(elastic=34.0, stroke=0.5), torch.Generator().manual_seed(4))
-    assert not torch.equal(varied, expected)
+    for kind in ({"elastic": 34.0}, {"stroke": 0.5}, {"erasing": 0.5}):
+        assert not torch.equal(augment(images, TrainConfig(**kind), torch.Generator().manual_seed(4)), expected), kind
 
 
 def test_augmentation_sizes_come_from_the_config_and_zero_turns_each_off():

@@ -130,3 +130,50 @@ def vary_stroke(images: torch.Tensor, draws: torch.Tensor, probability: float) -
     thick = F.max_pool2d(images, 3, stride=1, padding=1)
     thin = -F.max_pool2d(-images, 3, stride=1, padding=1)
     return torch.where(draw < probability / 2, thick, torch.where(draw < probability, thin, images))
+
+
+ERASED_AREA = (0.02, 0.2)
+"""Share of the image a random erasing blanks, drawn uniformly (Zhong et al. 2020 use 0.02 to 0.4;
+a glyph loses too much of itself above a fifth)."""
+
+ERASED_ASPECT = (0.3, 1 / 0.3)
+"""Height/width of an erased rectangle, drawn log-uniformly between these (Zhong et al.'s range)."""
+
+
+def draw_erasing(count: int, height: int, width: int, gen: torch.Generator, probability: float) -> torch.Tensor:
+    """Random erasing rectangles (Zhong et al. 2020), for :func:`erase`.
+
+    Args:
+        count: how many images.
+        height: image height in pixels.
+        width: image width in pixels.
+        gen: the (CPU) generator the draws come from.
+        probability: the chance that an image has a rectangle erased.
+
+    Returns:
+        (count, 4) int64 rows of (top, bottom, left, right), bottom and right exclusive; an image
+        left whole has an empty rectangle (top == bottom).
+    """
+    draws = torch.rand(count, 5, generator=gen)
+    area = (ERASED_AREA[0] + draws[:, 0] * (ERASED_AREA[1] - ERASED_AREA[0])) * height * width
+    log_low, log_high = math.log(ERASED_ASPECT[0]), math.log(ERASED_ASPECT[1])
+    aspect = torch.exp(log_low + draws[:, 1] * (log_high - log_low))
+    box_h = torch.sqrt(area * aspect).round().clamp(1, height).to(torch.int64)
+    box_w = torch.sqrt(area / aspect).round().clamp(1, width).to(torch.int64)
+    top = (draws[:, 2] * (height - box_h + 1)).floor().to(torch.int64)
+    left = (draws[:, 3] * (width - box_w + 1)).floor().to(torch.int64)
+    erased = draws[:, 4] < probability
+    bottom = torch.where(erased, top + box_h, top)
+    return torch.stack([top, bottom, left, left + box_w], dim=1)
+
+
+def erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Set each (B, C, H, W) image's rectangle of ``boxes`` (from :func:`draw_erasing`) to 0, the
+    background of stroke images, on every channel: an occluded or missing part of the pattern."""
+    _, _, height, width = images.shape
+    boxes = boxes.to(images.device)
+    rows = torch.arange(height, device=images.device).view(1, -1, 1)
+    cols = torch.arange(width, device=images.device).view(1, 1, -1)
+    top, bottom, left, right = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    return images.masked_fill(inside.unsqueeze(1), 0.0)

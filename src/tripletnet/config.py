@@ -48,6 +48,12 @@ RESUMABLE_FIELDS = frozenset({"epochs", "threads", "eval_every", "eval_images", 
                               "num_workers", "cache_images", "patience"})
 
 
+OPTION_GROUPS = ("data", "augmentation", "model", "mining and loss", "optimisation", "evaluation", "run")
+"""The groups of :class:`TrainConfig`'s fields (each field's metadata ``group``), in the order a run
+is described: the headings of ``train --help``, of the options reference and of the report's
+configuration."""
+
+
 @dataclass
 class TrainConfig:
     """Hyperparameters of one training run.
@@ -61,13 +67,14 @@ class TrainConfig:
     data_path: str | None = field(default=None, metadata={"help": "where the dataset files are (default: $TRIPLETNET_DATA, else ./data/)", "group": "data", "metavar": "DIR"})
     download: bool = field(default=True, metadata={"help": "download missing dataset files from the public mirrors", "group": "data"})
     num_images: int = field(default=59904, metadata={"help": "training images per epoch (a class-stratified subset)", "doc": "training images per epoch: a class-stratified subset drawn from the seed", "group": "data"})
-    augment: bool = field(default=True, metadata={"help": "random rotation, scaling and shift per training image", "doc": "augment training images: a random rotation, scaling and shift per image (their sizes: --rotation, --scaling, --shift)", "group": "data"})
-    rotation: float = field(default=10.0, metadata={"help": "largest rotation, degrees (0 = none)", "doc": "with --augment: largest rotation either way, in degrees (0 = none)", "group": "data"})
-    scaling: float = field(default=0.1, metadata={"help": "largest change of size, a fraction (0 = none)", "doc": "with --augment: largest change of size either way, as a fraction (0.1 = ±10%%; 0 = none)", "group": "data"})
-    shift: float = field(default=2.0, metadata={"help": "largest shift, pixels (0 = none)", "doc": "with --augment: largest shift either way, in pixels (0 = none; --rotation 0 --scaling 0 shifts only)", "group": "data"})
-    hflip: float = field(default=0.0, metadata={"help": "probability of a left-right mirror (not for digits)", "doc": "with --augment: probability of mirroring a training image left-right; for data whose mirror image is the same class (clothes, faces), not digits", "group": "data"})
-    elastic: float = field(default=0.0, metadata={"help": "elastic distortion strength, pixels (0 = off)", "doc": "with --augment: elastic distortion strength in pixels (Simard et al. 2003: a random displacement field smoothed by a 4-px Gaussian, times this; 34 is their MNIST value, moving pixels about 1.4 px); 0 = off", "group": "data"})
-    stroke: float = field(default=0.0, metadata={"help": "probability of thickening or thinning strokes (0 = off)", "doc": "with --augment: probability of thickening or thinning an image's strokes by a 3x3 max or min filter (pen width, for handwriting); 0 = off", "group": "data"})
+    augment: bool = field(default=True, metadata={"help": "random rotation, scaling and shift per training image", "doc": "augment training images: a random rotation, scaling and shift per image (their sizes: --rotation, --scaling, --shift)", "group": "augmentation"})
+    rotation: float = field(default=10.0, metadata={"help": "largest rotation, degrees (0 = none)", "doc": "with --augment: largest rotation either way, in degrees (0 = none)", "group": "augmentation"})
+    scaling: float = field(default=0.1, metadata={"help": "largest change of size, a fraction (0 = none)", "doc": "with --augment: largest change of size either way, as a fraction (0.1 = ±10%%; 0 = none)", "group": "augmentation"})
+    shift: float = field(default=2.0, metadata={"help": "largest shift, pixels (0 = none)", "doc": "with --augment: largest shift either way, in pixels (0 = none; --rotation 0 --scaling 0 shifts only)", "group": "augmentation"})
+    hflip: float = field(default=0.0, metadata={"help": "probability of a left-right mirror (not for digits)", "doc": "with --augment: probability of mirroring a training image left-right; for data whose mirror image is the same class (clothes, faces), not digits", "group": "augmentation"})
+    elastic: float = field(default=0.0, metadata={"help": "elastic distortion strength, pixels (0 = off)", "doc": "with --augment: elastic distortion strength in pixels (Simard et al. 2003: a random displacement field smoothed by a 4-px Gaussian, times this; 34 is their MNIST value, moving pixels about 1.4 px); 0 = off", "group": "augmentation"})
+    stroke: float = field(default=0.0, metadata={"help": "probability of thickening or thinning strokes (0 = off)", "doc": "with --augment: probability of thickening or thinning an image's strokes by a 3x3 max or min filter (pen width, for handwriting); 0 = off", "group": "augmentation"})
+    erasing: float = field(default=0.0, metadata={"help": "probability of blanking a random rectangle (0 = off)", "doc": "with --augment: probability of random erasing (Zhong et al. 2020): a rectangle of 2-20%% of the image, of height/width between 0.3 and 3.3, set to black (0), so that no one part of a pattern is relied on; 0 = off", "group": "augmentation"})
     image_size: int | None = field(default=None, metadata={"help": "folders and CSV lists: side of the square images (default: the data's own)", "doc": "image folders and CSV lists: side of the square images (resize the short side, centre-crop); None: the data's own (median short side, within 28-64); MNIST is 28", "group": "data"})
     channels: int | None = field(default=None, metadata={"help": "folders and CSV lists: 1 (grey) or 3 (RGB) (default: from the data)", "doc": "image folders and CSV lists: 1 (grey) or 3 (RGB); None: from the data (any colour image -> 3)", "group": "data"})
     split_by: SplitBy = field(default="identity", metadata={"help": "folders and CSV lists without a split: hold out whole identities, or images", "doc": "image folders and CSV lists without a train/test split: identity (test identities never seen in training) or image (every identity in both)", "group": "data"})
@@ -78,10 +85,11 @@ class TrainConfig:
     patience: int = field(default=0, metadata={"help": "with --selection_classes: epochs without progress before stopping (0 = never)", "doc": "with --selection_classes: stop after this many epochs without a better selection VAL@1e-3 (0 = train every epoch)", "group": "evaluation"})
     # batches
     batch_size: int = field(default=256, metadata={"help": "images per class-balanced batch", "doc": "images per batch (class-balanced: every class present when it fits)", "group": "optimisation"})
+    images_per_class: int = field(default=2, metadata={"help": "K of the P x K batches: images of each class in a batch", "doc": "K of the class-balanced P x K batches: each batch holds batch_size / K classes (all of them when fewer) with at least K images each; 2 puts the most classes in a batch, more gives each anchor more positives", "group": "optimisation", "metavar": "K"})
     num_workers: int = field(default=0, metadata={"help": "processes that decode batches streamed from disk (0: the main process)", "doc": "image folders and CSV lists read from disk (see --cache_images): processes that decode the batches (0: the main process); results do not depend on it", "group": "data"})
     cache_images: int = field(default=2048, metadata={"help": "MiB of decoded folder/CSV images held in memory; more is streamed from disk", "doc": "MiB of decoded images an image folder or CSV list may hold in memory (all images x channels x size^2 bytes); over it (0: always) images are decoded from disk for every batch by --num_workers processes, with the same batches and results; MNIST and Fashion-MNIST are always held in memory", "group": "data"})
     # model
-    network: str = field(default="conv3", metadata={"help": "conv3 (15 MFLOPs/image), reference (8 MFLOPs) or wide (44 MFLOPs)", "doc": "conv3: three conv blocks, 15 MFLOPs/image; reference: the reference project's two-block CNN, 8 MFLOPs; wide: five convs, 44 MFLOPs", "group": "model", "metavar": "NAME"})
+    network: str = field(default="conv3", metadata={"help": "conv3 (15 MFLOPs/image), reference (8), wide (44) or resnet (18)", "doc": "conv3: three conv blocks, 15 MFLOPs/image at 28x28; reference: the reference project's two-block CNN, 8 MFLOPs; wide: five convs, 44 MFLOPs; resnet: a conv stem and three residual blocks (seven convs), 18 MFLOPs", "group": "model", "metavar": "NAME"})
     embedding_dim: int = field(default=64, metadata={"help": "size of the L2-normalised embedding", "group": "model"})
     projection_dim: int = field(default=0, metadata={"help": "size of a projection head that inference drops (0 = none)", "doc": "train through a projection head of this size that inference drops (a ReLU and a linear layer after the embedding layer); 0 = none", "group": "model"})
     # mining and loss
@@ -100,7 +108,8 @@ class TrainConfig:
     lr_drop_factor: float = field(default=0.1, metadata={"help": "learning-rate drop factor", "group": "optimisation"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay", "group": "optimisation"})
     precision: Precision = field(default="auto", metadata={"help": "auto: bf16 where the hardware computes it natively, else fp32", "doc": "training arithmetic: auto (bf16 where the hardware computes it natively: CPUs with AVX-512 BF16 or AMX, GPUs that support it; else fp32), fp32, bf16 (autocast; evaluation stays fp32), or fp64 (weights and training in float64: slow; for checking that runs agree, e.g. several processes against one)", "group": "optimisation"})
-    device: Device = field(default="auto", metadata={"help": "auto: cuda if available, else cpu", "doc": "where to train: auto (cuda if available, else cpu), cpu, cuda or mps; model, batches and mining all run there", "group": "optimisation"})
+    device: Device = field(default="auto", metadata={"help": "auto: cuda if available, else cpu", "doc": "where to train: auto (cuda if available, else cpu), cpu, cuda or mps; model, batches and mining all run there", "group": "run"})
+    compile: bool = field(default=False, metadata={"help": "train through torch.compile (pays on a GPU over long runs; slower on CPU)", "doc": "run the training steps through torch.compile (inductor); the first steps wait for the compilation, tens of seconds. On the 2-core CPU it was measured slower than eager (conv3 994 against 1,357 images/s, reference 828 against 1,179), so it is off; evaluation and checkpoints use the eager network", "group": "optimisation"})
     # bookkeeping
     seed: int = field(default=0, metadata={"help": "random seed of subset, batches, validation triplets and weights", "doc": "random seed: subset, batches, validation triplets and initial weights", "group": "run"})
     num_val_triplets: int = field(default=128, metadata={"help": "fixed test triplets of the per-epoch validation loss", "doc": "fixed random test triplets for the per-epoch validation loss", "group": "evaluation"})
@@ -118,6 +127,8 @@ class TrainConfig:
         _check_all([
             ("num_images", self.num_images > 0, "must be positive"),
             ("batch_size", self.batch_size >= 4, "must be at least 4 (two classes with two images each)"),
+            ("images_per_class", 2 <= self.images_per_class <= max(2, self.batch_size // 2),
+             "must be between 2 and half the batch size: a batch needs two classes of at least two images"),
             ("epochs", self.epochs > 0, "must be positive"),
             ("margin", _finite_in(self.margin, 0, MARGIN_MAX), f"must be in (0, {MARGIN_MAX:g}]"),
             ("instance_margin", _finite_in(self.instance_margin, 0, MARGIN_MAX), f"must be in (0, {MARGIN_MAX:g}]"),
@@ -133,6 +144,7 @@ class TrainConfig:
             ("shift", math.isfinite(self.shift) and 0 <= self.shift <= 1000, "must be in [0, 1000] pixels"),
             ("hflip", 0 <= self.hflip <= 1, "must be a probability in [0, 1]"),
             ("stroke", 0 <= self.stroke <= 1, "must be a probability in [0, 1]"),
+            ("erasing", 0 <= self.erasing <= 1, "must be a probability in [0, 1]"),
             ("elastic", math.isfinite(self.elastic) and 0 <= self.elastic <= 1000, "must be in [0, 1000] pixels"),
             ("num_val_triplets", self.num_val_triplets > 0, "must be positive"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),

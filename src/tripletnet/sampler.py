@@ -16,13 +16,17 @@ from .errors import UserError
 class ClassBalancedBatchSampler:
     """Batches of ``batch_size`` indices over ``labels``, ``num_batches`` per epoch.
 
-    Each batch holds P = min(#classes, batch_size // 2) classes, chosen at random when not all
-    fit, with the batch split between them as evenly as possible (so at least two images each).
+    Each batch holds P = min(#classes, batch_size // images_per_class) classes, chosen at random
+    when not all fit, with the batch split between them as evenly as possible (so at least
+    ``images_per_class`` images each: K of P x K, two by default, which puts the most classes in
+    a batch).
     Batches of an epoch depend only on (seed, epoch): resuming at an epoch boundary needs no
     sampler state.
     """
 
-    def __init__(self, labels: torch.Tensor, batch_size: int, num_batches: int, seed: int) -> None:
+    def __init__(
+        self, labels: torch.Tensor, batch_size: int, num_batches: int, seed: int, images_per_class: int = 2
+    ) -> None:
         labels = labels.to(torch.int64).cpu()
         classes, counts = torch.unique(labels, return_counts=True)
         usable = classes[counts >= 2]
@@ -30,13 +34,15 @@ class ClassBalancedBatchSampler:
             raise UserError("need at least two classes with two or more images each to form triplets")
         if batch_size < 4:
             raise UserError(f"--batch_size must be at least 4 (two classes with two images each), got {batch_size}")
+        if not 2 <= images_per_class <= batch_size // 2:
+            raise UserError(f"images per class must be between 2 and half the batch size ({batch_size // 2}), got {images_per_class}")
         if num_batches < 1:
             raise UserError("an epoch must hold at least one batch")
         self.batch_size = batch_size
         self.num_batches = num_batches
         self.seed = seed
         self.class_indices = [torch.nonzero(labels == c).flatten() for c in usable.tolist()]
-        self.classes_per_batch = min(len(usable), batch_size // 2)
+        self.classes_per_batch = min(len(usable), batch_size // images_per_class)
 
     def __len__(self) -> int:
         return self.num_batches

@@ -3,7 +3,7 @@
 Embeddings drift slowly once training has settled, so the embeddings of the last few thousand
 training images, kept in a queue, are nearly what the network would give them now: every
 anchor of the batch can then meet positives and negatives from far more identities than one
-batch holds, which matters with thousands of classes (a batch of 256 holds 64 of them).
+batch holds, which matters with thousands of classes (a batch of 256 holds at most 128 of them).
 
 The term: the current batch is enqueued first (its oldest entries make room); then every triplet
 (a, p, n) with the anchor in the batch and p, n in the queue, p of a's identity but not a's own

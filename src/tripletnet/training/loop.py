@@ -148,6 +148,7 @@ class Run:
     is_main_process: bool = True  # only the main process writes files
     context: ProcessContext = field(default_factory=ProcessContext)  # rank and world size (torchrun)
     trainer: torch.nn.Module | None = None  # the DistributedDataParallel wrapper of ``model`` when several processes train
+    compiled: torch.nn.Module | None = None  # --compile: torch.compile of the trainer (or model) the steps call
     lock: FolderLock | None = None  # held by the main process while it writes into run_dir
     loss_states: dict[str, Any] = field(default_factory=dict)  # state of the added loss terms (XBM's queue)
 
@@ -317,7 +318,9 @@ def _prepare(
         raise UserError(f"--num_images ({config.num_images}) must be at least --batch_size ({config.batch_size})")
     run_data = prepare_run_data(config, data, log)
     train_labels = run_data.train_labels
-    sampler = ClassBalancedBatchSampler(train_labels, config.batch_size, len(train_labels) // config.batch_size, config.seed)
+    sampler = ClassBalancedBatchSampler(
+        train_labels, config.batch_size, len(train_labels) // config.batch_size, config.seed, config.images_per_class
+    )
 
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
@@ -350,6 +353,10 @@ def _prepare(
         # Batch statistics of the global batch, as one process would compute them.
         use_distributed_batch_norm(model)
         run.trainer = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        # Only the training steps go through the compiled module; evaluation and the checkpoints use
+        # ``model`` itself, so saved state_dict keys stay those of an eager run.
+        run.compiled = torch.compile(run.trainer if run.trainer is not None else model)  # type: ignore[assignment]  # an OptimizedModule
 
     if run.is_main_process:
         atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
@@ -436,12 +443,10 @@ def _train_batches(run: Run, epoch: int, miner: str, guard: CollapseGuard | None
     run.model.train()
     totals = dict.fromkeys(STAT_KEYS, 0.0)
     batches = progress(run.batches.epoch(epoch), total=len(run.batches), desc=f"epoch {epoch}/{run.config.epochs} [{miner}]")
+    network = next(m for m in (run.compiled, run.trainer, run.model) if m is not None)
     for step, (images, labels) in enumerate(batches, 1):
-        if run.trainer is None:
-            stats = train_step(run.model, run.optimizer, images, labels, miner, run.config, gen, states=run.loss_states)
-        else:
-            stats = train_step(run.trainer, run.optimizer, images, labels, miner, run.config, gen,
-                               shard=shard_batch(labels, run.context), states=run.loss_states)
+        shard = shard_batch(labels, run.context) if run.trainer is not None else None
+        stats = train_step(network, run.optimizer, images, labels, miner, run.config, gen, shard=shard, states=run.loss_states)
         _stop_if_diverged(run, epoch, step, stats.loss)
         if guard is not None and guard.trips(stats):
             return None  # the guard restores the epoch's starting weights, so this step's update is undone too

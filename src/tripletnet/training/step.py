@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..augment import apply_affine, draw_affine, draw_elastic, vary_stroke
+from ..augment import apply_affine, draw_affine, draw_elastic, draw_erasing, erase, vary_stroke
 from ..config import TrainConfig
 from ..distances import pairwise_distances
 from ..losses import added_terms, counted_distance_sums, triplet_hinges
@@ -93,12 +93,12 @@ def augment(
     inputs: torch.Tensor, config: TrainConfig, gen: torch.Generator, share: tuple[torch.Tensor, int] | None = None
 ) -> torch.Tensor:
     """The run's augmentation of a float batch: stroke width, then one resampling for the affine
-    transform, the mirror and the elastic field. Each kind draws only when enabled, so runs that do
+    transform, the mirror and the elastic field, then random erasing. Each kind draws only when enabled, so runs that do
     not use it draw exactly what they always drew.
 
     Args:
         inputs: (B, C, H, W) float images: the whole batch, or this process's share of it.
-        config: the run's config (rotation, scaling, shift, hflip, elastic, stroke).
+        config: the run's config (rotation, scaling, shift, hflip, elastic, stroke, erasing).
         gen: the epoch's CPU generator.
         share: when several processes train, (the positions of ``inputs`` in the global batch,
             the global batch's size): everything is drawn for the global batch, as one process
@@ -112,14 +112,17 @@ def augment(
     theta = draw_affine(count, height, width, gen, config.rotation, config.scaling, config.shift, config.hflip)
     field = draw_elastic(count, height, width, gen, config.elastic) if config.elastic > 0 else None
     stroke = torch.rand(count, generator=gen) if config.stroke > 0 else None
+    boxes = draw_erasing(count, height, width, gen, config.erasing) if config.erasing > 0 else None
     if share is not None:
         positions = share[0]
         theta = theta[positions]
         field = field[positions] if field is not None else None
         stroke = stroke[positions] if stroke is not None else None
+        boxes = boxes[positions] if boxes is not None else None
     if stroke is not None:
         inputs = vary_stroke(inputs, stroke, config.stroke)
-    return apply_affine(inputs, theta, field)
+    inputs = apply_affine(inputs, theta, field)
+    return erase(inputs, boxes) if boxes is not None else inputs
 
 
 INSTANCE_MINER = "semihard"
