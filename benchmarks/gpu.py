@@ -9,7 +9,9 @@ a run stopped at its time limit still leaves what it measured):
    auto``: bf16 where the GPU computes it), seconds per epoch and images/s from the run's records,
    peak device memory.
 4. ``evaluate``: the trained run evaluated on all test pairs (VAL at FAR 1e-3, P@1, MAP@R).
-5. ``glyphs``: with ``--glyphs DIR`` (a folder built by ``python -m benchmarks.glyphs build``), one
+5. ``mnist_compile`` (GPU only): ``--compile_epochs`` epochs with ``--compile``, to say whether
+   torch.compile pays there (on the CPU it does not).
+6. ``glyphs``: with ``--glyphs DIR`` (a folder built by ``python -m benchmarks.glyphs build``), one
    training run with the defaults a folder of unseen identities gets, and its all-pairs figures.
 
 ``--smoke`` shrinks every phase (one epoch on a slice) so the script can be checked on a CPU.
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="folder holding mnist/ (default: $TRIPLETNET_DATA)")
     parser.add_argument("--glyphs", default=None, help="a glyph benchmark folder (python -m benchmarks.glyphs build)")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--compile_epochs", type=int, default=5, help="GPU only: epochs of a --compile MNIST run (0 = skip)")
     parser.add_argument("--smoke", action="store_true", help="one epoch on a slice, on any device: checks the script itself")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     _timed(report, "mnist", mnist)
     if mnist_checkpoint:
         _timed(report, "evaluate", lambda: evaluate_run(mnist_checkpoint[0], args.data))
+    if device.type == "cuda" and args.compile_epochs:
+        # Whether --compile pays on this GPU: its seconds per epoch against the eager run's above
+        # (the first epoch holds the compilation).
+        def mnist_compiled() -> dict[str, Any]:
+            config = TrainConfig(data_path=args.data, download=False, checkpoint_path=str(runs / "mnist-compiled"),
+                                 epochs=args.compile_epochs, compile=True)
+            return train_run(config, device)[0]
+
+        _timed(report, "mnist_compile", mnist_compiled)
     if args.glyphs:
         def glyphs() -> dict[str, Any]:
             config = TrainConfig(dataset=args.glyphs, checkpoint_path=str(runs / "glyphs"), **small)

@@ -27,8 +27,7 @@ def _default(value: Any) -> str:
 
 def options_table(command: str) -> str:
     """The markdown tables of one command's options: one table per group for train, one for evaluate."""
-    from tripletnet.cli import OPTION_GROUPS
-    from tripletnet.config import PRESETS, EvalConfig, TrainConfig
+    from tripletnet.config import OPTION_GROUPS, PRESETS, EvalConfig, TrainConfig
 
     if command == "eval":
         rows = ["| option | default | meaning |", "|---|---|---|"]

@@ -358,7 +358,7 @@ def test_holding_classes_out_starts_from_the_open_set_preset_unless_told_otherwi
 
 
 def test_train_help_is_grouped_short_and_its_usage_lists_no_spelling_twice(monkeypatch):
-    from tripletnet.cli import OPTION_GROUPS
+    from tripletnet.config import OPTION_GROUPS
 
     monkeypatch.setenv("COLUMNS", "120")
     text = _subcommand_help("train")

@@ -2,21 +2,23 @@
 
 from dataclasses import fields
 
-from tripletnet.config import TrainConfig
+from tripletnet.config import OPTION_GROUPS, TrainConfig
 from tripletnet.report import html as html_report
-from tripletnet.report.html import CONFIG_GROUPS, config_groups
+from tripletnet.report.html import OPTION_APPLIES, config_groups
 
 
 def _shown(config: TrainConfig) -> dict[str, dict[str, object]]:
     return {title: dict(rows) for title, rows in config_groups(config)}
 
 
-def test_the_groups_name_real_options_and_an_option_no_group_names_is_still_shown(monkeypatch):
-    grouped = {name for _, options in CONFIG_GROUPS for name, _ in options}
-    assert grouped <= {f.name for f in fields(TrainConfig)}, "a group names an option the config lacks"
-    without_seed = tuple((title, tuple(o for o in options if o[0] != "seed")) for title, options in CONFIG_GROUPS)
-    monkeypatch.setattr(html_report, "CONFIG_GROUPS", without_seed)
-    assert _shown(TrainConfig(seed=7))["other"] == {"seed": 7}
+def test_every_option_is_shown_under_its_fields_group_when_no_condition_hides_it(monkeypatch):
+    assert set(OPTION_APPLIES) <= {f.name for f in fields(TrainConfig)}, "a condition names an option the config lacks"
+    monkeypatch.setattr(html_report, "OPTION_APPLIES", {})
+    shown = _shown(TrainConfig(seed=7))
+    assert list(shown) == [group for group in OPTION_GROUPS if group in shown]
+    for f in fields(TrainConfig):
+        assert f.name in shown[f.metadata["group"]], f.name
+    assert shown["run"]["seed"] == 7
 
 
 def test_an_mnist_run_shows_no_image_folder_options_and_augmentation_only_when_on(tmp_path):
@@ -33,4 +35,4 @@ def test_an_mnist_run_shows_no_image_folder_options_and_augmentation_only_when_o
 def test_each_option_is_shown_once_in_group_order():
     shown = [name for _, rows in config_groups(TrainConfig(augment=True)) for name, _ in rows]
     assert len(shown) == len(set(shown))
-    assert [title for title, _ in config_groups(TrainConfig())][:3] == ["data", "augmentation", "network"]
+    assert [title for title, _ in config_groups(TrainConfig())][:3] == ["data", "augmentation", "model"]

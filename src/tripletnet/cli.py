@@ -25,6 +25,7 @@ from typing import Any, Literal, NoReturn
 
 from . import __version__
 from .config import (
+    OPTION_GROUPS,
     PRESETS,
     RESUMABLE_FIELDS,
     ConfigLayer,
@@ -66,8 +67,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-# The groups of ``train --help``, in the order a run is described; each config field names its group.
-OPTION_GROUPS = ("data", "model", "mining and loss", "optimisation", "evaluation", "run")
 KEBAB_NOTE = "Every option is also accepted in kebab-case (--num-images for --num_images)."
 
 

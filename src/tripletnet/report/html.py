@@ -21,7 +21,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from PIL import Image
 
 from .. import plots
 from ..api import load_run_images
-from ..config import TrainConfig
+from ..config import OPTION_GROUPS, TrainConfig
 from ..console import Logger, log_stderr
 from ..data import DATASETS, stratified_subset
 from ..errors import ParameterError, UserError
@@ -555,57 +555,40 @@ def _queries_html(data: ReportData) -> str:
 
 # --------------------------------------------------------------------------- the configuration, grouped
 
-# Each group lists its options with when they apply; an option of the config no group names is shown
-# under "other", so a new option is never hidden. ``None``: always applies.
-_Applies = Callable[[TrainConfig], bool] | None
-
-
+# The report groups the options as ``train --help`` does (each config field's metadata names its
+# group); an option listed here is shown only when its condition holds for the run, the others always.
 def _path_dataset(config: TrainConfig) -> bool:
     return DATASETS.is_path(config.dataset)
 
 
-CONFIG_GROUPS: tuple[tuple[str, tuple[tuple[str, _Applies], ...]], ...] = (
-    ("data", (
-        ("dataset", None), ("data_path", lambda c: not _path_dataset(c)), ("download", lambda c: not _path_dataset(c)),
-        ("image_size", _path_dataset), ("channels", _path_dataset), ("split_by", _path_dataset),
-        ("skip_bad_images", _path_dataset), ("cache_images", _path_dataset), ("num_workers", _path_dataset),
-        ("num_images", None), ("train_classes", lambda c: c.train_classes is not None),
-        ("holdout_classes", lambda c: c.holdout_classes is not None), ("selection_classes", lambda c: c.selection_classes > 0),
-    )),
-    ("augmentation", (
-        ("augment", None), *((name, lambda c: bool(c.augment)) for name in ("rotation", "scaling", "shift", "hflip",
-                                                                              "elastic", "stroke")),
-    )),
-    ("network", (("network", None), ("embedding_dim", None), ("projection_dim", lambda c: c.projection_dim > 0))),
-    ("loss and mining", (
-        ("margin", None), ("mining", None), ("instance_weight", None), ("instance_margin", lambda c: c.instance_weight > 0),
-        ("xbm_size", None), ("xbm_weight", lambda c: c.xbm_size > 0), ("collapse_fallback", None),
-    )),
-    ("optimisation", (
-        ("epochs", None), ("batch_size", None), ("lr", None), ("lr_schedule", None),
-        ("lr_drop_epoch", lambda c: c.lr_schedule == "step"), ("lr_drop_factor", None),
-        ("weight_decay", None), ("patience", lambda c: c.patience > 0), ("precision", None),
-    )),
-    ("evaluation during training", (
-        ("eval_every", None), ("eval_images", lambda c: c.eval_every > 0), ("num_val_triplets", None),
-    )),
-    ("run", (
-        ("seed", None), ("device", None), ("threads", None), ("checkpoint_path", None),
-        ("tensorboard", lambda c: bool(c.tensorboard)),
-    )),
-)
+def _augmented(config: TrainConfig) -> bool:
+    return bool(config.augment)
+
+
+OPTION_APPLIES: dict[str, Callable[[TrainConfig], bool]] = {
+    "data_path": lambda c: not _path_dataset(c), "download": lambda c: not _path_dataset(c),
+    **dict.fromkeys(("image_size", "channels", "split_by", "skip_bad_images", "cache_images", "num_workers"), _path_dataset),
+    "train_classes": lambda c: c.train_classes is not None, "holdout_classes": lambda c: c.holdout_classes is not None,
+    "selection_classes": lambda c: c.selection_classes > 0,
+    **dict.fromkeys(("rotation", "scaling", "shift", "hflip", "elastic", "stroke", "erasing"), _augmented),
+    "projection_dim": lambda c: c.projection_dim > 0, "instance_margin": lambda c: c.instance_weight > 0,
+    "xbm_weight": lambda c: c.xbm_size > 0, "lr_drop_epoch": lambda c: c.lr_schedule == "step",
+    "patience": lambda c: c.patience > 0, "compile": lambda c: c.compile,
+    "eval_images": lambda c: c.eval_every > 0, "tensorboard": lambda c: bool(c.tensorboard),
+}
 
 
 def config_groups(config: TrainConfig) -> list[tuple[str, list[tuple[str, Any]]]]:
-    """The run's options that apply to it, by group: (group, [(option, value)]), empty groups left out."""
+    """The run's options that apply to it, by group in :data:`OPTION_GROUPS` order:
+    (group, [(option, value)]), empty groups left out; a field of no known group comes under "other"."""
     values = config.to_dict()
-    named = {name for _, options in CONFIG_GROUPS for name, _ in options}
-    groups = [
-        (title, [(name, values[name]) for name, applies in options if name in values and (applies is None or applies(config))])
-        for title, options in CONFIG_GROUPS
-    ]
-    groups.append(("other", [(name, value) for name, value in values.items() if name not in named]))
-    return [(title, rows) for title, rows in groups if rows]
+    groups: dict[str, list[tuple[str, Any]]] = {title: [] for title in (*OPTION_GROUPS, "other")}
+    for f in fields(TrainConfig):
+        applies = OPTION_APPLIES.get(f.name)
+        if applies is None or applies(config):
+            group = f.metadata.get("group")
+            groups[group if group in OPTION_GROUPS else "other"].append((f.name, values[f.name]))
+    return [(title, rows) for title, rows in groups.items() if rows]
 
 
 def _config_html(config: TrainConfig) -> str:
