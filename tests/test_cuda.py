@@ -87,3 +87,22 @@ def test_streamed_batches_are_pinned_for_the_gpu_and_arrive_on_it(tmp_path):
     assert source.loader(sampler.batches(1)).pin_memory
     images, labels = next(iter(source.epoch(1)))
     assert images.device.type == "cuda" and labels.device.type == "cuda"
+
+
+def test_a_model_loaded_onto_the_gpu_embeds_files_there_and_returns_cpu_embeddings(tmp_path, tmp_path_factory):
+    from _checkpoint import shared_checkpoint
+    from PIL import Image
+
+    from tripletnet.inference.model import load_model
+
+    checkpoint = shared_checkpoint(tmp_path_factory)
+    files = []
+    for i, image in enumerate(mnist_slice().test_images[:8]):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image.numpy()).save(files[-1])
+    on_gpu = load_model(checkpoint, log=lambda _: None, device="cuda")
+    assert next(on_gpu.network.parameters()).device.type == "cuda"
+    embeddings = on_gpu.embed(files)
+    assert embeddings.device.type == "cpu"
+    on_cpu = load_model(checkpoint, log=lambda _: None).embed(files)
+    torch.testing.assert_close(embeddings, on_cpu, rtol=0, atol=1e-4)

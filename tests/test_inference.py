@@ -49,6 +49,19 @@ def test_load_model_is_exported_by_the_package(checkpoint):
     assert not load_model(checkpoint).network.training
 
 
+def test_a_model_runs_on_the_device_asked_and_a_missing_one_is_named(checkpoint, test_images):
+    from tripletnet.errors import ParameterError
+
+    auto = load_model(checkpoint, log=lambda _: None, device="auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.device.type == expected and next(auto.network.parameters()).device.type == expected
+    assert load_model(checkpoint, log=lambda _: None).device.type == "cpu"  # a few images need no GPU start-up
+    assert auto.embed(test_images).device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="no cuda device"):
+            load_model(checkpoint, log=lambda _: None, device="cuda")
+
+
 def test_every_input_kind_gives_the_embeddings_of_the_training_path(model, test_images, tmp_path):
     expected = embed_images(model.network, test_images)
     files = [_png(tmp_path / f"{i}.png", image) for i, image in enumerate(test_images)]

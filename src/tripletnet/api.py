@@ -28,6 +28,7 @@ from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_N
 from .inference.model import existing_calibration, list_images, load_model, write_calibration
 from .models import embed_images
 from .training.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
+from .training.loop import resolve_device
 from .training.runlog import read_records
 
 SPLITS = ("train", "test")
@@ -164,8 +165,10 @@ def load_run_images(
 
 
 def embed_checkpoint(checkpoint: str | Path, split: str = "test", data_path: str | None = None, download: bool = True,
-                     data: DatasetSplits | None = None, classes: str | None = None, log: Logger = log_stderr) -> EmbeddedSplit:
-    """Load a checkpoint and embed the ``split`` of the dataset it was trained on (see :func:`load_run_images`).
+                     data: DatasetSplits | None = None, classes: str | None = None, log: Logger = log_stderr,
+                     device: str = "auto") -> EmbeddedSplit:
+    """Load a checkpoint and embed the ``split`` of the dataset it was trained on (see :func:`load_run_images`),
+    on ``device`` (``auto``: cuda when present, as the all-pairs evaluation that follows uses it).
 
     Returns:
         The embeddings and labels of the chosen images.
@@ -173,7 +176,7 @@ def embed_checkpoint(checkpoint: str | Path, split: str = "test", data_path: str
     state = load_checkpoint(checkpoint)
     model, config = model_from_checkpoint(state, source=str(checkpoint))
     run = load_run_images(checkpoint, split, data_path, download, data, classes, state=state, log=log)
-    embeddings = embed_images(model, run.images, progress=True)
+    embeddings = embed_images(model.to(resolve_device(device)), run.images, progress=True)
     return EmbeddedSplit(embeddings, run.labels, config, run.data.class_names, Path(checkpoint).parent,
                          weights_fingerprint(state["model"]))
 
@@ -200,6 +203,7 @@ def index_gallery(
     hnsw_m: int = HNSW_M,
     ef_construction: int = HNSW_EF_CONSTRUCTION,
     ef_search: int = HNSW_EF_SEARCH,
+    device: str = "auto",
     log: Logger = log_stderr,
 ) -> IndexedGallery:
     """Embed a gallery with a checkpoint and write an index folder for :func:`search_gallery`.
@@ -213,6 +217,8 @@ def index_gallery(
             prepared by the image pipeline. Give exactly one of the two.
         data_path: where the checkpoint's dataset is, if it moved (with ``split``).
         kind: ``"exact"``, ``"ivf"`` or ``"hnsw"``; nlist, nprobe, hnsw_m, ef_construction, ef_search: their settings.
+        device: where the gallery is embedded (``auto``: cuda when present); the faiss index is
+            built and searched on the CPU (faiss-cpu).
         log: where notes go.
 
     Returns:
@@ -220,7 +226,7 @@ def index_gallery(
     """
     if (split is None) == (images is None):
         raise ParameterError("split", "or images: give exactly one", related=("images",))
-    model = load_model(checkpoint, log=log)
+    model = load_model(checkpoint, log=log, device=device)
     labels: list[Any] | None
     paths: list[str] | None
     if split is not None:

@@ -29,6 +29,7 @@ from .config import (
     PRESETS,
     RESUMABLE_FIELDS,
     ConfigLayer,
+    Device,
     EvalConfig,
     ImpliedPreset,
     TrainConfig,
@@ -373,6 +374,8 @@ def add_use_commands(subparsers: Any) -> None:
         "--images", metavar="DIR", help="a folder of images (searched recursively; a subfolder name is the label)"
     )
     index.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced if it is one)")
+    index.add_argument("--device", choices=typing.get_args(Device), default="auto",
+                       help="where the gallery is embedded (default: auto, cuda when present); faiss runs on the CPU")
     approximate = index.add_argument_group(
         "approximate search, for large galleries (benchmarks/RESULTS-inference.md measures them)")
     approximate.add_argument("--approximate", nargs="?", const=DEFAULT_APPROXIMATE, choices=APPROXIMATE_KINDS, metavar="KIND",
@@ -465,7 +468,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     written = index_gallery(args.checkpoint, args.out, split=args.split, images=args.images, data_path=args.data_path,
                             kind=args.approximate or "exact", nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
-                            ef_construction=args.ef_construction, ef_search=args.ef_search)
+                            ef_construction=args.ef_construction, ef_search=args.ef_search, device=args.device)
     print(f"indexed {written.index.size:,} embeddings of {written.description} ({written.index.kind}) in {written.folder}")
     return 0
 
