@@ -12,7 +12,8 @@ a run stopped at its time limit still leaves what it measured):
 5. ``mnist_compile`` (GPU only): ``--compile_epochs`` epochs with ``--compile``, to say whether
    torch.compile pays there (on the CPU it does not).
 6. ``glyphs``: with ``--glyphs DIR`` (a folder built by ``python -m benchmarks.glyphs build``), one
-   training run with the defaults a folder of unseen identities gets, and its all-pairs figures.
+   training run with what a folder of unseen identities gets (``--preset many-identities``), and
+   its all-pairs figures.
 
 ``--smoke`` shrinks every phase (one epoch on a slice) so the script can be checked on a CPU.
 ``benchmarks/gpu_check.sh`` wraps this for the device machine (what it installs, where the data lies).
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 
 from tripletnet.api import evaluate
-from tripletnet.config import TrainConfig
+from tripletnet.config import MANY_IDENTITIES_PRESET, PRESETS, TrainConfig
 from tripletnet.training.loop import train
 
 from .common import REPO_ROOT
@@ -171,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         _timed(report, "mnist_compile", mnist_compiled)
     if args.glyphs:
         def glyphs() -> dict[str, Any]:
-            config = TrainConfig(dataset=args.glyphs, checkpoint_path=str(runs / "glyphs"), **small)
+            # What a folder of unseen identities gets from the CLI: the many-identities preset.
+            settings = smoke if args.smoke else PRESETS[MANY_IDENTITIES_PRESET]
+            config = TrainConfig(dataset=args.glyphs, checkpoint_path=str(runs / "glyphs"), **settings)
             figures, checkpoint = train_run(config, device)
             figures.update(evaluate_run(checkpoint, None))
             return figures

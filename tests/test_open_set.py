@@ -243,7 +243,7 @@ def test_the_first_log_line_counts_the_images_an_epoch_really_uses(tmp_path, mni
 
 
 
-# --- folders and CSV lists whose test identities are all unseen: many identities keep the defaults ---------
+# --- folders and CSV lists whose test identities are all unseen: the many-identities preset -----------------
 
 
 def _train_config(*argv):
@@ -262,9 +262,16 @@ def _settings(config):
 DEFAULTS = {key: getattr(TrainConfig(), key) for key in OPEN_SET}
 
 
-def test_a_folder_whose_test_identities_are_all_unseen_keeps_the_defaults_and_preset_open_set_still_applies(tmp_path):
+def test_a_folder_whose_test_identities_are_all_unseen_trains_the_defaults_longer_and_other_presets_still_apply(tmp_path):
+    from tripletnet.config import MANY_IDENTITIES_PRESET, PRESETS
+
     data = make_synthetic_dataset(tmp_path / "given", size=32)
-    assert _settings(_train_config("--dataset", str(data.root))) == DEFAULTS
+    many = _train_config("--dataset", str(data.root))
+    assert _settings(many) == DEFAULTS  # the defaults' mining and margin, not the open-set preset's
+    assert {key: getattr(many, key) for key in PRESETS[MANY_IDENTITIES_PRESET]} == PRESETS[MANY_IDENTITIES_PRESET]
+    assert many.epochs > TrainConfig().epochs
+    assert _train_config("--dataset", str(data.root), "--preset", "default").epochs == TrainConfig().epochs
+    assert _train_config("--dataset", str(data.root), "--epochs", "3").epochs == 3
     assert _train_config("--dataset", str(data.root), "--margin", "0.5").margin == 0.5  # what the user sets still wins
     assert _settings(_train_config("--dataset", str(data.root), "--preset", "open-set")) == OPEN_SET
     flat = make_synthetic_dataset(tmp_path / "flat", size=32, split_folders=False)
@@ -302,5 +309,7 @@ def test_a_folder_run_with_unseen_test_identities_says_so_and_why_in_its_first_l
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 0
     assert lines[0].startswith("the 4 test identities of") and "none of its 6 training identities" in lines[0]
-    assert "keeps the defaults" in lines[0] and "glyph benchmark" in lines[0] and "--preset open-set" in lines[0]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["margin"] == TrainConfig().margin
+    assert "starts from --preset many-identities (--epochs 30 --lr_drop_epoch 23)" in lines[0]
+    assert "glyph benchmark" in lines[0] and "--preset open-set" in lines[0] and "--preset default" in lines[0]
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["margin"] == TrainConfig().margin and recorded["epochs"] == 1  # the command line wins

@@ -275,12 +275,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if implied:
         settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied.name].items())
         # Said with the run's first line, so that a run refused while its data is checked stays one line.
-        if settings:
+        if implied.from_data:  # many identities never seen: why this preset and not open-set
+            line = (f"{implied.reason}: an open set, so the run starts from --preset {implied.name} ({settings}), "
+                    "which the glyph benchmark measured best with many training identities; --preset default keeps "
+                    "the defaults, --preset open-set suits only a few (docs/results/glyphs.md)")
+        else:
             line = (f"{implied.reason}, so the run starts from --preset {implied.name} ({settings}); "
                     "--preset default keeps the closed-set defaults")
-        else:
-            line = (f"{implied.reason}: an open set, and the run keeps the defaults, which the glyph benchmark measured "
-                    "best with many training identities; --preset open-set suits only a few (docs/results/glyphs.md)")
         # A folder's loader logs its summary itself, before the run's first line: said now, as its listing
         # was already read without error.
         if implied.from_data:
