@@ -90,10 +90,11 @@ def test_streamed_batches_are_pinned_for_the_gpu_and_arrive_on_it(tmp_path):
 
 
 def test_a_model_loaded_onto_the_gpu_embeds_files_there_and_returns_cpu_embeddings(tmp_path, tmp_path_factory):
-    from _checkpoint import shared_checkpoint
     from PIL import Image
 
     from tripletnet.inference.model import load_model
+
+    from _checkpoint import shared_checkpoint
 
     checkpoint = shared_checkpoint(tmp_path_factory)
     files = []
