@@ -226,12 +226,12 @@ def index_gallery(
     """
     if (split is None) == (images is None):
         raise ParameterError("split", "or images: give exactly one", related=("images",))
-    model = load_model(checkpoint, log=log, device=device)
+    state = load_checkpoint(checkpoint)
+    model = load_model(checkpoint, log=log, device=device, state=state)
     labels: list[Any] | None
     paths: list[str] | None
     if split is not None:
-        run = load_run_images(checkpoint, split, data_path, model.config.download, classes="all",
-                              state=load_checkpoint(checkpoint), log=log)
+        run = load_run_images(checkpoint, split, data_path, model.config.download, classes="all", state=state, log=log)
         labels, paths = [run.data.class_names[int(t)] for t in run.labels], None
         embeddings = model.embed(run.images)
         what = run.describe()
@@ -270,12 +270,12 @@ def search_gallery(
     Returns:
         Per query ``{"query": path, "neighbours": [{"rank", "distance", "index", and "label"/"path" when known}]}``.
     """
-    recorded = GalleryIndex.load(index_folder).checkpoint
-    source = checkpoint or recorded
+    index = GalleryIndex.load(index_folder)
+    source = checkpoint or index.checkpoint
     if not source:
         raise ParameterError("checkpoint", f"is needed: index {index_folder} does not record its checkpoint")
     model = load_model(source, log=log)
-    index = GalleryIndex.load(index_folder, fingerprint=model.fingerprint)
+    index.check_fingerprint(model.fingerprint, index_folder)
     files = list_images(queries) if isinstance(queries, (str, Path)) else [Path(q) for q in queries]
     distances, positions = index.search(model.embed(files), k)
     return [

@@ -251,16 +251,22 @@ class GalleryIndex:
                 f"index folder {root} is damaged ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
             ) from None
         labels, paths = _check_index_folder(root, meta, items, int(index.ntotal))
-        if fingerprint is not None and meta["fingerprint"] != fingerprint:
-            raise UserError(
-                f"index {root} was built with other weights (fingerprint {meta['fingerprint'][:12]}, "
-                f"this checkpoint {fingerprint[:12]}): rebuild it with 'tripletnet index' for this checkpoint"
-            )
         if "nprobe" in meta:  # a search setting: kept in meta.json, set again on every load
             index.nprobe = meta["nprobe"]
         known = ("format", "fingerprint", "kind", "size", "dim", "checkpoint")
-        return cls(index, meta["fingerprint"], meta.get("kind", "exact"), labels, paths,
-                   meta.get("checkpoint"), {k: v for k, v in meta.items() if k not in known})
+        loaded = cls(index, meta["fingerprint"], meta.get("kind", "exact"), labels, paths,
+                     meta.get("checkpoint"), {k: v for k, v in meta.items() if k not in known})
+        if fingerprint is not None:
+            loaded.check_fingerprint(fingerprint, root)
+        return loaded
+
+    def check_fingerprint(self, fingerprint: str, folder: str | os.PathLike) -> None:
+        """Refuse (UserError) to serve queries embedded by weights other than the index's."""
+        if self.fingerprint != fingerprint:
+            raise UserError(
+                f"index {Path(folder)} was built with other weights (fingerprint {self.fingerprint[:12]}, "
+                f"this checkpoint {fingerprint[:12]}): rebuild it with 'tripletnet index' for this checkpoint"
+            )
 
 
 def _check_index_folder(root: Path, meta: dict[str, Any], items: Any, size: int) -> tuple[list[Any] | None, list[str] | None]:

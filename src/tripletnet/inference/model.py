@@ -535,7 +535,9 @@ class TripletModel:
         return Neighbours(torch.from_numpy(distances), torch.from_numpy(indices))
 
 
-def load_model(checkpoint: str | os.PathLike, log: Logger = log_stderr, device: str = "cpu") -> TripletModel:
+def load_model(
+    checkpoint: str | os.PathLike, log: Logger = log_stderr, device: str = "cpu", state: dict[str, Any] | None = None
+) -> TripletModel:
     """Load a tripletnet checkpoint for inference.
 
     Args:
@@ -543,6 +545,8 @@ def load_model(checkpoint: str | os.PathLike, log: Logger = log_stderr, device: 
         log: where notes (e.g. channel conversion) go.
         device: where the network runs: ``cpu`` (the default: a few images need no GPU start-up),
             ``cuda``, ``mps`` or ``auto`` (cuda when present); embeddings always come back on the CPU.
+        state: the checkpoint's contents when the caller already read them (:func:`load_checkpoint`),
+            so that the file is read once.
 
     Returns:
         A :class:`TripletModel` in eval mode.
@@ -551,7 +555,7 @@ def load_model(checkpoint: str | os.PathLike, log: Logger = log_stderr, device: 
         UserError: the file is missing, damaged or not a tripletnet checkpoint.
     """
     path = Path(checkpoint)
-    state = load_checkpoint(path)
+    state = state if state is not None else load_checkpoint(path)
     network, config = model_from_checkpoint(state, source=str(path))
     return TripletModel(network, config, path, weights_fingerprint(state["model"]), checkpoint_input_shape(state), log,
                         resolve_device(device))

@@ -303,8 +303,8 @@ def collect_report_data(
     if n_mistakes < 1 or n_queries < 0:
         raise ParameterError("n_mistakes" if n_mistakes < 1 else "n_queries", "must be positive")
     checkpoint = resolve_checkpoint(run_dir_or_checkpoint)
-    model = load_model(checkpoint, log=log)
     state = load_checkpoint(checkpoint)
+    model = load_model(checkpoint, log=log, state=state)
     run = load_run_images(checkpoint, "test", data_path, model.config.download, state=state, log=log)
     images, labels = run.images, run.labels
     if 0 < test_images < len(labels):
