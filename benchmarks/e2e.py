@@ -37,6 +37,7 @@ class Case:
     precision: str = "fp32"  # ours: read back from the run's config.json
     augment: bool = False
     evaluates: bool = False  # ours: a per-epoch verification evaluation inside the whole-process time
+    keeps_freed_memory: bool = False  # malloc keeps freed blocks (ours always does on the CPU; a PML case when asked)
 
     def ok_runs(self) -> list[CaseResult]:
         return [r for r in self.runs if r.ok]
@@ -86,6 +87,7 @@ def _run_ours(case: Case, settings: Settings, num_images: int) -> CaseResult:
     case.precision = str(config.get("precision", "fp32"))
     case.augment = bool(config.get("augment", False))
     case.evaluates = int(config.get("eval_every", 0)) > 0
+    case.keeps_freed_memory = True  # tripletnet's training sets it on the CPU (tripletnet.allocator)
     result.data = {"epoch_seconds": record["epoch_seconds"], "images_per_second": record["images_per_second"]}
     return result
 
@@ -135,6 +137,8 @@ def differences(a: Case, b: Case) -> str:
             "per-epoch evaluation (whole process only): "
             f"{'yes' if a.evaluates else 'no'} against {'yes' if b.evaluates else 'no'}"
         )
+    if b.keeps_freed_memory:
+        parts.append("nothing but the implementation; the PML loop given tripletnet's malloc setting too")
     return "; ".join(parts) if parts else "nothing: same network, precision and augmentation (like for like)"
 
 
@@ -149,6 +153,11 @@ def run(settings: Settings) -> str:
         Case("PML loop, reference network", "pml", ["--network", "reference"], network="reference"),
         Case("ours, default settings", "ours", []),
         Case("PML loop, EmbeddingNet-sized network", "pml", ["--network", "embeddingnet"], network="embeddingnet"),
+        # What the PML loop would gain from tripletnet's malloc setting, so the like-for-like ratio can be read without it.
+        Case(
+            "PML loop, reference network, with tripletnet's malloc setting", "pml",
+            ["--network", "reference", "--keep_freed_memory"], network="reference", keeps_freed_memory=True,
+        ),
     ]
     load_start = load_note()
     # bf16 GEMM is only worth a ceiling where the CPU computes it natively; emulated, one 2048^3
@@ -203,7 +212,7 @@ def run(settings: Settings) -> str:
             f"{len(case.ok_runs())}" + (f" (could not run: {'; '.join(failures)})" if failures else ""),
         ])
 
-    ours_fp32, pml_ref, ours, pml_small = cases
+    ours_fp32, pml_ref, ours, pml_small, pml_ref_kept = cases
 
     def ratio_row(label: str, a: Case, b: Case) -> list[str]:
         wall_a, wall_b = a.median_wall(), b.median_wall()
@@ -217,7 +226,7 @@ def run(settings: Settings) -> str:
         "- ours: `python " + " ".join(_ours_command(c, Path("<tmpdir>"), settings, num_images)[1:]) + "`"
         for c in (ours_fp32, ours)
     ] + [
-        "- PML: `python " + " ".join(_pml_command(c, settings, num_images)[1:]) + "`" for c in (pml_ref, pml_small)
+        "- PML: `python " + " ".join(_pml_command(c, settings, num_images)[1:]) + "`" for c in (pml_ref, pml_small, pml_ref_kept)
     ]
     bf16_note = (
         f"bf16 {gemm['bf16'] / 1e9:.1f} GFLOP/s" if "bf16" in gemm
@@ -234,7 +243,9 @@ def run(settings: Settings) -> str:
         "ours the validation loss, the verification evaluation unless `--eval_every 0`, and checkpoints). "
         "PML loop: `benchmarks/pml_loop.py`, a DataLoader over a float TensorDataset with a class-balanced "
         "sampler (every batch of 256 holds all 10 classes), Adam lr 1e-4, `TripletMarginMiner(margin=1.0, "
-        "type_of_triplets=\"semihard\")` + `TripletMarginLoss(margin=1.0)`, fp32, no augmentation.",
+        "type_of_triplets=\"semihard\")` + `TripletMarginLoss(margin=1.0)`, fp32, no augmentation. "
+        "tripletnet's training on the CPU keeps freed memory in malloc's heap (`tripletnet.allocator`); "
+        "the last PML case is the PML loop given that same setting (`--keep_freed_memory`), to show what is left without it.",
         "\n".join(commands),
         table([
             "case", "network", "precision", "augment", "MFLOPs/image (fwd)", "loop images/s", "loop s",
@@ -244,6 +255,9 @@ def run(settings: Settings) -> str:
         table(["ratio", "loop images/s", "whole-process images/s", "what differs"], [
             ratio_row("ours reference, fp32, no augmentation, no eval / PML reference", ours_fp32, pml_ref),
             ratio_row("ours default / PML EmbeddingNet-sized", ours, pml_small),
+            ratio_row(
+                "ours reference, fp32, no augmentation, no eval / PML reference with the malloc setting", ours_fp32, pml_ref_kept,
+            ),
         ]),
         f"GEMM ceilings: `torch.mm` {GEMM_SIZE}x{GEMM_SIZE} on {settings.threads} threads, median of "
         f"{gemm_repeats}: **fp32 {gemm['fp32'] / 1e9:.1f} GFLOP/s**, {bf16_note}. "

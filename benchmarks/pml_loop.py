@@ -103,11 +103,16 @@ def _evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> d
 
 def train(
     network: str, num_images: int, data_path: str, threads: int, batch_size: int = 256, *,
-    epochs: int = 1, dataset: str = "mnist", run_dir: str | None = None,
+    epochs: int = 1, dataset: str = "mnist", run_dir: str | None = None, keep_freed_memory: bool = False,
 ) -> dict[str, Any]:
     """Train ``epochs`` epochs; with ``run_dir``, evaluate after each one and write metrics.jsonl
-    and config.json there as tripletnet's loop does, so ``benchmarks.time_to_target`` reads it as a peer."""
+    and config.json there as tripletnet's loop does, so ``benchmarks.time_to_target`` reads it as a peer.
+    With ``keep_freed_memory``, malloc is given tripletnet's setting first (what a peer would gain from it)."""
     set_threads(threads)
+    if keep_freed_memory:
+        from tripletnet.allocator import keep_freed_memory as keep
+
+        keep()
     from pytorch_metric_learning import losses, miners  # benchmark-only dependency
 
     from tripletnet.config import TrainConfig
@@ -178,9 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist")
     parser.add_argument("--run_dir", help="evaluate after every epoch and write metrics.jsonl + config.json here")
+    parser.add_argument("--keep_freed_memory", action="store_true", help="give malloc tripletnet's CPU training setting")
     a = parser.parse_args(argv)
     run_worker(lambda: train(
         a.network, a.num_images, a.data_path, a.threads, epochs=a.epochs, dataset=a.dataset, run_dir=a.run_dir,
+        keep_freed_memory=a.keep_freed_memory,
     ))
 
 

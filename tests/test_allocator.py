@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tripletnet.training import allocator
+from tripletnet import allocator
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's"
@@ -40,7 +40,8 @@ print(before - resident())
 
 
 def _rss_drop_on_free(mode: str) -> int:
-    result = subprocess.run([sys.executable, "-c", _FREED_RSS_DROP, mode, allocator.__file__], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", _FREED_RSS_DROP, mode, allocator.__file__]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return int(result.stdout.split()[-1])
 

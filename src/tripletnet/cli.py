@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .config import (
     OPTION_GROUPS,
     PRESETS,
@@ -613,7 +614,12 @@ def run() -> NoReturn:
     dead peer's connection (seen here under load: the message printed, the process still there
     two minutes later). Nothing is lost by it: checkpoints are written atomically and the run
     folder's lock is released before :func:`main` returns.
+
+    The process is the command's alone, so malloc keeps freed memory for reuse from the start
+    (:func:`~tripletnet.allocator.keep_freed_memory`): ``evaluate`` on the CPU measured
+    1.3x faster with it, and training sets it anyway.
     """
+    keep_freed_memory()
     code = main()
     if code != 0 and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         sys.stdout.flush()

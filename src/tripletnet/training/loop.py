@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..allocator import keep_freed_memory
 from ..config import Device, Precision, TrainConfig
 from ..console import Logger, log_stderr, progress
 from ..data import DatasetSplits, ImageSplits, load_dataset
@@ -38,7 +39,6 @@ from ..losses import term_states
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
 from ..models import EmbeddingNet, build_network, embed_images
 from ..sampler import ClassBalancedBatchSampler
-from .allocator import keep_freed_memory
 from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
 from .distributed import (
