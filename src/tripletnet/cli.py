@@ -559,8 +559,12 @@ def _is_onnx_file(path: Path) -> bool:
     return path.suffix.lower() == ".onnx" and _head(path, 1) == b"\x08"  # ModelProto starts with ir_version (field 1)
 
 
+def _holds_torchscript(zip_names: list[str]) -> bool:
+    return any(name.endswith("/constants.pkl") for name in zip_names)  # torch.jit.save's archive; a checkpoint has none
+
+
 def _is_torchscript_file(path: Path) -> bool:
-    return any(name.endswith("/constants.pkl") for name in _zip_names(path))
+    return _holds_torchscript(_zip_names(path))
 
 
 def _is_html_file(path: Path) -> bool:
@@ -569,7 +573,7 @@ def _is_html_file(path: Path) -> bool:
 
 def _kind_of_file(path: Path) -> str:
     names = _zip_names(path)
-    if any(name.endswith("/constants.pkl") for name in names):
+    if _holds_torchscript(names):
         return "a TorchScript export"
     if any(name.endswith("/data.pkl") for name in names):
         return "a PyTorch file, e.g. a tripletnet checkpoint"
