@@ -37,7 +37,11 @@ class Case:
     precision: str = "fp32"  # ours: read back from the run's config.json
     augment: bool = False
     evaluates: bool = False  # ours: a per-epoch verification evaluation inside the whole-process time
-    keeps_freed_memory: bool = False  # malloc keeps freed blocks (ours always does on the CPU; a PML case when asked)
+
+    @property
+    def keeps_freed_memory(self) -> bool:
+        """malloc keeps freed blocks: ours always does on the CPU (tripletnet.allocator), a PML case when asked."""
+        return self.kind == "ours" or "--keep_freed_memory" in self.extra_args
 
     def ok_runs(self) -> list[CaseResult]:
         return [r for r in self.runs if r.ok]
@@ -87,7 +91,6 @@ def _run_ours(case: Case, settings: Settings, num_images: int) -> CaseResult:
     case.precision = str(config.get("precision", "fp32"))
     case.augment = bool(config.get("augment", False))
     case.evaluates = int(config.get("eval_every", 0)) > 0
-    case.keeps_freed_memory = True  # tripletnet's training sets it on the CPU (tripletnet.allocator)
     result.data = {"epoch_seconds": record["epoch_seconds"], "images_per_second": record["images_per_second"]}
     return result
 
@@ -156,7 +159,7 @@ def run(settings: Settings) -> str:
         # What the PML loop would gain from tripletnet's malloc setting, so the like-for-like ratio can be read without it.
         Case(
             "PML loop, reference network, with tripletnet's malloc setting", "pml",
-            ["--network", "reference", "--keep_freed_memory"], network="reference", keeps_freed_memory=True,
+            ["--network", "reference", "--keep_freed_memory"], network="reference",
         ),
     ]
     load_start = load_note()

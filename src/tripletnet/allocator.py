@@ -5,7 +5,7 @@ images makes 25 MB feature maps at the first layer). glibc's malloc serves block
 fresh ``mmap`` pages and unmaps them again when they are freed, so every step writes into new
 pages, and the kernel's zero-filling of them (a page fault per 4 KiB) cost more than the
 batch-norm and max-pool layers themselves: measured on a 2-core AMD EPYC (AVX2), fp32, batch 256,
-the reference network's step took 171-175 ms with glibc's defaults and 119-126 ms with the heap
+the reference network's step took 171-182 ms with glibc's defaults and 119-126 ms with the heap
 kept (1.4x), conv3's at 28 px 1.15-1.25x and at 32 px 1.45x. torch has no CPU caching allocator of
 its own; :func:`keep_freed_memory` gives malloc the setting that does the same job.
 """
