@@ -273,6 +273,14 @@ def test_precedence_is_defaults_then_preset_then_file_then_command_line(tmp_path
     assert _config(["train", "--preset", "reference", "--config", str(toml), "--lr", "0.003"]).lr == 0.003
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_gives_a_valid_config_holding_its_values(name):
+    config = _config(["train", "--preset", name])
+    assert {key: getattr(config, key) for key in PRESETS[name]} == PRESETS[name]
+    untouched = {f.name for f in fields(TrainConfig)} - set(PRESETS[name]) - {"checkpoint_path"}
+    assert all(getattr(config, key) == getattr(TrainConfig(), key) for key in untouched), "a preset sets only its own keys"
+
+
 def _recorded_run(tmp_path, **settings):
     config = TrainConfig(**settings)
     path = tmp_path / "recorded" / "last.pt"
