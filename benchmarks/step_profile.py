@@ -17,6 +17,7 @@ import torch
 
 from tripletnet.allocator import keep_freed_memory
 from tripletnet.config import TrainConfig
+from tripletnet.mining import miner_for_epoch, parse_schedule
 from tripletnet.models import build_network, images_to_input
 from tripletnet.training import train_step, triplet_step
 from tripletnet.training.loop import resolve_precision
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (config.batch_size, 28, 28), dtype=torch.uint8, generator=gen)
     labels = balanced_labels(config.batch_size)
-    miner = config.mining.split(",")[0].split(":")[0]
+    miner = miner_for_epoch(parse_schedule(config.mining), 1, config.epochs)  # the first epoch's
     bf16 = config.precision == "bf16"
     batch = augment(images_to_input(images), config, gen)
 

@@ -449,7 +449,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The fewest steps to the MNIST marks (VAL@1e-3 >= 0.99, P@1 >= 0.995, all pairs): a network
     # three times conv3's FLOPs at twice the batch costs a GPU little more per step, where a step is
     # bound by kernel launches, and 10 epochs of it are a quarter of the defaults' steps
-    # (docs/results/index.md, "Speedrun": two seeds on the CPU; the GPU time is benchmarks/gpu.py's).
+    # (docs/results/index.md, "Speedrun": three seeds on the CPU; the GPU time is benchmarks/gpu.py's).
     "speedrun": {"network": "wide", "batch_size": 512, "epochs": 10, "lr": 2e-3, "lr_schedule": "cosine",
                  "lr_drop_factor": 0.01},
 }
