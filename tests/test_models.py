@@ -65,8 +65,8 @@ def test_mnist_shaped_networks_are_the_ones_built_without_a_shape_weight_for_wei
 
 
 def test_linear_heads_are_sized_from_the_input_shape():
-    # conv3, resnet and wide pool three times (28 -> 3, 32 -> 4, 20x24 -> 2x3); reference pools adaptively to 7x7.
-    expected_features = {"conv3": 128 * 2 * 3, "resnet": 128 * 2 * 3, "wide": 256, "reference": 64 * 7 * 7}
+    # conv3, conv3p, resnet and wide pool three times (28 -> 3, 32 -> 4, 20x24 -> 2x3); reference pools adaptively to 7x7.
+    expected_features = {"conv3": 128 * 2 * 3, "conv3p": 128 * 2 * 3, "resnet": 128 * 2 * 3, "wide": 256, "reference": 64 * 7 * 7}
     images = images_to_input(torch.randint(0, 256, (4, 3, 20, 24), dtype=torch.uint8))
     assert images.shape == (4, 3, 20, 24)
     for name in NETWORKS:
@@ -104,6 +104,25 @@ def test_count_flops_follows_the_models_input_shape():
     assert count_flops(build_network("conv3", 64)) == 2 * (
         28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 7 * 7 * 128 * 64 * 9 + 128 * 3 * 3 * 64
     )
+
+
+def test_conv3p_is_conv3_with_every_batchnorm_on_the_pooled_map():
+    conv3, conv3p = build_network("conv3", 64), build_network("conv3p", 64)
+    assert count_flops(conv3p) == count_flops(conv3)
+    assert conv3p.state_dict().keys() != conv3.state_dict().keys()  # neither loads the other's checkpoint by accident
+    assert [v.shape for v in conv3p.state_dict().values()] == [v.shape for v in conv3.state_dict().values()]
+    seen: list[tuple[int, int]] = []
+    hooks = [m.register_forward_hook(lambda _m, inputs, _out: seen.append(tuple(inputs[0].shape[2:])))
+             for m in conv3p.trunk if isinstance(m, torch.nn.BatchNorm2d)]
+    conv3p(torch.rand(2, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    assert seen == [(14, 14), (7, 7), (3, 3)]
+    # Not conv3's function: normalising the pooled map is another network, trained as such.
+    torch.manual_seed(0)
+    images = torch.rand(8, 1, 28, 28)
+    conv3p.load_state_dict(dict(zip(conv3p.state_dict(), conv3.state_dict().values(), strict=True)))
+    assert not torch.allclose(conv3p(images), conv3(images))
 
 
 def test_networks_are_listed_with_descriptions():

@@ -115,6 +115,15 @@ def _conv_pool_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [conv, norm, nn.MaxPool2d(2), relu]
 
 
+def _conv_pool_norm_block(c_in: int, c_out: int) -> list[nn.Module]:
+    """conv3x3, 2x2 max-pool, then BN and ReLU: not the same function as normalising first (the
+    statistics are the pooled map's, and a negative BN scale would have wanted the minimum), but
+    BatchNorm and its backward, on a CPU the costliest kernels after the convolutions, run on a
+    quarter of the pixels."""
+    conv, norm, relu = _conv_block(c_in, c_out)
+    return [conv, nn.MaxPool2d(2), norm, relu]
+
+
 def _pooled_area(input_shape: InputShape, poolings: int) -> int:
     """Height x width after ``poolings`` 2x2 max-pools (each floors odd sizes)."""
     _, height, width = input_shape
@@ -139,6 +148,15 @@ def conv3_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) ->
     """Three conv3x3+BN+ReLU+maxpool blocks (32, 64, 128 channels) and a linear head: twice the
     reference's FLOPs, a 3x3x128 map (at 28x28) with a receptive field that covers the whole digit."""
     trunk = nn.Sequential(*_conv_pool_block(input_shape[0], 32), *_conv_pool_block(32, 64), *_conv_pool_block(64, 128))
+    return EmbeddingNet(trunk, 128 * _pooled_area(input_shape, 3), embedding_dim, input_shape)
+
+
+def conv3p_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
+    """conv3 with every block pooling before it normalises: the same convolutions and FLOPs, its
+    BatchNorm on a quarter of the pixels; a training step a third shorter on a 2-core CPU."""
+    trunk = nn.Sequential(
+        *_conv_pool_norm_block(input_shape[0], 32), *_conv_pool_norm_block(32, 64), *_conv_pool_norm_block(64, 128)
+    )
     return EmbeddingNet(trunk, 128 * _pooled_area(input_shape, 3), embedding_dim, input_shape)
 
 
@@ -196,6 +214,7 @@ NETWORKS: dict[str, NetworkSpec] = {
     spec.name: spec
     for spec in (
         NetworkSpec("conv3", "three conv blocks, 15 MFLOPs/image at 28x28", conv3_net),
+        NetworkSpec("conv3p", "conv3 pooling before each BatchNorm: the same 15 MFLOPs, a third faster on a CPU", conv3p_net),
         NetworkSpec("reference", "the reference project's two-block CNN, 8 MFLOPs", reference_net),
         NetworkSpec("wide", "five convs and a 256-wide hidden layer, 44 MFLOPs", wide_net),
         NetworkSpec("resnet", "a conv stem and three residual blocks (seven convs), 18 MFLOPs", resnet_net),
