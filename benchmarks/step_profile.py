@@ -34,11 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--profile_steps", type=int, default=10)
     parser.add_argument("--rows", type=int, default=12, help="operators listed")
+    parser.add_argument("--network", default=TrainConfig().network, help="the network (default: the defaults')")
+    parser.add_argument("--compare_compile", action="store_true",
+                        help="also time the whole train_step through torch.compile (its first step is the compilation)")
     args = parser.parse_args(argv)
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = resolve_precision(TrainConfig(), torch.device("cpu"))
+    config = resolve_precision(TrainConfig(network=args.network), torch.device("cpu"))
     model = build_network(config.network, config.embedding_dim).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     gen = torch.Generator().manual_seed(0)
@@ -86,7 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     for event in events[: args.rows]:
         print(f"| `{event.key}` | {event.self_cpu_time_total / 1e3 / args.profile_steps:.2f} | "
               f"{event.self_cpu_time_total / total:.1%} |")
+    if args.compare_compile:
+        _compare_compile(config, images, labels, miner, gen, args.repeats)
     return 0
+
+
+def _compare_compile(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, miner: str,
+                     gen: torch.Generator, repeats: int) -> None:
+    """The whole train_step, eager and through torch.compile (what --compile does), each on fresh weights."""
+    print(f"\nThe whole train_step, eager and through `torch.compile` (inductor), medians of {repeats} after 3 warm-up steps:\n")
+    print("| mode | first step s | step ms |\n|---|---:|---:|")
+    for mode in ("eager", "torch.compile"):
+        torch.manual_seed(0)
+        model = build_network(config.network, config.embedding_dim).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+        network = torch.compile(model) if mode == "torch.compile" else model
+
+        def step(network: torch.nn.Module = network, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            train_step(network, optimizer, images, labels, miner, config, gen)
+
+        first = measure(step, 1, warmup=0).median
+        print(f"| {mode} | {first:.1f} | {measure(step, repeats, warmup=3).median * 1e3:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
