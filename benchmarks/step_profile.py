@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = resolve_precision(TrainConfig(network=args.network), torch.device("cpu"))
-    model = build_network(config.network, config.embedding_dim).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    model, optimizer = _model_and_optimizer(config)
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (config.batch_size, 28, 28), dtype=torch.uint8, generator=gen)
     labels = balanced_labels(config.batch_size)
@@ -94,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _model_and_optimizer(config: TrainConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The network as training builds it on the CPU (channels_last) and its fused Adam."""
+    model = build_network(config.network, config.embedding_dim).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model, torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+
+
 def _compare_compile(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, miner: str,
                      gen: torch.Generator, repeats: int) -> None:
     """The whole train_step, eager and through torch.compile (what --compile does), each on fresh weights."""
@@ -101,8 +106,7 @@ def _compare_compile(config: TrainConfig, images: torch.Tensor, labels: torch.Te
     print("| mode | first step s | step ms |\n|---|---:|---:|")
     for mode in ("eager", "torch.compile"):
         torch.manual_seed(0)
-        model = build_network(config.network, config.embedding_dim).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+        model, optimizer = _model_and_optimizer(config)
         network = torch.compile(model) if mode == "torch.compile" else model
 
         def step(network: torch.nn.Module = network, optimizer: torch.optim.Optimizer = optimizer) -> None:

@@ -147,16 +147,20 @@ def reference_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE
 def conv3_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
     """Three conv3x3+BN+ReLU+maxpool blocks (32, 64, 128 channels) and a linear head: twice the
     reference's FLOPs, a 3x3x128 map (at 28x28) with a receptive field that covers the whole digit."""
-    trunk = nn.Sequential(*_conv_pool_block(input_shape[0], 32), *_conv_pool_block(32, 64), *_conv_pool_block(64, 128))
-    return EmbeddingNet(trunk, 128 * _pooled_area(input_shape, 3), embedding_dim, input_shape)
+    return _three_block_net(_conv_pool_block, embedding_dim, input_shape)
 
 
 def conv3p_net(embedding_dim: int = 64, input_shape: InputShape = MNIST_SHAPE) -> EmbeddingNet:
     """conv3 with every block pooling before it normalises: the same convolutions and FLOPs, its
     BatchNorm on a quarter of the pixels; a training step a third shorter on a 2-core CPU."""
-    trunk = nn.Sequential(
-        *_conv_pool_norm_block(input_shape[0], 32), *_conv_pool_norm_block(32, 64), *_conv_pool_norm_block(64, 128)
-    )
+    return _three_block_net(_conv_pool_norm_block, embedding_dim, input_shape)
+
+
+def _three_block_net(
+    block: Callable[[int, int], list[nn.Module]], embedding_dim: int, input_shape: InputShape
+) -> EmbeddingNet:
+    """Three pooling blocks of 32, 64 and 128 channels and a linear head on the flattened map."""
+    trunk = nn.Sequential(*block(input_shape[0], 32), *block(32, 64), *block(64, 128))
     return EmbeddingNet(trunk, 128 * _pooled_area(input_shape, 3), embedding_dim, input_shape)
 
 
