@@ -39,6 +39,7 @@ from tripletnet.training.distributed import (
     ProcessContext,
     collective_timeout,
     context_from_environment,
+    process_device,
     shard_batch,
     use_distributed_batch_norm,
 )
@@ -58,6 +59,16 @@ def test_environment_without_torchrun_is_one_process() -> None:
 def test_inconsistent_torchrun_environment_is_a_user_error(environ: dict[str, str]) -> None:
     with pytest.raises(UserError):
         context_from_environment(environ)
+
+
+def test_each_cuda_process_takes_its_own_gpu_and_one_without_a_gpu_is_a_user_error() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    second = ProcessContext(rank=3, world_size=4, local_rank=1)
+    assert process_device(cuda, second, gpu_count=2) == torch.device("cuda", 1)
+    assert process_device(cpu, second, gpu_count=0) == cpu
+    assert process_device(cuda, ProcessContext(), gpu_count=0) == cuda  # one process: the device as asked
+    with pytest.raises(UserError, match=r"LOCAL_RANK=1\) has no GPU of its own: this machine has 1 GPU.*--nproc_per_node 1"):
+        process_device(cuda, second, gpu_count=1)
 
 
 def test_collective_timeout_reads_its_variable() -> None:

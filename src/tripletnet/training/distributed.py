@@ -99,9 +99,26 @@ def collective_timeout(environ: Mapping[str, str] | None = None) -> datetime.tim
     return datetime.timedelta(seconds=seconds)
 
 
-def process_device(device: torch.device, context: ProcessContext) -> torch.device:
-    """A process's device: its own GPU (by local rank) when training on CUDA, else ``device``."""
+def process_device(device: torch.device, context: ProcessContext, gpu_count: int | None = None) -> torch.device:
+    """A process's device: its own GPU (by local rank) when training on CUDA, else ``device``.
+
+    Args:
+        device: the device the run asked for.
+        context: this process's ranks.
+        gpu_count: the GPUs this machine has (default: what CUDA reports).
+
+    Raises:
+        UserError: when torchrun started more processes on this machine than it has GPUs (each
+            process trains on its own GPU; NCCL refuses two processes on one).
+    """
     if device.type == "cuda" and context.is_distributed:
+        gpu_count = torch.cuda.device_count() if gpu_count is None else gpu_count
+        if context.local_rank >= gpu_count:
+            raise UserError(
+                f"process {context.rank} (LOCAL_RANK={context.local_rank}) has no GPU of its own: this machine has "
+                f"{gpu_count} GPU(s) and each CUDA training process needs one; start at most {gpu_count} per machine "
+                f"(torchrun --nproc_per_node {max(gpu_count, 1)}) or train on the CPU with --device cpu"
+            )
         return torch.device("cuda", context.local_rank)
     return device
 
