@@ -9,6 +9,9 @@ a run stopped at its time limit still leaves what it measured):
    auto``: bf16 where the GPU computes it), seconds per epoch and images/s from the run's records,
    peak device memory.
 4. ``evaluate``: the trained run evaluated on all test pairs (VAL at FAR 1e-3, P@1, MAP@R).
+   ``index``: the test split embedded on the device into an exact faiss-cpu index, then searched
+   with 50 of its own images written as PNG files and embedded the way ``tripletnet search`` does
+   (on the CPU): each must find itself first, so the device's embeddings and the CPU's agree.
 5. ``mnist_compile`` (GPU only): ``--compile_epochs`` epochs with ``--compile``, to say whether
    torch.compile pays there (on the CPU it does not).
 6. ``speedrun``: ``--preset speedrun`` on MNIST, its training seconds and all-pairs figures against
@@ -37,7 +40,7 @@ from typing import Any
 
 import torch
 
-from tripletnet.api import evaluate
+from tripletnet.api import evaluate, index_gallery, load_run_images, search_gallery
 from tripletnet.config import MANY_IDENTITIES_PRESET, PRESETS, SPEEDRUN_PRESET, TrainConfig
 from tripletnet.training.loop import train
 
@@ -124,6 +127,31 @@ def evaluate_run(checkpoint: str, data_path: str | None) -> dict[str, Any]:
     return {key: result[key] for key in ("val", "far_reached", "precision_at_1", "map_at_r") if key in result}
 
 
+def index_run(checkpoint: str, data_path: str | None, out: Path, queries: int = 50) -> dict[str, Any]:
+    """Index the test split with embeddings made on the device; search it with some of its own images."""
+    from PIL import Image
+
+    started = time.perf_counter()
+    built = index_gallery(checkpoint, out / "index", split="test", data_path=data_path, device="auto", log=print)
+    build_seconds = time.perf_counter() - started
+    images = load_run_images(checkpoint, "test", data_path, download=False, classes="all", log=print).images[:queries]
+    files = []
+    (out / "queries").mkdir(parents=True, exist_ok=True)
+    for position, image in enumerate(images):
+        # MNIST's are (H, W); a folder's (C, H, W)
+        pixels = (image if image.dim() == 2 else image.permute(1, 2, 0).squeeze(2)).numpy()
+        files.append(out / "queries" / f"{position}.png")
+        Image.fromarray(pixels).save(files[-1])
+    found = search_gallery(out / "index", files, k=1, log=print)
+    first = [result["neighbours"][0] for result in found]
+    return {
+        "gallery": built.index.size,
+        "build_seconds": round(build_seconds, 2),
+        "self_found": sum(hit["index"] == position for position, hit in enumerate(first)) / len(first),
+        "max_self_distance": max(hit["distance"] for hit in first),
+    }
+
+
 def _timed(report: Report, name: str, work: Callable[[], dict[str, Any]]) -> None:
     print(f"== {name}", flush=True)
     started = time.perf_counter()
@@ -163,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     _timed(report, "mnist", mnist)
     if mnist_checkpoint:
         _timed(report, "evaluate", lambda: evaluate_run(mnist_checkpoint[0], args.data))
+        _timed(report, "index", lambda: index_run(mnist_checkpoint[0], args.data, runs))
     if device.type == "cuda" and args.compile_epochs:
         # Whether --compile pays on this GPU: its seconds per epoch against the eager run's above
         # (the first epoch holds the compilation).

@@ -14,10 +14,11 @@ def test_the_device_checks_smoke_run_measures_every_cpu_phase_without_an_error(t
     require_dataset("mnist")
     assert gpu.main([str(tmp_path), "--smoke", "--data", data_root()]) == 0
     phases = {phase["phase"]: phase for phase in json.loads((tmp_path / "gpu-report.json").read_text())}
-    assert list(phases) == ["environment", "mnist", "evaluate", "speedrun"], "the CUDA-only phases skip on a CPU"
+    assert list(phases) == ["environment", "mnist", "evaluate", "index", "speedrun"], "the CUDA-only phases skip on a CPU"
     assert not [name for name, phase in phases.items() if "error" in phase]
     assert phases["mnist"]["epochs"] == 1 and phases["mnist"]["images_per_second_median"] > 0
     assert 0 <= phases["evaluate"]["val"] <= 1 and 0 < phases["evaluate"]["precision_at_1"] <= 1
+    assert phases["index"]["gallery"] == 10_000 and phases["index"]["self_found"] == 1.0, "each query finds itself"
     speedrun = phases["speedrun"]
     assert 0 < speedrun["precision_at_1"] <= 1 and speedrun["goal_met"] is False, "one epoch on a slice meets no goal"
     recorded = json.loads((tmp_path / "runs" / "speedrun" / "config.json").read_text())
