@@ -4,21 +4,26 @@ Phases (each timed on its own, so a slow one is seen; the report is rewritten af
 a run stopped at its time limit still leaves what it measured):
 
 1. ``environment``: the device, its memory, torch and CUDA versions, whether bf16 is native.
-2. ``cuda_tests``: the suite's CUDA tests (they skip on machines without a GPU).
+2. ``cuda_tests``: the suite's CUDA tests (they skip on machines without a GPU); their whole output
+   goes to ``OUT/cuda-tests.log``.
 3. ``mnist``: the MNIST defaults trained for ``--epochs`` epochs on the device (``--precision
    auto``: bf16 where the GPU computes it), seconds per epoch and images/s from the run's records,
    peak device memory.
 4. ``evaluate``: the trained run evaluated on all test pairs (VAL at FAR 1e-3, P@1, MAP@R).
-   ``index``: the test split embedded on the device into an exact faiss-cpu index, then searched
+5. ``index``: the test split embedded on the device into an exact faiss-cpu index, then searched
    with 50 of its own images written as PNG files and embedded the way ``tripletnet search`` does
    (on the CPU): each must find itself first, so the device's embeddings and the CPU's agree.
-5. ``mnist_compile`` (GPU only): ``--compile_epochs`` epochs with ``--compile``, to say whether
-   torch.compile pays there (on the CPU it does not).
 6. ``speedrun``: ``--preset speedrun`` on MNIST, its training seconds and all-pairs figures against
    the goal (VAL@1e-3 >= 0.99 and P@1 >= 0.995 in at most 10 s of training).
 7. ``glyphs``: with ``--glyphs DIR`` (a folder built by ``python -m benchmarks.glyphs build``), one
    training run with what a folder of unseen identities gets (``--preset many-identities``), and
    its all-pairs figures.
+8. ``mnist_compile`` (GPU only, last: the phase a run short of time can best lose):
+   ``--compile_epochs`` epochs with ``--compile``, to say whether torch.compile pays there (on the
+   CPU it does not); skipped, with the reason, where inductor finds no C compiler or Python headers.
+
+A phase that fails is reported as an error and the next one still runs; its traceback goes to
+``OUT/phase-errors.log``.
 
 ``--smoke`` shrinks every phase (one epoch on a slice) so the script can be checked on a CPU.
 ``benchmarks/gpu_check.sh`` wraps this for the device machine (what it installs, where the data lies).
@@ -33,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +92,14 @@ def _reset_peak(device: torch.device) -> None:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    figures: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(), "device": device.type}
+    try:
+        import pytest
+
+        pytest_version = pytest.__version__
+    except ImportError:
+        pytest_version = "missing"
+    figures: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(), "pytest": pytest_version,
+                               "device": device.type, "compile": compiler_missing() or "can build kernels"}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         figures.update(gpu=props.name, memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
@@ -94,12 +107,38 @@ def environment(device: torch.device) -> dict[str, Any]:
     return figures
 
 
-def cuda_tests() -> dict[str, Any]:
+def cuda_tests(out: Path, timeout_seconds: float = 240) -> dict[str, Any]:
+    """The CUDA tests, their whole output kept in ``out/cuda-tests.log`` (a failure's traceback must
+    not cost a second GPU run)."""
     files = [name for name in CUDA_TEST_FILES if (REPO_ROOT / name).exists()]
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", *files],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-k", "cuda", *files]
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "cuda-tests.log"
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_seconds)
+    except subprocess.TimeoutExpired as stopped:
+        log.write_text(_text(stopped.stdout) + _text(stopped.stderr))
+        return {"error": f"the CUDA tests ran past {timeout_seconds:g} s; their output so far is in {log.name}"}
+    log.write_text(done.stdout + done.stderr)
     last = (done.stdout.strip().splitlines() or ["no output"])[-1]
-    return {"exit_code": done.returncode, "summary": last}
+    return {"exit_code": done.returncode, "summary": last, "log": log.name}
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+def compiler_missing() -> str | None:
+    """Why torch.compile cannot build kernels here, or None: inductor compiles its launchers with a C
+    compiler against Python's headers, which a bare machine may lack."""
+    import shutil
+    import sysconfig
+
+    if not any(shutil.which(name) for name in ("gcc", "cc", "clang")):
+        return "no C compiler (gcc, cc or clang) on PATH"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        return "no Python.h (Python's development headers)"
+    return None
 
 
 def _train_figures(history: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
@@ -158,7 +197,10 @@ def _timed(report: Report, name: str, work: Callable[[], dict[str, Any]]) -> Non
     try:
         figures = work()
     except Exception as exc:  # noqa: BLE001 - a failed phase is reported and the next one still runs
-        figures = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        figures = {"error": f"{type(exc).__name__}: {exc}"[:300], "traceback": "phase-errors.log"}
+        report.out.mkdir(parents=True, exist_ok=True)
+        with (report.out / "phase-errors.log").open("a") as errors:
+            errors.write(f"== {name}\n{traceback.format_exc()}\n")
     report.add(name, time.perf_counter() - started, figures)
 
 
@@ -178,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _timed(report, "environment", lambda: environment(device))
     if device.type == "cuda":
-        _timed(report, "cuda_tests", cuda_tests)
+        _timed(report, "cuda_tests", lambda: cuda_tests(args.out))
     runs = args.out / "runs"
     mnist_checkpoint: list[str] = []
 
@@ -192,15 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if mnist_checkpoint:
         _timed(report, "evaluate", lambda: evaluate_run(mnist_checkpoint[0], args.data))
         _timed(report, "index", lambda: index_run(mnist_checkpoint[0], args.data, runs))
-    if device.type == "cuda" and args.compile_epochs:
-        # Whether --compile pays on this GPU: its seconds per epoch against the eager run's above
-        # (the first epoch holds the compilation).
-        def mnist_compiled() -> dict[str, Any]:
-            config = TrainConfig(data_path=args.data, download=False, checkpoint_path=str(runs / "mnist-compiled"),
-                                 epochs=args.compile_epochs, compile=True)
-            return train_run(config, device)[0]
 
-        _timed(report, "mnist_compile", mnist_compiled)
     def speedrun() -> dict[str, Any]:
         settings = {**PRESETS[SPEEDRUN_PRESET], **(smoke if args.smoke else {})}
         config = TrainConfig(data_path=args.data, download=False, checkpoint_path=str(runs / "speedrun"), **settings)
@@ -223,6 +257,18 @@ def main(argv: list[str] | None = None) -> int:
             return figures
 
         _timed(report, "glyphs", glyphs)
+    if device.type == "cuda" and args.compile_epochs:
+        # Whether --compile pays on this GPU: its seconds per epoch against the eager run's above
+        # (the first epoch holds the compilation).
+        def mnist_compiled() -> dict[str, Any]:
+            missing = compiler_missing()
+            if missing:
+                return {"skipped": f"torch.compile cannot build kernels here: {missing}"}
+            config = TrainConfig(data_path=args.data, download=False, checkpoint_path=str(runs / "mnist-compiled"),
+                                 epochs=args.compile_epochs, compile=True)
+            return train_run(config, device)[0]
+
+        _timed(report, "mnist_compile", mnist_compiled)
     print((args.out / "gpu-report.md").read_text())
     return 0 if all("error" not in phase for phase in report.phases) else 1
 

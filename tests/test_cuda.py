@@ -19,6 +19,9 @@ from _mnist import mnist_slice
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU path is tested where one exists")
 CUDA = torch.device("cuda")
+# cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) unless told not to, as training does on a GPU;
+# rounding each convolution's inputs to TF32 on the CPU moved these embeddings by up to 1.8e-4.
+GPU_CPU_TOLERANCE = 1e-3
 
 
 def test_held_training_images_live_on_the_device_and_batches_never_leave_it():
@@ -47,7 +50,7 @@ def test_a_cuda_run_in_each_precision_learns_and_evaluates_from_its_checkpoint(t
     data = mnist_slice()
     on_gpu = embed_images(model.to(CUDA), data.test_images)
     on_cpu = embed_images(model.cpu(), data.test_images)
-    torch.testing.assert_close(on_gpu, on_cpu, rtol=0, atol=1e-4)  # TF32/cuDNN kernels round differently
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=0, atol=GPU_CPU_TOLERANCE)
     verification = evaluate_embeddings(on_gpu, data.test_labels, clustering=False).verification
     assert 0.0 < verification.val <= 1.0
 
@@ -106,4 +109,4 @@ def test_a_model_loaded_onto_the_gpu_embeds_files_there_and_returns_cpu_embeddin
     embeddings = on_gpu.embed(files)
     assert embeddings.device.type == "cpu"
     on_cpu = load_model(checkpoint, log=lambda _: None).embed(files)
-    torch.testing.assert_close(embeddings, on_cpu, rtol=0, atol=1e-4)
+    torch.testing.assert_close(embeddings, on_cpu, rtol=0, atol=GPU_CPU_TOLERANCE)

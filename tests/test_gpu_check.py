@@ -25,3 +25,18 @@ def test_the_device_checks_smoke_run_measures_every_cpu_phase_without_an_error(t
     assert {key: recorded[key] for key in PRESETS[SPEEDRUN_PRESET] if key != "epochs"} == {
         key: value for key, value in PRESETS[SPEEDRUN_PRESET].items() if key != "epochs"}, "the phase trains the preset"
     assert "| speedrun |" in (tmp_path / "gpu-report.md").read_text()
+
+
+def test_a_failing_phase_is_reported_with_its_traceback_kept_and_the_next_phase_still_runs(tmp_path):
+    report = gpu.Report(tmp_path)
+
+    def broken() -> dict:
+        raise ValueError("no such kernel")
+
+    gpu._timed(report, "broken", broken)
+    gpu._timed(report, "after", lambda: {"ran": True})
+    phases = json.loads((tmp_path / "gpu-report.json").read_text())
+    assert [phase["phase"] for phase in phases] == ["broken", "after"]
+    assert phases[0]["error"] == "ValueError: no such kernel" and phases[1]["ran"] is True
+    log = (tmp_path / "phase-errors.log").read_text()
+    assert log.startswith("== broken\n") and "in broken" in log and 'raise ValueError("no such kernel")' in log
