@@ -8,6 +8,8 @@
 # faiss-cpu nor pytorch-metric-learning, and no network: `prepare` downloads their wheels into .whl/ and
 # copies the data into .gpu-data/ (both ignored by git; the device tool carries them with carry=[".whl", ".gpu-data"]).
 # A run must end within 8 minutes on one H200 (the device tool allows 10 minutes a command).
+# The device's python3 is 3.12 with torch 2.11 (not this project's 2.13): on 2026-12-03 the whole suite
+# (less lint, docs, notebook, tensorboard) passed under torch 2.11.0 on a CPU, and so did `smoke` with the glyphs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
