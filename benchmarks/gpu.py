@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--glyphs", default=None, help="a glyph benchmark folder (python -m benchmarks.glyphs build)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--compile_epochs", type=int, default=5, help="GPU only: epochs of a --compile MNIST run (0 = skip)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="folder for the run folders (default: OUT/runs; the device tool brings back 8 files of its OUT)")
     parser.add_argument("--smoke", action="store_true", help="one epoch on a slice, on any device: checks the script itself")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     _timed(report, "environment", lambda: environment(device))
     if device.type == "cuda":
         _timed(report, "cuda_tests", lambda: cuda_tests(args.out))
-    runs = args.out / "runs"
+    runs = args.runs or args.out / "runs"
     mnist_checkpoint: list[str] = []
 
     def mnist() -> dict[str, Any]:

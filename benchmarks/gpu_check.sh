@@ -53,7 +53,10 @@ case "$mode" in
     if [ -f .gpu-data/glyphs.tgz ]; then
       tar xzf .gpu-data/glyphs.tgz -C /tmp && glyphs=(--glyphs /tmp/glyphs)
     fi
-    python3 -m benchmarks.gpu "$out" --data "$PWD/.gpu-data" "${glyphs[@]}"
+    # Only the reports go to OUT (the device tool brings back 8 files); checkpoints stay on the machine.
+    # The whole output is kept in OUT/check.log too (the tool's reply holds only its last 12,000 characters).
+    mkdir -p "$out"
+    python3 -m benchmarks.gpu "$out" --runs /tmp/gpu-runs --data "$PWD/.gpu-data" "${glyphs[@]}" 2>&1 | tee "$out/check.log"
     ;;
   smoke)
     # On any machine with the project installed: every phase, one epoch on a slice.
