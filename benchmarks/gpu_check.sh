@@ -43,7 +43,7 @@ case "$mode" in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
     python3 -V
     # One wheel at a time: pip installs all of a list or none, and one whose tags this python does not
-    # take (openTSNE's are per Python version) must not stop the phases that never use it.
+    # take (a wheel built for one Python version) must not stop the phases that never use it.
     for wheel in .whl/*.whl; do
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheel" \
         || echo "WARNING: $wheel not installed (the phases that need it report the error)"
