@@ -123,7 +123,7 @@ def network(kind: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = build_network("conv3", 64)
     if kind != "native":
-        layers: list[nn.Module] = list(model.trunk)
+        layers: list[nn.Module] = list(model.trunk.children())
         rebuilt: list[nn.Module] = []
         while layers:
             layer = layers.pop(0)
