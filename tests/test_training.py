@@ -284,6 +284,47 @@ def test_precision_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch, t
     assert loop.native_bf16(cpu) is False
 
 
+def test_fp32_on_a_gpu_turns_cudnn_tf32_off_for_the_block_and_restores_it():
+    import torch
+
+    from tripletnet.models import ieee_float32
+
+    before = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True  # cuDNN's default
+        with ieee_float32(torch.device("cuda")):
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is True
+        with pytest.raises(ValueError), ieee_float32(torch.device("cuda", 0)):
+            raise ValueError  # restored on an error too
+        assert torch.backends.cudnn.allow_tf32 is True
+        with ieee_float32(torch.device("cpu")):  # nothing to change on a CPU
+            assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
+def test_auto_precision_counts_a_gpu_bf16_only_where_it_is_not_emulated(monkeypatch):
+    """A V100 or T4 (compute capability 7.x) emulates bf16, though is_bf16_supported() says yes."""
+    import torch
+
+    from tripletnet.training import loop
+
+    monkeypatch.undo()  # the real rule, not conftest's CPU default
+    asked = []
+
+    def capability(device):
+        asked.append(device)
+        return capabilities[device.index or 0]
+
+    capabilities = {0: (7, 0), 1: (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert loop.native_bf16(torch.device("cuda", 0)) is False
+    assert loop.native_bf16(torch.device("cuda", 1)) is True  # the device asked about, not the current one
+    assert [d.index for d in asked] == [0, 1]
+
+
 def test_flip_mirrors_about_the_probability_asked_and_nothing_else_changes():
     images = torch.rand(400, 1, 12, 12)
     mirrored = random_affine(images, torch.Generator().manual_seed(1), max_degrees=0, max_scale=0, max_shift=0, flip=0.5)

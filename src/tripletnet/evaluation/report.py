@@ -69,15 +69,20 @@ def evaluate_embeddings(
     return result
 
 
-def fast_epoch_metrics(embeddings: torch.Tensor, labels: torch.Tensor, far: float = 1e-3) -> EpochMetrics:
+def fast_epoch_metrics(embeddings: torch.Tensor, labels: torch.Tensor, far: float = 1e-3,
+                       device: torch.device | str | None = None) -> EpochMetrics:
     """Per-epoch evaluation during training: exact all-pairs verification (AUC from the fine
     histogram, within ``auc_error_bound``), precision@1 and MAP@R; no clustering.
+
+    ``device`` is where the all-pairs tiles are computed: a training run passes its own, so a
+    ``--device cpu`` run on a machine with a GPU neither touches the GPU nor gets figures that
+    depend on whether one is there (default: a GPU if there is one).
 
     Returns:
         EpochMetrics; ``to_dict()`` has the keys threshold, val, accuracy, far_reached, auc, eer,
         positive_mean, negative_mean, precision_at_1 and map_at_r.
     """
-    verification = all_pairs(embeddings, labels, far=far, exact_auc=False)
+    verification = all_pairs(embeddings, labels, far=far, exact_auc=False, device=device)
     retrieval = retrieval_metrics(embeddings, labels)
     return EpochMetrics(
         threshold=verification.threshold,

@@ -1,6 +1,6 @@
 """Embedding networks (a registry of them) and the conversion from stored images to network inputs."""
 
-from .inputs import embed_images, host_to_device, images_to_input, input_shape_of
+from .inputs import embed_images, host_to_device, ieee_float32, images_to_input, input_shape_of
 from .networks import (
     MNIST_SHAPE,
     NETWORKS,
@@ -18,6 +18,7 @@ from .networks import (
 
 __all__ = [
     "MNIST_SHAPE", "NETWORKS", "EmbeddingNet", "InputShape", "NetworkSpec", "build_network", "conv3_net",
-    "count_flops", "count_parameters", "describe_networks", "embed_images", "host_to_device", "images_to_input", "input_shape_of",
+    "count_flops", "count_parameters", "describe_networks", "embed_images", "host_to_device", "ieee_float32",
+    "images_to_input", "input_shape_of",
     "reference_net", "wide_net",
 ]

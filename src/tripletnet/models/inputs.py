@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from ..console import progress as progress_bar
@@ -44,6 +47,25 @@ def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return pinned.to(device, non_blocking=True)
 
 
+@contextlib.contextmanager
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """fp32 convolutions on ``device`` in IEEE float32 while the block runs.
+
+    cuDNN computes fp32 convolutions in TF32 (a 10-bit mantissa) unless told not to, so "fp32" on a
+    GPU would be another arithmetic than on a CPU (embeddings moved by about 2e-4). bf16 autocast
+    is not affected: its convolutions are bf16 either way. The setting is restored afterwards.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
     """Embeddings of uint8 images (N, H, W) or (N, C, H, W) in eval mode, batched.
@@ -64,10 +86,11 @@ def embed_images(model: torch.nn.Module, images: torch.Tensor, batch_size: int =
         images = images.pin_memory()  # once; every batch is then a non-blocking copy of a pinned slice
     starts = range(0, len(images), batch_size)
     batches = progress_bar(starts, total=len(starts), desc="embedding", unit="batch") if progress else starts
-    out = [
-        model(images_to_input(host_to_device(images[i : i + batch_size], weight.device), weight.dtype))
-        .to("cpu", torch.float32)
-        for i in batches
-    ]
+    with ieee_float32(weight.device):
+        out = [
+            model(images_to_input(host_to_device(images[i : i + batch_size], weight.device), weight.dtype))
+            .to("cpu", torch.float32)
+            for i in batches
+        ]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, getattr(model, "embedding_dim", 0))

@@ -7,8 +7,9 @@ first. ``last.pt`` is written first, so that it always names the newest complete
 any moment leaves a folder that ``--resume last.pt`` continues (the resume writes what the kill cut
 short), and Ctrl-C or SIGTERM during a save take effect once the save is complete.
 Training draws randomness only from generators seeded by the config (weights, subset, batches,
-augmentation, validation triplets), never from torch's global RNG, so a run replays exactly and a
-resumed run needs no RNG state.
+augmentation, validation triplets), never from torch's global RNG, so a run replays exactly on a
+CPU and a resumed run needs no RNG state (on a GPU, cuDNN's backward and atomic adds are not
+deterministic: runs agree to rounding, not bit for bit).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..evaluation import fast_epoch_metrics
 from ..fileio import FolderLock, atomic_write_text
 from ..losses import term_states
 from ..mining import ScheduleEntry, get_miner, miner_for_epoch, parse_schedule
-from ..models import EmbeddingNet, build_network, embed_images
+from ..models import EmbeddingNet, build_network, embed_images, ieee_float32
 from ..sampler import ClassBalancedBatchSampler
 from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from .collapse import FALLBACK_MINER, CollapseGuard, is_collapsed
@@ -76,7 +77,9 @@ def native_bf16(device: torch.device) -> bool:
     training step is several times slower than in fp32 (measured here on an AVX2-only EPYC: 1.8 s
     against 0.22 s per default step), so ``--precision auto`` must not choose it there."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        # Compute capability 8.0 (Ampere) and later have bf16 tensor cores; torch.cuda.is_bf16_supported()
+        # also says True where bf16 is only emulated (V100, T4), and asks the current device, not this one.
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
         return False
     try:
@@ -200,24 +203,8 @@ def train(
         run = prepare_run(config, resume=resume, overwrite=overwrite, data=data, log=log, context=context)
         config = run.config  # as resolved for this machine (precision auto)
         try:
-            for epoch in range(run.start_epoch, config.epochs + 1):
-                miner, means, seconds, lr = run_epoch(run, epoch, log)
-                _stop_if_state_not_finite(run, epoch)  # before the record: its evaluation would embed NaN
-                record = epoch_record(run, epoch, miner, lr, means, seconds)
-                save_epoch(run, epoch, record)
-                if board is not None:
-                    board.epoch(record)
-                log(_format_record(record, config.epochs))
-                if record["collapsed"]:
-                    log(_collapse_warning(record, config))
-                if config.patience and epoch - record["best_epoch"] >= config.patience:
-                    log(f"stopping early after epoch {epoch}: no better selection VAL@1e-3 for {config.patience} epochs; "
-                        f"best.pt holds epoch {record['best_epoch']}")
-                    break
-            if run.is_main_process:
-                _plot_losses(run.history, run.run_dir, log)
-            if board is not None:
-                board.projector(embed_images(run.model, run.eval_images), run.eval_labels, run.eval_images, config.epochs)
+            with ieee_float32(run.device):  # "fp32" on a GPU means fp32, not cuDNN's default TF32
+                _train_epochs(run, board, log)
         except KeyboardInterrupt:
             raise TrainingInterrupted(_interrupted_message(run)) from None
         finally:
@@ -226,6 +213,29 @@ def train(
             run.release()
             stop_process_group(run.context)
     return TrainResult(model=run.model, config=config, history=run.history, run_dir=run.run_dir)
+
+
+def _train_epochs(run: Run, board: TensorBoardWriter | None, log: Logger) -> None:
+    """The epochs from ``run.start_epoch`` on: train, record, save, log; stop early under --patience."""
+    config = run.config
+    for epoch in range(run.start_epoch, config.epochs + 1):
+        miner, means, seconds, lr = run_epoch(run, epoch, log)
+        _stop_if_state_not_finite(run, epoch)  # before the record: its evaluation would embed NaN
+        record = epoch_record(run, epoch, miner, lr, means, seconds)
+        save_epoch(run, epoch, record)
+        if board is not None:
+            board.epoch(record)
+        log(_format_record(record, config.epochs))
+        if record["collapsed"]:
+            log(_collapse_warning(record, config))
+        if config.patience and epoch - record["best_epoch"] >= config.patience:
+            log(f"stopping early after epoch {epoch}: no better selection VAL@1e-3 for {config.patience} epochs; "
+                f"best.pt holds epoch {record['best_epoch']}")
+            break
+    if run.is_main_process:
+        _plot_losses(run.history, run.run_dir, log)
+    if board is not None:
+        board.projector(embed_images(run.model, run.eval_images), run.eval_labels, run.eval_images, config.epochs)
 
 
 def _quiet(message: str) -> None:
@@ -278,6 +288,8 @@ def prepare_run(
         raise ParameterError("epochs", f"must be at least {checkpoint['epoch']}, the epochs {resume} already holds "
                                        f"(a resumed run trains on from there); got {config.epochs}")
     device = process_device(resolve_device(config.device), context)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # first: whatever asks for "the current GPU" gets this process's own
     config = resolve_precision(config, device)
     run_dir = Path(config.checkpoint_path)
     if not context.is_main_process:  # the main process alone locks, checks and writes the run folder
@@ -523,14 +535,14 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
     }
     if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
         eval_started = time.perf_counter()
-        record.update(_epoch_figures(run.model, run.eval_images, run.eval_labels))
+        record.update(_epoch_figures(run.model, run.eval_images, run.eval_labels, run.device))
         if run.seen_eval_images is not None and run.seen_eval_labels is not None:  # open set: the training classes beside
-            record.update(_epoch_figures(run.model, run.seen_eval_images, run.seen_eval_labels, prefix="seen_"))
+            record.update(_epoch_figures(run.model, run.seen_eval_images, run.seen_eval_labels, run.device, prefix="seen_"))
             record["seen_eval_images"] = len(run.seen_eval_labels)
         record["eval_seconds"] = time.perf_counter() - eval_started
         record["eval_images"] = len(run.eval_labels)
     if run.select_images is not None and run.select_labels is not None:
-        record.update(_epoch_figures(run.model, run.select_images, run.select_labels, prefix="select_"))
+        record.update(_epoch_figures(run.model, run.select_images, run.select_labels, run.device, prefix="select_"))
         record["best_epoch"] = _best_epoch([*run.history, record])
     epoch_stats = StepStats(
         loss=means["loss"], active_fraction=means["active_fraction"], mean_pos_dist=means["mean_pos_dist"],
@@ -540,9 +552,10 @@ def epoch_record(run: Run, epoch: int, miner: str, lr: float, means: dict[str, f
     return record
 
 
-def _epoch_figures(model: EmbeddingNet, images: torch.Tensor, labels: torch.Tensor, prefix: str = "") -> dict[str, Any]:
-    """The fast per-epoch evaluation of ``images`` (VAL at FAR 1e-3, P@1, MAP@R, ...), keys prefixed."""
-    metrics = fast_epoch_metrics(embed_images(model, images), labels, far=1e-3)
+def _epoch_figures(model: EmbeddingNet, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                   prefix: str = "") -> dict[str, Any]:
+    """The fast per-epoch evaluation of ``images`` (VAL at FAR 1e-3, P@1, MAP@R, ...) on the run's device, keys prefixed."""
+    metrics = fast_epoch_metrics(embed_images(model, images), labels, far=1e-3, device=device)
     return {f"{prefix}{key}": value for key, value in metrics.to_dict().items()}
 
 
