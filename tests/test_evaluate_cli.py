@@ -146,6 +146,9 @@ def test_embeddings_round_trip(tmp_path):
     emb, labels = torch.randn(7, 3), torch.arange(7)
     split = load_embeddings(save_embeddings(tmp_path / "e.npz", emb, labels))
     assert torch.equal(split.embeddings, emb) and torch.equal(split.labels, labels)
+    # a network's own output (it requires grad) is saved as it is
+    split = load_embeddings(save_embeddings(tmp_path / "g.npz", emb.clone().requires_grad_(), labels.to(torch.int32)))
+    assert torch.equal(split.embeddings, emb) and torch.equal(split.labels, labels)
 
 
 def test_bad_far_and_protocol(tmp_path, capsys):

@@ -110,6 +110,17 @@ def test_a_bf16_trained_model_exports_fp32_weights_and_says_so(checkpoint, tmp_p
     assert float_types == {onnx.TensorProto.FLOAT}
 
 
+def test_export_leaves_the_callers_model_as_it_was(checkpoint, tmp_path):
+    """The export works on a float32 CPU copy: a model held in float64 (or on a GPU) is not changed."""
+    model = load_model(checkpoint, log=lambda _: None)
+    model.network.double()
+    before = {name: value.clone() for name, value in model.network.state_dict().items()}
+    export_model(model, tmp_path / "model.pt", "torchscript", log=lambda _: None)
+    after = model.network.state_dict()
+    assert all(after[name].dtype == value.dtype and torch.equal(after[name], value) for name, value in before.items())
+    assert next(model.network.parameters()).dtype == torch.float64
+
+
 def test_unknown_format_and_unwritable_path_write_nothing(checkpoint, tmp_path):
     model = load_model(checkpoint, log=lambda _: None)
     with pytest.raises(ParameterError, match="format") as caught:

@@ -288,7 +288,8 @@ def search_gallery(
 def save_embeddings(path: str | Path, embeddings: torch.Tensor, labels: torch.Tensor) -> Path:
     """Write ``embeddings`` (N x D float32) and ``labels`` (N int64) as an .npz, atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, embeddings=embeddings.to(torch.float32).numpy(), labels=labels.to(torch.int64).numpy())
+    np.savez(buffer, embeddings=embeddings.detach().to("cpu", torch.float32).numpy(),
+             labels=labels.detach().to("cpu", torch.int64).numpy())
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return Path(path)

@@ -16,6 +16,7 @@ was trained in. The file is built in memory and written atomically: nothing is l
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -75,7 +76,8 @@ class Uint8Embedder(nn.Module):
 def _fp32_embedder(model: TripletModel, log: Logger) -> Uint8Embedder:
     if model.config.precision != "fp32" or any(p.dtype != torch.float32 for p in model.network.parameters()):
         log(f"note: the model was trained with {model.config.precision} arithmetic; its weights are exported in fp32")
-    return Uint8Embedder(model.network.float()).eval()
+    # A CPU copy: the export is the same wherever the model was loaded (a GPU), and the caller's model is untouched.
+    return Uint8Embedder(copy.deepcopy(model.network).to("cpu", torch.float32)).eval()
 
 
 @contextlib.contextmanager
