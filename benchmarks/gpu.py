@@ -103,7 +103,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         figures.update(gpu=props.name, memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                       bf16=bool(torch.cuda.is_bf16_supported()), multiprocessors=props.multi_processor_count)
+                       bf16=bool(torch.cuda.is_bf16_supported(including_emulation=False)),
+                       multiprocessors=props.multi_processor_count)
     return figures
 
 

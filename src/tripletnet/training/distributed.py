@@ -137,6 +137,8 @@ def start_process_group(context: ProcessContext, device: torch.device) -> None:
         rank=context.rank,
         world_size=context.world_size,
         timeout=collective_timeout(),
+        # NCCL binds its communicator to this process's GPU at once (and barriers know their device)
+        device_id=device if device.type == "cuda" else None,
     )
 
 
