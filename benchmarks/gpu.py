@@ -23,7 +23,10 @@ a run stopped at its time limit still leaves what it measured):
    CPU it does not); skipped, with the reason, where inductor finds no C compiler or Python headers.
 
 A phase that fails is reported as an error and the next one still runs; its traceback goes to
-``OUT/phase-errors.log``.
+``OUT/phase-errors.log``. After an error that leaves the CUDA context unusable (a device-side
+assert), the later phases are skipped with that reason. No phase starts after ``--deadline``
+seconds (450: the issue asks for under 8 minutes), and one still running at ``--hard_limit`` (560;
+the device tool stops a command at 600) ends the check with status 124, the report naming it.
 
 ``--smoke`` shrinks every phase (one epoch on a slice) so the script can be checked on a CPU.
 ``benchmarks/gpu_check.sh`` wraps this for the device machine (what it installs, where the data lies).
@@ -33,10 +36,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -192,17 +197,79 @@ def index_run(checkpoint: str, data_path: str | None, out: Path, queries: int = 
     }
 
 
-def _timed(report: Report, name: str, work: Callable[[], dict[str, Any]]) -> None:
-    print(f"== {name}", flush=True)
-    started = time.perf_counter()
+def _context_lost(device: torch.device) -> bool:
+    """Whether an error left the CUDA context unusable (a device-side assert is sticky: every later
+    kernel fails with it), so later phases would only repeat the first one's message."""
+    if device.type != "cuda":
+        return False
     try:
-        figures = work()
-    except Exception as exc:  # noqa: BLE001 - a failed phase is reported and the next one still runs
-        figures = {"error": f"{type(exc).__name__}: {exc}"[:300], "traceback": "phase-errors.log"}
-        report.out.mkdir(parents=True, exist_ok=True)
-        with (report.out / "phase-errors.log").open("a") as errors:
-            errors.write(f"== {name}\n{traceback.format_exc()}\n")
-    report.add(name, time.perf_counter() - started, figures)
+        torch.cuda.synchronize(device)
+    except RuntimeError:
+        return True
+    return False
+
+
+@dataclass
+class Phases:
+    """Runs the check's phases in turn, each timed and isolated, within the check's time.
+
+    A phase that raises is reported and the next one runs; after one that leaves the CUDA context
+    unusable, the rest are skipped with that reason. A phase that would start after ``deadline``
+    seconds is skipped ("out of time"), and one still running at ``hard_limit`` seconds (a hang in a
+    kernel, a compiler or a loader worker) ends the process with status 124, once the report says
+    which phase it was, so the device tool's own limit never cuts the check off unreported.
+    """
+
+    report: Report
+    device: torch.device
+    deadline: float = 450.0
+    hard_limit: float = 560.0
+    started: float = field(default_factory=time.perf_counter)
+    lost_in: str | None = None
+    running: str | None = None
+    _watchdog: threading.Timer | None = None
+
+    def start_watchdog(self) -> None:
+        self._watchdog = threading.Timer(self.hard_limit - self.elapsed(), self._out_of_time)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _out_of_time(self) -> None:
+        name = self.running or "between phases"
+        self.report.add(name, self.elapsed(), {"error": f"still running after {self.hard_limit:.0f} s of the check: stopped"})
+        print(f"== {name}: still running at {self.hard_limit:.0f} s, the check stops here", flush=True)
+        os._exit(124)  # the main thread may be inside a kernel that never returns to Python
+
+    def run(self, name: str, work: Callable[[], dict[str, Any]]) -> None:
+        print(f"== {name}", flush=True)
+        if self.lost_in is not None:
+            self.report.add(name, 0.0, {"skipped": f"the CUDA context was lost in {self.lost_in}"})
+            return
+        if self.elapsed() > self.deadline:
+            gone = f"out of time: {self.elapsed():.0f} s of the check's {self.deadline:.0f} gone"
+            self.report.add(name, 0.0, {"skipped": gone})
+            return
+        phase_started = time.perf_counter()
+        self.running = name
+        try:
+            figures = work()
+        except Exception as exc:  # noqa: BLE001 - a failed phase is reported and the next one still runs
+            figures = {"error": f"{type(exc).__name__}: {exc}"[:300], "traceback": "phase-errors.log"}
+            self.report.out.mkdir(parents=True, exist_ok=True)
+            with (self.report.out / "phase-errors.log").open("a") as errors:
+                errors.write(f"== {name}\n{traceback.format_exc()}\n")
+            if _context_lost(self.device):
+                self.lost_in = name
+        finally:
+            self.running = None
+        self.report.add(name, time.perf_counter() - phase_started, figures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,15 +282,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=None,
                         help="folder for the run folders (default: OUT/runs; the device tool brings back 8 files of its OUT)")
     parser.add_argument("--smoke", action="store_true", help="one epoch on a slice, on any device: checks the script itself")
+    parser.add_argument("--deadline", type=float, default=450.0,
+                        help="seconds after which no further phase starts (the issue's target: under 8 minutes)")
+    parser.add_argument("--hard_limit", type=float, default=560.0,
+                        help="seconds after which a phase still running is stopped (the device tool allows 600 per command)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report = Report(args.out)
+    phases = Phases(report, device, deadline=args.deadline, hard_limit=args.hard_limit)
+    phases.start_watchdog()
     smoke = {"epochs": 1, "num_images": 1024, "eval_images": 500, "threads": 2}
     small: dict[str, Any] = smoke if args.smoke else {"epochs": args.epochs}
 
-    _timed(report, "environment", lambda: environment(device))
+    phases.run("environment", lambda: environment(device))
     if device.type == "cuda":
-        _timed(report, "cuda_tests", lambda: cuda_tests(args.out))
+        phases.run("cuda_tests", lambda: cuda_tests(args.out))
     runs = args.runs or args.out / "runs"
     mnist_checkpoint: list[str] = []
 
@@ -233,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         mnist_checkpoint.append(checkpoint)
         return figures
 
-    _timed(report, "mnist", mnist)
+    phases.run("mnist", mnist)
     if mnist_checkpoint:
-        _timed(report, "evaluate", lambda: evaluate_run(mnist_checkpoint[0], args.data))
-        _timed(report, "index", lambda: index_run(mnist_checkpoint[0], args.data, runs))
+        phases.run("evaluate", lambda: evaluate_run(mnist_checkpoint[0], args.data))
+        phases.run("index", lambda: index_run(mnist_checkpoint[0], args.data, runs))
 
     def speedrun() -> dict[str, Any]:
         settings = {**PRESETS[SPEEDRUN_PRESET], **(smoke if args.smoke else {})}
@@ -247,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                                    and figures.get("precision_at_1", 0) >= 0.995)
         return figures
 
-    _timed(report, "speedrun", speedrun)
+    phases.run("speedrun", speedrun)
     if args.glyphs:
         def glyphs() -> dict[str, Any]:
             # What a folder of unseen identities gets from the CLI: the many-identities preset.
@@ -259,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             figures.update(evaluate_run(checkpoint, None))
             return figures
 
-        _timed(report, "glyphs", glyphs)
+        phases.run("glyphs", glyphs)
     if device.type == "cuda" and args.compile_epochs:
         # Whether --compile pays on this GPU: its seconds per epoch against the eager run's above
         # (the first epoch holds the compilation).
@@ -271,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                                  epochs=args.compile_epochs, compile=True)
             return train_run(config, device)[0]
 
-        _timed(report, "mnist_compile", mnist_compiled)
+        phases.run("mnist_compile", mnist_compiled)
+    phases.stop_watchdog()
     print((args.out / "gpu-report.md").read_text())
     return 0 if all("error" not in phase for phase in report.phases) else 1
 
