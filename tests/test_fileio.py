@@ -188,3 +188,16 @@ def test_errors_of_the_callers_own_block_pass_through_unchanged(tmp_path):
         with atomic_path(tmp_path / "data.gz"):
             raise DownloadFailed("network is unreachable")  # a URLError is an OSError too
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_a_full_disk_inside_the_callers_block_is_a_one_line_write_error(tmp_path, code):
+    """A plot or an .npz written into the temporary file runs out of space: WriteError, old file kept."""
+    target = tmp_path / "losses.png"
+    target.write_bytes(b"old")
+    with pytest.raises(WriteError, match="cannot write .*losses.png") as caught:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(code, os.strerror(code))
+    assert os.strerror(code) in str(caught.value)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["losses.png"]

@@ -68,6 +68,10 @@ def ensure_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
+# Errors that only a write can cause: the disk or quota is full, the file is too large, the file system is read-only.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it over ``path`` in one step.
@@ -75,7 +79,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file lives in the same directory so that ``os.replace`` is a rename, not a copy.
     On any exception the temporary file is removed and ``path`` is left untouched. An ``OSError`` of
     the operations here (creating, syncing, renaming: no space, read-only, not a folder, ...) is raised
-    as :class:`WriteError`; what the caller's block raises passes through unchanged.
+    as :class:`WriteError`, as is one the caller's block raises because the disk is full or the file
+    system refuses writes (it can only have come from writing); anything else the block raises (a
+    failed download, a bug) passes through unchanged.
     """
     target = Path(path)
     if target.is_dir():
@@ -90,6 +96,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise WriteError(target, exc) from None
     try:
         yield tmp
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in _WRITE_ERRNOS:  # a plot or an archive writer ran out of space: one line, not a traceback
+            raise WriteError(target, exc) from None
+        raise
     except BaseException:  # the caller's own errors (a failed download, a bug) pass through unchanged
         tmp.unlink(missing_ok=True)
         raise
