@@ -70,6 +70,8 @@ MISTAKES = [
     (["--num_images", "-5"], "num_images"),
     (["--epochs", "many"], "invalid int value"),
     (["--checkpoint_path", ""], "--checkpoint_path must name a folder (write . for the current one), got "),
+    (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295"),
+    (["--seed", str(2**63)], "--seed must be a whole number from 0 to 4294967295"),  # past torch's 64-bit seeds
     (
         ["--dataset", ""],
         "--dataset must be mnist, fashion-mnist, a folder of class subfolders, or a .csv file of image paths and labels; "
@@ -157,6 +159,9 @@ def test_every_eval_config_field_is_an_evaluate_option_in_both_spellings():
 @pytest.mark.parametrize("command,argv,flag", [
     ("train", ["--lr", "-1"], "--lr"),
     ("evaluate", ["--embeddings", "x.npz", "--far", "0"], "--far"),
+    # one range for every seed: scikit-learn's k-means takes no more than 2**32 - 1, numpy no negatives
+    ("evaluate", ["--embeddings", "x.npz", "--seed", str(2**32)], "--seed"),
+    ("pairs", ["--images", ".", "--out", "never-written.csv", "--seed", "-1"], "--seed"),
 ])
 def test_an_error_in_a_subcommand_points_at_that_subcommands_help(capsys, command, argv, flag):
     assert main([command, *argv]) == 2

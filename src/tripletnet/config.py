@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 from .data.datasets import DATASETS
 from .errors import ParameterError, UserError
+from .seeds import check_seed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,6 +125,7 @@ class TrainConfig:
 
         Called before anything is written.
         """
+        check_seed(self.seed)
         _check_all([
             ("num_images", self.num_images > 0, "must be positive"),
             ("batch_size", self.batch_size >= 4, "must be at least 4 (two classes with two images each)"),
@@ -242,6 +244,7 @@ class EvalConfig:
             raise ParameterError("checkpoint", f"or embeddings: give exactly one of the two, got {given}", related=("embeddings",))
         _check_choice("protocol", self.protocol, typing.get_args(Protocol))
         _check_all([("far", _finite_in(self.far, 0, 1), "must be in (0, 1]")], self)
+        check_seed(self.seed)
         _check_choice("flip", self.flip, typing.get_args(Flip))
         if self.classes is not None:
             _check_choice("classes", self.classes, typing.get_args(Classes))

@@ -44,6 +44,7 @@ import torch
 from ..console import Logger, log_stderr, progress
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
+from ..seeds import check_seed
 from .csv import csv_rows, is_file, missing_files_error, read_text
 from .folder import list_image_folder
 from .images import read_image
@@ -399,7 +400,7 @@ def write_pairs_file(
         The pairs as :func:`read_pairs` reads the written file back.
 
     Raises:
-        ParameterError: folds or per_fold out of range.
+        ParameterError: folds, per_fold or seed out of range.
         UserError: too few identities or images, names LFW cannot express, or the file cannot be written.
     """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
@@ -408,6 +409,7 @@ def write_pairs_file(
         raise ParameterError(
             "per_fold", f"must be an even number of at least 2 (half matched, half mismatched pairs), got {per_fold!r}"
         )
+    check_seed(seed)
     root = Path(images_dir).expanduser().absolute()
     target = Path(out).expanduser().absolute()
     as_csv = target.suffix.lower() == ".csv"
