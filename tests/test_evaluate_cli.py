@@ -151,6 +151,17 @@ def test_embeddings_round_trip(tmp_path):
     assert torch.equal(split.embeddings, emb) and torch.equal(split.labels, labels)
 
 
+def test_an_npy_array_or_zero_wide_embeddings_are_refused_in_one_line(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "plain.npy", np.zeros((10, 4), np.float32))
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(tmp_path / "plain.npy"))
+    _assert_one_line_error(code, err, "single .npy array")
+    np.savez(tmp_path / "dim0.npz", embeddings=np.zeros((50, 0), np.float32), labels=np.arange(50) % 5)
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(tmp_path / "dim0.npz"))
+    _assert_one_line_error(code, err, "dimension 0")
+
+
 def test_bad_far_and_protocol(tmp_path, capsys):
     code, _, err = _run(capsys, "evaluate", "--embeddings", "x.npz", "--far", "2")
     _assert_one_line_error(code, err, "--far")

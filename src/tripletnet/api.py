@@ -301,7 +301,11 @@ def load_embeddings(path: str | Path) -> EmbeddedSplit:
     if not path.is_file():
         raise UserError(f"embeddings file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # an .npy: one bare array, no labels beside it
+            raise UserError(f"{path} is a single .npy array; give an .npz with arrays embeddings and labels "
+                            "(what 'tripletnet embed' writes)")
+        with loaded as npz:
             missing = [name for name in ("embeddings", "labels") if name not in npz.files]
             if missing:
                 raise UserError(f"{path} lacks the array(s) {', '.join(missing)} (found: {', '.join(npz.files) or 'none'})")
@@ -310,6 +314,8 @@ def load_embeddings(path: str | Path) -> EmbeddedSplit:
         raise UserError(f"{path} is not a readable .npz file ({exc})") from None
     if embeddings.ndim != 2 or labels.ndim != 1 or len(embeddings) != len(labels):
         raise UserError(f"{path}: expected embeddings (N, D) and labels (N,), got {embeddings.shape} and {labels.shape}")
+    if embeddings.shape[1] == 0:
+        raise UserError(f"{path}: the embeddings have dimension 0 ({len(embeddings)} rows of no values)")
     if not np.issubdtype(embeddings.dtype, np.floating) or not np.issubdtype(labels.dtype, np.integer):
         raise UserError(f"{path}: embeddings must be floats and labels integers, got {embeddings.dtype} and {labels.dtype}")
     return EmbeddedSplit(torch.from_numpy(embeddings.astype(np.float32)), torch.from_numpy(labels.astype(np.int64)))
