@@ -71,3 +71,25 @@ def test_report_evaluates_the_runs_test_images(run, tmp_path, capsys):
     text = out.read_text(encoding="utf-8")
     assert "(18 images)" in text and f"<th>image_size</th><td>{SIZE}</td>" in text
     assert load_checkpoint(checkpoint)["input"]["image_size"] == SIZE
+
+
+def test_a_grey_run_reloaded_from_an_rgb_copy_of_its_folder_converts_it_and_embeds_the_same(tmp_path, capsys):
+    """embed and evaluate with --data_path at a colour copy: converted with a note (was a conv2d traceback)."""
+    import numpy as np
+    from PIL import Image
+
+    grey, rgb = tmp_path / "grey", tmp_path / "rgb"
+    for source in write_odd_folder(tmp_path / "odd"):  # the same grey pixels, stored grey and as RGB
+        relative = source.relative_to(tmp_path / "odd").with_suffix(".png")
+        pixels = np.asarray(Image.open(source).convert("L").resize((SIZE, SIZE)))
+        for root, image in ((grey, Image.fromarray(pixels, "L")), (rgb, Image.fromarray(np.stack([pixels] * 3, -1), "RGB"))):
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            image.save(root / relative)
+    checkpoint = train_tiny_on(grey, tmp_path / "run")
+    assert load_checkpoint(checkpoint)["input_shape"][0] == 1
+    for folder, out in ((grey, "grey.npz"), (rgb, "rgb.npz")):
+        assert main(["embed", "--checkpoint", str(checkpoint), "--data_path", str(folder), "--out", str(tmp_path / out)]) == 0
+    assert "converted to grey" in capsys.readouterr().err
+    with np.load(tmp_path / "grey.npz") as a, np.load(tmp_path / "rgb.npz") as b:
+        assert np.array_equal(a["embeddings"], b["embeddings"]) and np.array_equal(a["labels"], b["labels"])
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data_path", str(rgb), "--no-tsne", "--no-clustering"]) == 0

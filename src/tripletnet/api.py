@@ -7,6 +7,7 @@ import json
 import math
 import zipfile
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .fileio import atomic_path, atomic_write_text, ensure_folder
 from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, GalleryIndex
 from .inference.model import existing_calibration, list_images, load_model, write_calibration
 from .models import embed_images
-from .training.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
+from .training.checkpoint import checkpoint_input_shape, load_checkpoint, model_from_checkpoint, weights_fingerprint
 from .training.loop import resolve_device
 from .training.runlog import read_records
 
@@ -145,6 +146,11 @@ def load_run_images(
     state = state if state is not None else load_checkpoint(checkpoint)
     if data is None:
         config = TrainConfig.from_dict(state["config"], source=str(checkpoint))
+        if DATASETS.is_path(config.dataset):
+            # The images as the network takes them, whatever a moved or replaced folder now holds
+            # (an RGB copy of a grey run's folder is converted, as verify and index convert files).
+            channels, side, _ = checkpoint_input_shape(state)
+            config = dataclasses.replace(config, channels=channels, image_size=side)
         # A folder or CSV list is found again by the absolute path the run recorded (the run may have
         # been started from another working directory), unless data_path names its new place.
         recorded_path = (state.get("dataset_source") or {}).get("path")
