@@ -106,6 +106,18 @@ def test_other_image_sizes_are_resized_from_files_and_refused_as_arrays(model, t
         model.embed(np.zeros((2, 30, 30), dtype=np.uint8))
 
 
+@pytest.mark.parametrize("value,needle", [(float("nan"), "NaN"), (float("inf"), "NaN or infinite"),
+                                          (255.0, "0..1"), (-5.0, "0..1")])
+def test_float_arrays_with_nan_or_outside_0_to_1_are_refused_not_embedded(model, value, needle):
+    """They came back as NaN or meaningless embeddings; files and PIL images were already checked."""
+    images = np.full((2, 28, 28), 0.5, np.float32)
+    images[1, 3, 4] = value
+    for batch in (images, torch.from_numpy(images)):
+        with pytest.raises(ParameterError, match=needle):
+            model.embed(batch)
+    assert model.embed(np.clip(images, 0, 1) if np.isfinite(value) else images[:1]).isfinite().all()
+
+
 def test_an_unreadable_image_is_a_user_error_naming_it(model, tmp_path):
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image at all")

@@ -315,6 +315,12 @@ def _array_batch(array: np.ndarray | torch.Tensor, input_shape: tuple[int, int, 
         tensor = tensor.to(torch.float32) / 255.0
     elif tensor.is_floating_point():
         tensor = tensor.to(torch.float32)
+        # NaN would come back as NaN embeddings, and 0..255 floats as confident nonsense: both are refused.
+        if tensor.numel() and not torch.isfinite(tensor).all():
+            raise ParameterError("images", "hold NaN or infinite values")
+        if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+            raise ParameterError("images", f"as floats must lie in 0..1 (pass uint8 for 0..255), got values from "
+                                           f"{float(tensor.min()):g} to {float(tensor.max()):g}")
     else:
         raise ParameterError("images", f"must be uint8 (0..255) or floating point (0..1), got {tensor.dtype}")
     _, height, width = input_shape
