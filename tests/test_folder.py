@@ -139,12 +139,22 @@ def test_mixed_grey_and_colour_become_rgb_and_it_is_said_once(tmp_path):
 def test_grey_data_stays_one_channel_and_small_images_default_to_28(tmp_path):
     for name in "abcd":
         _write(tmp_path / name, 3, size=(20, 16), mode="L")
-    data = load_image_folder(tmp_path, ImageOptions(split_by="image"), log=_quiet)
+    lines: list[str] = []
+    data = load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
     assert data.channels == 1 and data.image_size == 28 and data.train_images.shape[1:] == (1, 28, 28)
+    # the upscaling is said (1x1 images once trained at 28x28 without a word); an asked size is not
+    assert [line for line in lines if "upscaled" in line] == [
+        f"{tmp_path.name}: its training images are 16 px on the short side (median), upscaled to the smallest default "
+        "size, 28x28; --image_size sets another"]
+    lines.clear()
+    load_image_folder(tmp_path, ImageOptions(split_by="image", image_size=28), log=lines.append)
+    assert not [line for line in lines if "upscaled" in line]
     big = tmp_path / "big"
     for name in "abcd":
         _write(big / name, 3, size=(300, 200))
-    assert load_image_folder(big, ImageOptions(split_by="image"), log=_quiet).image_size == 64
+    lines.clear()
+    assert load_image_folder(big, ImageOptions(split_by="image"), log=lines.append).image_size == 64
+    assert not [line for line in lines if "upscaled" in line]
 
 
 def test_an_unreadable_image_is_named_or_skipped_and_counted(tmp_path):

@@ -237,6 +237,10 @@ def load_image_list(
     if not train_probes:
         raise UserError(f"{name}: no training images")
     size = options.image_size if options.image_size is not None else _default_image_size(train_probes)
+    smallest_side = statistics.median(min(p.width, p.height) for p in train_probes)
+    if options.image_size is None and smallest_side < size:  # said, so 1x1 images never train unnoticed
+        log(f"{name}: its training images are {smallest_side:g} px on the short side (median), upscaled to the "
+            f"smallest default size, {size}x{size}; --image_size sets another")
     n_grey = sum(p.grey for p in probes.values())
     n_colour = len(probes) - n_grey
     chosen_channels = choose_channels(n_grey, n_colour, options.channels, name, log)
