@@ -487,3 +487,15 @@ def test_the_pairs_file_table_and_the_repeated_draws_are_aligned_and_in_words():
     repeated = table.split("Repeated random pairs")[1]
     assert "far_reached" not in repeated and "positive_mean" not in repeated and "_" not in repeated.split("\n", 1)[1]
     assert "FAR reached" in repeated and "Positive distance, mean" in repeated
+
+
+def test_an_image_size_too_small_for_the_network_names_image_size_not_input_shape(tmp_path, capsys):
+    from synthetic_images import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "faces", size=16).root
+    run_dir = tmp_path / "run"
+    assert main(["train", "--dataset", str(root), "--image_size", "4", "--epochs", "1", "--batch_size", "8",
+                 "--images_per_class", "2", "--num_val_triplets", "4", "--checkpoint_path", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("tripletnet train: error: --image_size must be at least 8 pixels high and wide for this --network")
+    assert "input_shape" not in err and not run_dir.exists()

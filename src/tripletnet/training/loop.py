@@ -340,7 +340,14 @@ def _prepare(
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_network(config.network, config.embedding_dim, train_input_shape(run_data), config.projection_dim)
+        try:
+            model = build_network(config.network, config.embedding_dim, train_input_shape(run_data), config.projection_dim)
+        except ParameterError as error:
+            if error.parameter != "input_shape":
+                raise
+            # the images' size is what the user chose (--image_size) or can choose, not an input_shape
+            raise ParameterError("image_size", f"{error.problem.replace('got ', 'the images are ')} ({config.network})",
+                                 related=("network",)) from None
     if isinstance(data, ImageSplits):  # image files: normalised by their training split's mean/std, inside the model
         model.set_input_normalization(data.mean, data.std)
     # NHWC convolutions are ~15% faster on CPU here (oneDNN's preferred layout).
