@@ -211,6 +211,13 @@ def test_a_colour_folder_trains_then_a_pairs_file_of_its_unseen_identities_is_ve
                  "--flip", "mean", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_pairs"] == 40 and result["n_folds"] == 10 and 0 <= result["accuracy_mean"] <= 1
+    # A pairs file of one fold is refused in its own terms (it named a --folds flag evaluate does not have).
+    one_fold = tmp_path / "one-fold.csv"
+    first, second = (sorted((dataset.root / "test" / name).iterdir()) for name in dataset.test_identities[:2])
+    one_fold.write_text(f"{first[0]},{first[1]},1,0\n{first[0]},{second[0]},0,0\n")
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--pairs", str(one_fold)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "one-fold.csv holds 1 fold" in err and "--folds must" not in err and len(err.splitlines()) == 1
     # The folder moved: --data_path points evaluate at its new place.
     moved = tmp_path / "moved"
     dataset.root.rename(moved)

@@ -504,6 +504,9 @@ def evaluate_pairs_file(
     model, _ = model_from_checkpoint(load_checkpoint(checkpoint), source=str(checkpoint))
     channels, height, _width = model.input_shape
     pair_list = read_pairs(pairs, images)
+    if pair_list.n_folds < 2:  # said before any image is read, in the file's terms
+        raise UserError(f"{pairs} holds {pair_list.n_folds} fold: each fold's threshold is chosen on the other folds, so a pairs "
+                        "file needs at least two ('tripletnet pairs --folds N' writes such a file)")
     pictures, index_a, index_b = load_pair_images(pair_list, height, channels, log)
     if flip == "none":
         embeddings = embed_images(model, pictures, progress=True)
