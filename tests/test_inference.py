@@ -96,7 +96,11 @@ def test_rgb_images_are_converted_to_grayscale_and_said_once(checkpoint, test_im
     torch.testing.assert_close(model.embed(rgb_files), gray, atol=1e-6, rtol=0)
     rgb_tensor = test_images[:3, None].expand(-1, 3, -1, -1)
     torch.testing.assert_close(model.embed(rgb_tensor), gray, atol=1e-5, rtol=0)
-    assert len(notes) == 1 and "3 channel" in notes[0]
+    assert notes == ["note: converting colour images to the grey (1 channel) the model takes"]
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.full((28, 28, 4), (200, 30, 30, 255), np.uint8), "RGBA").save(rgba)
+    load_model(checkpoint, log=notes.append).embed(rgba)
+    assert notes[1] == notes[0], "RGBA is a colour image to the pipeline, not 4 channels"
 
 
 def test_other_image_sizes_are_resized_from_files_and_refused_as_arrays(model, test_images, tmp_path):

@@ -218,10 +218,13 @@ class _ChannelNotice:
         self.log = log
         self.said = False
 
-    def __call__(self, found: int | str, wanted: int) -> None:
+    def __call__(self, found: int, wanted: int) -> None:
         if not self.said:
             self.said = True
-            self.log(f"note: converting images with {found} channel(s) to the {wanted} the model takes")
+            # In the pipeline's terms: a file's RGBA, CMYK or palette image is colour (or grey), not "4 channels".
+            kinds = {1: "grey", 3: "colour"}
+            self.log(f"note: converting {kinds[found]} images to the {kinds[wanted]} ({wanted} channel"
+                     f"{'s' if wanted > 1 else ''}) the model takes")
 
 
 def _pipeline_size(input_shape: tuple[int, int, int]) -> tuple[int, int]:
