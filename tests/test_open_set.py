@@ -223,6 +223,11 @@ def test_a_colour_folder_trains_then_a_pairs_file_of_its_unseen_identities_is_ve
     dataset.root.rename(moved)
     assert main(["evaluate", "--checkpoint", str(run / "last.pt"), "--data_path", str(moved), "--json", "--no-clustering"]) == 0
     assert json.loads(capsys.readouterr().out)
+    # Without --data_path the message says the folder moved (it named embed's non-existent --dataset flag).
+    assert main(["embed", "--checkpoint", str(run / "last.pt"), "--out", str(tmp_path / "e.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"were at {dataset.root}, which no longer exists: give their new place with --data_path" in err
+    assert "--dataset" not in err and len(err.splitlines()) == 1
 
 
 def test_pairs_options_without_a_pairs_file_are_refused(tmp_path, capsys):

@@ -154,6 +154,10 @@ def load_run_images(
         # A folder or CSV list is found again by the absolute path the run recorded (the run may have
         # been started from another working directory), unless data_path names its new place.
         recorded_path = (state.get("dataset_source") or {}).get("path")
+        where = data_path or recorded_path or config.dataset
+        if DATASETS.is_path(config.dataset) and data_path is None and not Path(where).exists():
+            raise UserError(f"the images {checkpoint} was trained on were at {where}, which no longer exists: "
+                            "give their new place with --data_path (data_path= in Python)")
         data = load_checkpoint_dataset(config, data_path or recorded_path, download)
     images, labels = _split_images(data, split)
     # Held-out classes have no training images: the train split defaults to all of its classes.
