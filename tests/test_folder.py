@@ -196,6 +196,11 @@ def test_folder_mistakes_are_one_line_user_errors(tmp_path):
         load_image_folder(tmp_path / "nowhere", log=_quiet)
     with pytest.raises(UserError, match="holds no images"):
         load_image_folder(tmp_path, log=_quiet)
+    flat = tmp_path / "flat"
+    _write(flat, 3)  # images straight in the folder: they are there, the identities are not
+    with pytest.raises(UserError, match="holds 3 images but no identity subfolders: expected one subfolder per identity"):
+        load_image_folder(flat, log=_quiet)
+    shutil.rmtree(flat)
     _write(tmp_path / "train" / "a", 2)
     _write(tmp_path / "train" / "b", 2)
     with pytest.raises(UserError, match="no test/"):

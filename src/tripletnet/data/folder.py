@@ -101,8 +101,10 @@ def _list_split(folder: Path, split: str | None, empty_allowed: bool) -> list[Im
             raise UserError(f"identity folder {identity} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         entries.extend(ImageEntry(path, identity.name, split, str(path)) for path in files)
     if not entries:
+        loose = len(_image_files(folder))
+        found = f"{loose} images but no identity subfolders" if loose else "no images"
         raise UserError(
-            f"{folder} holds no images: expected one subfolder per identity holding its images "
+            f"{folder} holds {found}: expected one subfolder per identity holding its images "
             f"({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return entries
