@@ -269,3 +269,26 @@ def test_export_replaces_its_own_earlier_export_and_with_overwrite_any_file(chec
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(other), "--overwrite"]) == 0
     assert other.read_bytes()[:2] == b"PK"
     capsys.readouterr()
+
+
+def test_report_and_pairs_replace_only_their_own_earlier_files_unless_overwrite(checkpoint, tmp_path, capsys):
+    """A user's own HTML page or an image named .csv was replaced without a word; now --overwrite says so."""
+    from synthetic_images import make_synthetic_dataset
+
+    notes = tmp_path / "notes.html"
+    notes.write_text("<!DOCTYPE html>\n<html><body>My notes</body></html>\n")
+    argv = ["report", "--checkpoint", checkpoint, "--out", notes, "--data_path", data_root()]
+    _one_line_refusal(capsys, argv, f"--out {notes} exists and is not an HTML report (it is an HTML file)", "--overwrite")
+    assert "My notes" in notes.read_text()
+
+    images = make_synthetic_dataset(tmp_path / "faces", n_train=4, n_test=4, size=16, split_folders=False).root
+    picture = tmp_path / "picture.csv"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+    pairs = ["pairs", "--images", images, "--folds", "2", "--per_fold", "4", "--out"]
+    _one_line_refusal(capsys, [*pairs, picture], "is not a pairs file", "--overwrite")
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    for out in (tmp_path / "pairs.csv", tmp_path / "pairs.txt"):  # its own earlier files are replaced, as a re-run means
+        assert main([str(a) for a in [*pairs, out]]) == 0
+        assert main([str(a) for a in [*pairs, out, "--seed", "1"]]) == 0
+    assert main([str(a) for a in [*pairs, picture, "--overwrite"]]) == 0
+    assert picture.read_text().startswith("path_a,path_b,same,fold")

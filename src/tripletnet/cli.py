@@ -193,6 +193,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--per_fold", "--per-fold", dest="per_fold", type=int, default=600,
                        help="pairs per fold, half matched and half mismatched (default: 600)")
     pairs.add_argument("--seed", type=int, default=0, help="seed of the draw (default: 0)")
+    pairs.add_argument("--overwrite", action="store_true", help="replace --out even when it is not a pairs file")
     pairs.set_defaults(handler=_cmd_pairs)
     add_use_commands(sub)
     for name, subparser in sub.choices.items():
@@ -338,6 +339,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_pairs(args: argparse.Namespace) -> int:
     from .data.pairs import write_pairs_file
 
+    _check_out_replaceable(args.out, "a pairs file", _is_pairs_file, args.overwrite)
     write_pairs_file(args.images, args.out, folds=args.folds, per_fold=args.per_fold, seed=args.seed)
     return 0
 
@@ -466,6 +468,11 @@ def _threshold_origin(model: Any, *, given: bool) -> str:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from .inference.index import check_settings
+
+    # Before the checkpoint is loaded and the gallery embedded (minutes for a large one), not after.
+    check_settings(args.approximate or "exact", nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
+                   ef_construction=args.ef_construction, ef_search=args.ef_search)
     from .api import index_gallery
 
     written = index_gallery(args.checkpoint, args.out, split=args.split, images=args.images, data_path=args.data_path,
@@ -518,7 +525,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report.html import write_html_report
 
-    _check_out_replaceable(args.out, "an HTML report", _is_html_file, args.overwrite)
+    _check_out_replaceable(args.out, "an HTML report", _is_html_report, args.overwrite)
     path = write_html_report(args.run or args.checkpoint, args.out, data_path=args.data_path, far=args.far,
                              test_images=args.test_images, tsne=args.tsne)
     print(f"wrote {path}")
@@ -569,6 +576,18 @@ def _is_torchscript_file(path: Path) -> bool:
 
 def _is_html_file(path: Path) -> bool:
     return _head(path).lstrip().lower().startswith((b"<!doctype html", b"<html"))
+
+
+def _is_html_report(path: Path) -> bool:
+    """An HTML report of tripletnet's (its title says so), not any page a user keeps under that name."""
+    return _is_html_file(path) and b"<title>tripletnet report" in _head(path, 1024)
+
+
+def _is_pairs_file(path: Path) -> bool:
+    """A pairs file as ``tripletnet pairs`` writes it: an LFW header line ('10 300') or the CSV header; or empty."""
+    head = _head(path, 256)
+    first = head.split(b"\n", 1)[0].strip().decode("ascii", errors="replace")
+    return not head or re.fullmatch(r"\d+([ \t]+\d+)?", first) is not None or first == "path_a,path_b,same,fold"
 
 
 def _kind_of_file(path: Path) -> str:
