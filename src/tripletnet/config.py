@@ -258,6 +258,9 @@ class EvalConfig:
             raise ParameterError("classes", "does not apply with pairs: the pairs file chooses the images", related=("pairs",))
         elif self.out is not None:
             raise ParameterError("out", "does not apply with pairs (use --json for a machine-readable result)", related=("pairs",))
+        elif self.protocol != EvalConfig.protocol:
+            raise ParameterError("protocol", "does not apply with pairs: the file is evaluated by its own folds",
+                                 related=("pairs",))
         # The protocol registry knows which options each protocol reads and how many pairs fit in memory.
         from .evaluation.verification.protocols import get_protocol
 
