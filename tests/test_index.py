@@ -1,6 +1,8 @@
 """The faiss gallery index: exact against scikit-learn, HNSW and IVF recall, atomic folders, refusals; index/search CLI."""
 
+import errno
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,8 +12,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from tripletnet.cli import main
 from tripletnet.errors import ParameterError, UserError
+from tripletnet.fileio import WriteError
 from tripletnet.inference import load_model
-from tripletnet.inference.index import GalleryIndex
+from tripletnet.inference.index import HNSW_EF_MAX, HNSW_M_MAX, GalleryIndex
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
 from _checkpoint import shared_checkpoint
@@ -83,10 +86,29 @@ def test_bad_approximate_settings_are_parameter_errors_naming_them():
     gallery = _unit_vectors(400)
     for settings, parameter in (({"kind": "ivf", "nlist": 11}, "nlist"), ({"kind": "ivf", "nlist": 0}, "nlist"),
                                 ({"kind": "ivf", "nprobe": 0}, "nprobe"), ({"kind": "hnsw", "hnsw_m": 0}, "hnsw_m"),
-                                ({"kind": "hnsw", "ef_search": 0}, "ef_search")):
+                                ({"kind": "hnsw", "ef_search": 0}, "ef_search"),
+                                # faiss crashes the process on M = 1 (a segmentation fault while adding vectors)
+                                ({"kind": "hnsw", "hnsw_m": 1}, "hnsw_m"),
+                                # a C++ exception or faiss' int overflowing (tracebacks), or 16 GB for a search
+                                ({"kind": "hnsw", "hnsw_m": HNSW_M_MAX + 1}, "hnsw_m"),
+                                ({"kind": "hnsw", "ef_construction": 0}, "ef_construction"),
+                                ({"kind": "hnsw", "ef_construction": 2**31}, "ef_construction"),
+                                ({"kind": "hnsw", "ef_search": HNSW_EF_MAX + 1}, "ef_search"),
+                                ({"kind": "hnsw", "hnsw_m": 2.5}, "hnsw_m"), ({"kind": "ivf", "nlist": True}, "nlist")):
         with pytest.raises(ParameterError) as caught:
             GalleryIndex.build(gallery, fingerprint="f", **settings)
-        assert caught.value.parameter == parameter
+        assert caught.value.parameter == parameter, settings
+    assert GalleryIndex.build(gallery, fingerprint="f", kind="hnsw", hnsw_m=2).size == 400  # the least M faiss takes
+
+
+def test_an_approximate_search_that_finds_fewer_than_k_neighbours_is_refused_not_padded():
+    # 5 cells of 200 vectors, one searched: about 40 items per query, where k = 150 asks for more.
+    index = GalleryIndex.build(_clustered_vectors(200, seed=10), fingerprint="f", kind="ivf", nlist=5, nprobe=1)
+    with pytest.raises(ParameterError, match="larger nprobe") as caught:
+        index.search(_clustered_vectors(3, seed=11), 150)
+    assert caught.value.parameter == "k" and caught.value.related == ("nprobe",)
+    with pytest.raises(ParameterError):  # faiss' padding, -1, would otherwise name the last item
+        index.item(-1)
 
 
 def test_empty_gallery_and_bad_k_are_parameter_errors():
@@ -115,16 +137,61 @@ def test_save_and_load_round_trip_and_replace_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"], "no temporary folders left behind"
 
 
-def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+# What faiss raises when the disk fills up under its own file writer (seen on a full tmpfs).
+FAISS_DISK_FULL = RuntimeError(
+    "Error in void faiss::write_index(const Index*, IOWriter*, int) at /project/faiss/impl/index_write.cpp:499: "
+    "Error: 'ret == (size * 4)' failed: write error in /x/index.faiss: 8147 != 256000 (No space left on device)"
+)
+
+
+@pytest.mark.parametrize("error", [FAISS_DISK_FULL, OSError(errno.ENOSPC, "No space left on device")],
+                         ids=["faiss-runtime-error", "os-error"])
+def test_a_full_disk_while_saving_is_a_write_error_and_leaves_the_old_folder_alone(tmp_path, monkeypatch, error):
     import faiss
 
-    def broken(*_args):
-        raise OSError("disk full")
+    old = GalleryIndex.build(_unit_vectors(10), fingerprint="old").save(tmp_path / "gallery")
 
-    monkeypatch.setattr(faiss, "write_index", broken)
-    with pytest.raises(OSError):
+    def full(*_args):
+        raise error
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    for target in (tmp_path / "new", old):
+        with pytest.raises(WriteError, match=f"cannot write {target}: No space left on device$") as caught:
+            GalleryIndex.build(_unit_vectors(10), fingerprint="f").save(target)
+        assert caught.value.exit_code == 1  # the system's problem, not the path's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"], "no temporary or half-written folder"
+    assert GalleryIndex.load(old).fingerprint == "old"
+
+
+def test_a_faiss_error_that_is_no_write_error_passes_through(tmp_path, monkeypatch):
+    import faiss
+
+    def bug(*_args):
+        raise RuntimeError("don't know how to serialize this type of index")
+
+    monkeypatch.setattr(faiss, "write_index", bug)
+    with pytest.raises(RuntimeError, match="serialize"):
         GalleryIndex.build(_unit_vectors(10), fingerprint="f").save(tmp_path / "gallery")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_files_that_do_not_belong_to_meta_json_are_refused_and_old_folders_still_load(tmp_path):
+    index = GalleryIndex.build(_unit_vectors(10), fingerprint="abc", labels=list("abcdefghij"))
+    folder = index.save(tmp_path / "gallery")
+    other = GalleryIndex.build(_unit_vectors(10, seed=5), fingerprint="xyz", labels=list("jihgfedcba")).save(tmp_path / "o")
+    for name in ("index.faiss", "items.json"):  # each the same size and shape as the folder's own
+        mixed = tmp_path / f"mixed-{name}"
+        shutil.copytree(folder, mixed)
+        shutil.copy(other / name, mixed / name)
+        with pytest.raises(UserError, match=f"damaged or mixed: its {name} does not belong to its meta.json"):
+            GalleryIndex.load(mixed)
+    # A folder written before meta.json recorded checksums: loaded as before, with a note.
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["sha256"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    notes: list[str] = []
+    assert GalleryIndex.load(folder, log=notes.append).labels == list("abcdefghij")
+    assert len(notes) == 1 and "records no checksums" in notes[0]
 
 
 def test_loading_with_other_weights_or_from_a_foreign_folder_is_refused(tmp_path):
@@ -262,6 +329,10 @@ EDITS = {  # an index folder edited by hand: each edit, and the words that must 
     "nprobe lots": (lambda meta, items: ({**meta, "nprobe": "lots"}, items), "nprobe to 'lots'"),
     "size a string": (lambda meta, items: ({**meta, "size": "6"}, items), "meta.json says '6'"),
     "kind unknown": (lambda meta, items: ({**meta, "kind": "magic"}, items), "index kind 'magic'"),
+    "dim wrong": (lambda meta, items: ({**meta, "dim": 3}, items), "index.faiss holds 64-dimensional vectors, meta.json says 3"),
+    "items.json {}": (lambda meta, items: (meta, {}), "items.json lacks the labels and paths entries"),
+    "no labels entry": (lambda meta, items: (meta, _without(items, "labels")), "items.json lacks the labels entry"),
+    "checksums not digests": (lambda meta, items: ({**meta, "sha256": "x"}, items), "not two hex digests"),
 }
 
 
@@ -276,3 +347,45 @@ def test_search_of_a_hand_edited_index_folder_is_one_line_exit_2_naming_it(check
     (out_dir / "items.json").write_text(json.dumps(items))
     code, _, err = _run(capsys, "search", "--index", out_dir, "--checkpoint", checkpoint, "--query", image_folder / "0" / "0.png")
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(out_dir) in err and expected in err, err
+
+
+def test_search_of_an_index_folder_holding_another_networks_index_faiss_is_refused(checkpoint, image_folder, tmp_path,
+                                                                                  capsys):
+    out_dir = tmp_path / "gallery"
+    assert _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", out_dir)[0] == 0
+    # Another network's index of the same gallery: same size and dimension, other vectors.
+    other = GalleryIndex.build(_unit_vectors(6, dim=64, seed=12), fingerprint="other").save(tmp_path / "other")
+    shutil.copy(other / "index.faiss", out_dir / "index.faiss")
+    code, out, err = _run(capsys, "search", "--index", out_dir, "--query", image_folder / "0" / "0.png", "-k", "3")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"index folder {out_dir} is damaged or mixed: its index.faiss does not belong to its meta.json" in err
+    assert "rebuild it with 'tripletnet index'" in err
+
+
+def test_an_index_of_another_dimension_than_the_checkpoint_blames_the_folder_not_the_query(checkpoint, image_folder,
+                                                                                          tmp_path, capsys):
+    import faiss
+
+    out_dir = tmp_path / "gallery"
+    assert _run(capsys, "index", "--checkpoint", checkpoint, "--images", image_folder, "--out", out_dir)[0] == 0
+    # An old folder (no checksums) whose index.faiss and meta.json's dim were both replaced: only search can tell.
+    small = faiss.IndexFlatL2(16)
+    small.add(_unit_vectors(6, dim=16))
+    faiss.write_index(small, str(out_dir / "index.faiss"))
+    meta = json.loads((out_dir / "meta.json").read_text())
+    (out_dir / "meta.json").write_text(json.dumps({**_without(meta, "sha256"), "dim": 16}))
+    code, _, err = _run(capsys, "search", "--index", out_dir, "--query", image_folder / "0" / "0.png")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2 and "records no checksums" in lines[0], err  # the note, then the error
+    assert f"index folder {out_dir} does not match the checkpoint" in lines[1] and "--queries" not in err, err
+
+
+def test_bad_hnsw_settings_are_refused_before_the_checkpoint_is_read(image_folder, tmp_path, capsys):
+    missing = tmp_path / "missing.pt"  # not read: the settings are checked first, before minutes of embedding
+    for flags, expected in ((("--hnsw-m", "1"), "--hnsw_m must be between 2 and"),
+                            (("--ef-search", "0"), "--ef_search must be between 1 and"),
+                            (("--ef-construction", str(2**31)), "--ef_construction must be between 1 and")):
+        code, _, err = _run(capsys, "index", "--checkpoint", missing, "--images", image_folder, "--out", tmp_path / "x",
+                            "--hnsw", *flags)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "x").exists()

@@ -235,7 +235,8 @@ def test_pairs_options_without_a_pairs_file_are_refused(tmp_path, capsys):
     assert "--flip applies only with --pairs" in capsys.readouterr().err
     assert main(["evaluate", "--embeddings", str(tmp_path / "x.npz"), "--pairs", str(tmp_path / "p.txt")]) == 2
     assert "--pairs needs --checkpoint" in capsys.readouterr().err
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--pairs", str(tmp_path / "p.txt"), "--protocol", "kfold"]) == 2
+    pairs_and_protocol = ["--pairs", str(tmp_path / "p.txt"), "--protocol", "kfold"]
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), *pairs_and_protocol]) == 2
     assert "--protocol does not apply with --pairs: the file is evaluated by its own folds" in capsys.readouterr().err
 
 
