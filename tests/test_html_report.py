@@ -201,6 +201,25 @@ def test_report_mistakes_are_one_line_exit_2(checkpoint, tmp_path, capsys):
         write_html_report(tmp_path / "missing", tmp_path / "r.html")
 
 
+def test_a_damaged_metrics_file_is_refused_before_any_image_is_embedded(checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    from tripletnet.report import html as html_module
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(checkpoint, run / "last.pt")
+    (run / "metrics.jsonl").write_text("{bad\n{\"epoch\": 1}\n")  # damage before the last line: not a cut-short write
+
+    def must_not_load(*_args, **_kwargs):
+        raise AssertionError("the test images were loaded before the metrics file was read")
+
+    monkeypatch.setattr(html_module, "load_run_images", must_not_load)
+    with pytest.raises(UserError, match="line 1"):
+        write_html_report(run, tmp_path / "r.html", data_path=data_root(), log=lambda _: None)
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_the_tsne_figure_title_carries_no_run_time(checkpoint, tmp_path, monkeypatch):
     from tripletnet.report import html as html_report
 

@@ -304,6 +304,7 @@ def collect_report_data(
         raise ParameterError("n_mistakes" if n_mistakes < 1 else "n_queries", "must be positive")
     checkpoint = resolve_checkpoint(run_dir_or_checkpoint)
     state = load_checkpoint(checkpoint)
+    history = _history(checkpoint, state)  # a damaged metrics.jsonl is refused now, not after minutes of evaluation
     model = load_model(checkpoint, log=log, state=state)
     run = load_run_images(checkpoint, "test", data_path, model.config.download, state=state, log=log)
     images, labels = run.images, run.labels
@@ -325,7 +326,7 @@ def collect_report_data(
     return ReportData(
         checkpoint=checkpoint, fingerprint=model.fingerprint, config=model.config, embedding_dim=model.embedding_dim,
         dataset=run.data.name, evaluated=run.describe(), images=images, labels=labels, class_names=run.data.class_names,
-        result=result, history=_history(checkpoint, state), tsne=tsne_map, false_accepts=false_accepts,
+        result=result, history=history, tsne=tsne_map, false_accepts=false_accepts,
         false_rejects=false_rejects, queries=_queries(model.fingerprint, embeddings, n_queries, seed),
     )
 
