@@ -389,3 +389,15 @@ def test_bad_hnsw_settings_are_refused_before_the_checkpoint_is_read(image_folde
                             "--hnsw", *flags)
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_setting_of_another_index_kind_is_refused_not_ignored(image_folder, tmp_path, capsys):
+    missing = tmp_path / "missing.pt"  # not read: the settings are checked first
+    cases = (([], ("--nlist", "4"), "--nlist applies only to --approximate ivf, the index here is exact"),
+             (["--hnsw"], ("--nprobe", "8"), "--nprobe applies only to --approximate ivf"),
+             (["--approximate", "ivf"], ("--ef-search", "64"), "--ef_search applies only to --approximate hnsw"))
+    for kind, flags, expected in cases:
+        code, _, err = _run(capsys, "index", "--checkpoint", missing, "--images", image_folder, "--out", tmp_path / "x",
+                            *kind, *flags)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "x").exists()

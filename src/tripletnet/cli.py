@@ -387,13 +387,13 @@ def add_use_commands(subparsers: Any) -> None:
     approximate.add_argument("--hnsw", dest="approximate", action="store_const", const="hnsw",
                              help="the same as --approximate hnsw")
     approximate.add_argument("--nlist", type=int, help="ivf: k-means cells (default: 4 x the square root of the gallery size)")
-    approximate.add_argument("--nprobe", type=int, default=IVF_NPROBE,
+    approximate.add_argument("--nprobe", type=int,
                              help=f"ivf: cells searched per query (default: {IVF_NPROBE})")
-    approximate.add_argument("--hnsw-m", "--hnsw_m", dest="hnsw_m", type=int, default=HNSW_M,
+    approximate.add_argument("--hnsw-m", "--hnsw_m", dest="hnsw_m", type=int,
                              help=f"hnsw: graph degree (default: {HNSW_M})")
     approximate.add_argument("--ef-construction", "--ef_construction", dest="ef_construction", type=int,
-                             default=HNSW_EF_CONSTRUCTION, help=f"hnsw: build breadth (default: {HNSW_EF_CONSTRUCTION})")
-    approximate.add_argument("--ef-search", "--ef_search", dest="ef_search", type=int, default=HNSW_EF_SEARCH,
+                             help=f"hnsw: build breadth (default: {HNSW_EF_CONSTRUCTION})")
+    approximate.add_argument("--ef-search", "--ef_search", dest="ef_search", type=int,
                              help=f"hnsw: search breadth (default: {HNSW_EF_SEARCH})")
     _add_data_path_option(index)
     index.set_defaults(handler=_cmd_index)
@@ -468,16 +468,26 @@ def _threshold_origin(model: Any, *, given: bool) -> str:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .inference.index import check_settings
+    from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, check_settings
 
+    # The settings each kind reads, and their defaults (None: nlist follows the gallery's size).
+    known: dict[str, tuple[str, int | None]] = {
+        "nlist": ("ivf", None), "nprobe": ("ivf", IVF_NPROBE), "hnsw_m": ("hnsw", HNSW_M),
+        "ef_construction": ("hnsw", HNSW_EF_CONSTRUCTION), "ef_search": ("hnsw", HNSW_EF_SEARCH)}
+    kind = args.approximate or "exact"
+    settings: dict[str, Any] = {}
+    for name, (applies_to, default) in known.items():
+        given = getattr(args, name)
+        if given is not None and kind != applies_to:  # a setting that would be ignored is refused, not dropped
+            raise ParameterError(name, f"applies only to --approximate {applies_to}, the index here is {kind}",
+                                 related=("approximate",))
+        settings[name] = default if given is None else given
     # Before the checkpoint is loaded and the gallery embedded (minutes for a large one), not after.
-    check_settings(args.approximate or "exact", nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
-                   ef_construction=args.ef_construction, ef_search=args.ef_search)
+    check_settings(kind, **settings)
     from .api import index_gallery
 
     written = index_gallery(args.checkpoint, args.out, split=args.split, images=args.images, data_path=args.data_path,
-                            kind=args.approximate or "exact", nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
-                            ef_construction=args.ef_construction, ef_search=args.ef_search, device=args.device)
+                            kind=kind, device=args.device, **settings)
     print(f"indexed {written.index.size:,} embeddings of {written.description} ({written.index.kind}) in {written.folder}")
     return 0
 
