@@ -196,3 +196,15 @@ def test_impossible_pair_counts_and_ignored_options_are_one_line_errors(tmp_path
     _assert_one_line_error(code, err, "--n_pairs is not used by protocol 'all-pairs'")
     code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--protocol", "kfold", "--repeats", "3")
     _assert_one_line_error(code, err, "--repeats is not used by protocol 'kfold'")
+
+
+def test_embeddings_off_the_unit_sphere_get_a_note_and_unit_ones_none(tmp_path, capsys):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 10
+    unit = torch.nn.functional.normalize(torch.randn(10, 8, generator=generator)[labels]
+                                         + 0.3 * torch.randn(200, 8, generator=generator), dim=1)
+    for scale, noted in ((1.0, False), (50.0, True)):
+        npz = save_embeddings(tmp_path / f"x{scale:g}.npz", unit * scale, labels)
+        code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--no-clustering", "--json")
+        assert code == 0
+        assert ("not L2-normalised (norms 50 to 50)" in err) is noted, err

@@ -384,6 +384,8 @@ def evaluate(
     if out_dir is not None:
         ensure_folder(out_dir)  # an output folder that cannot exist is refused before minutes of work
     split = embed_checkpoint(checkpoint, "test", data_path, classes=classes, log=log) if checkpoint else load_embeddings(embeddings_file)  # type: ignore[arg-type]
+    if checkpoint is None:
+        _note_unnormalised(split.embeddings, log)
     result = evaluate_embeddings(
         split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, repeats=repeats, seed=seed,
         clustering=clustering,
@@ -394,6 +396,17 @@ def evaluate(
     if out_dir is not None:
         write_report(Path(out_dir), result, split, tsne=tsne, seed=seed, log=log)
     return result
+
+
+def _note_unnormalised(embeddings: torch.Tensor, log: Logger) -> None:
+    """Say so when an embeddings file is not on the unit sphere, where tripletnet's thresholds live."""
+    if len(embeddings) == 0:
+        return
+    norms = embeddings.norm(dim=1)
+    low, high = float(norms.min()), float(norms.max())
+    if low < 1 - 1e-3 or high > 1 + 1e-3:
+        log(f"note: these embeddings are not L2-normalised (norms {low:.3g} to {high:.3g}): the thresholds below are "
+            "distances on their own scale, not the [0, 2] of unit vectors that 'tripletnet verify' takes")
 
 
 def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit, data_path: str | None, log: Logger) -> None:
