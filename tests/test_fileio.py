@@ -201,3 +201,21 @@ def test_a_full_disk_inside_the_callers_block_is_a_one_line_write_error(tmp_path
             raise OSError(code, os.strerror(code))
     assert os.strerror(code) in str(caught.value)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["losses.png"]
+
+
+def test_staged_files_move_in_together_or_leave_the_old_set_whole(tmp_path):
+    from tripletnet.fileio import staged_files
+
+    report = tmp_path / "report"
+    with staged_files(report) as stage:
+        (stage / "metrics.json").write_text("new")
+        (stage / "roc.png").write_bytes(b"new")
+    assert sorted(p.name for p in report.iterdir()) == ["metrics.json", "roc.png"]
+    with pytest.raises(WriteError, match=r"cannot write .*report/roc.png: No space left on device") as caught:
+        with staged_files(report) as stage:
+            (stage / "metrics.json").write_text("newer")
+            atomic_write_text(stage / "roc.png", "x")  # fine
+            raise WriteError(stage / "roc.png", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    assert ".staged" not in str(caught.value), "named as the file it was meant to be"
+    assert (report / "metrics.json").read_text() == "new", "the old set stays whole"
+    assert sorted(p.name for p in report.iterdir()) == ["metrics.json", "roc.png"], "no staging folder left"

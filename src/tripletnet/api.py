@@ -24,7 +24,7 @@ from .data.transforms import combine_flip_embeddings, with_horizontal_flips
 from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
-from .fileio import atomic_path, atomic_write_text, ensure_folder
+from .fileio import atomic_path, atomic_write_text, ensure_folder, staged_files
 from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, GalleryIndex
 from .inference.model import existing_calibration, list_images, load_model, write_calibration
 from .models import embed_images
@@ -453,43 +453,45 @@ def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, t
     from . import plots
 
     ensure_folder(out)
-    written = ["metrics.json", "curves.json", "distances.png", "roc.png"]
-    if tsne:
-        from .tsne import tsne_2d
+    # Written beside the folder's files and moved in by renames: a failure leaves the old report whole.
+    with staged_files(out) as stage:
+        written = ["metrics.json", "curves.json", "distances.png", "roc.png"]
+        if tsne:
+            from .tsne import tsne_2d
 
-        log(f"t-SNE of {len(split.embeddings):,} embeddings ...")
-        points, seconds = tsne_2d(split.embeddings.numpy(), seed=seed)
-        result.tsne_seconds = seconds
-        plots.plot_embedding_2d(points, split.labels.numpy(), out / "tsne.png", class_names=split.class_names,
-                                title=f"t-SNE of {len(points):,} test embeddings")  # its run time is in metrics.json
-        written.append("tsne.png")
-    atomic_write_text(out / "metrics.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    atomic_write_text(out / "curves.json", json.dumps(result.curves(), allow_nan=False) + "\n")
-    verification = result.verification
-    histogram = verification.histogram
-    plots.plot_distance_histograms_from_counts(
-        np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]),
-        verification.threshold if math.isfinite(verification.threshold) else None,
-        out / "distances.png", far=verification.far,
-        title=f"Pair distances ({verification.protocol}, {verification.n_pairs:,} pairs)",
-        pos_summary=f"{verification.positive_mean:.3f} ± {verification.positive_std:.3f}",
-        neg_summary=f"{verification.negative_mean:.3f} ± {verification.negative_std:.3f}",
-    )
-    # A FAR the pairs cannot resolve has no VAL: no dot is drawn for it.
-    marks = {float(key): val for key, val in verification.val_at_far.items() if val is not None}
-    plots.plot_roc(np.asarray(verification.roc_far), np.asarray(verification.roc_val), out / "roc.png",
-                   auc=verification.auc, eer=verification.eer, marks=marks)
-    history_file = split.run_dir / "metrics.jsonl" if split.run_dir else None
-    if history_file and history_file.is_file():
-        history = read_records(history_file)
-        if history:
-            plots.plot_losses(history, out / "losses.png")
-            written.append("losses.png")
-            try:
-                plots.plot_epoch_metrics(history, out / "epoch_metrics.png")
-                written.append("epoch_metrics.png")
-            except ValueError:
-                pass  # a run trained with --eval_every 0 has no per-epoch metrics to draw
+            log(f"t-SNE of {len(split.embeddings):,} embeddings ...")
+            points, seconds = tsne_2d(split.embeddings.numpy(), seed=seed)
+            result.tsne_seconds = seconds
+            plots.plot_embedding_2d(points, split.labels.numpy(), stage / "tsne.png", class_names=split.class_names,
+                                    title=f"t-SNE of {len(points):,} test embeddings")  # its run time is in metrics.json
+            written.append("tsne.png")
+        atomic_write_text(stage / "metrics.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+        atomic_write_text(stage / "curves.json", json.dumps(result.curves(), allow_nan=False) + "\n")
+        verification = result.verification
+        histogram = verification.histogram
+        plots.plot_distance_histograms_from_counts(
+            np.asarray(histogram["bin_edges"]), np.asarray(histogram["positive"]), np.asarray(histogram["negative"]),
+            verification.threshold if math.isfinite(verification.threshold) else None,
+            stage / "distances.png", far=verification.far,
+            title=f"Pair distances ({verification.protocol}, {verification.n_pairs:,} pairs)",
+            pos_summary=f"{verification.positive_mean:.3f} ± {verification.positive_std:.3f}",
+            neg_summary=f"{verification.negative_mean:.3f} ± {verification.negative_std:.3f}",
+        )
+        # A FAR the pairs cannot resolve has no VAL: no dot is drawn for it.
+        marks = {float(key): val for key, val in verification.val_at_far.items() if val is not None}
+        plots.plot_roc(np.asarray(verification.roc_far), np.asarray(verification.roc_val), stage / "roc.png",
+                       auc=verification.auc, eer=verification.eer, marks=marks)
+        history_file = split.run_dir / "metrics.jsonl" if split.run_dir else None
+        if history_file and history_file.is_file():
+            history = read_records(history_file)
+            if history:
+                plots.plot_losses(history, stage / "losses.png")
+                written.append("losses.png")
+                try:
+                    plots.plot_epoch_metrics(history, stage / "epoch_metrics.png")
+                    written.append("epoch_metrics.png")
+                except ValueError:
+                    pass  # a run trained with --eval_every 0 has no per-epoch metrics to draw
     log(f"report written to {out}/: {', '.join(written)}")
 
 

@@ -116,6 +116,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary folder inside ``folder``; on success move each file written there into ``folder``.
+
+    For a set of files that belong together (a report's metrics and plots): the slow, space-taking
+    writes happen in the staging folder, and only renames, which need no space, touch ``folder``.
+    On any error the staging folder is removed and ``folder``'s files stay as they were, never
+    half old and half new. An ``OSError`` is raised as :class:`WriteError`.
+    """
+    target = ensure_folder(folder)
+    staging = target / f".staged.{secrets.token_hex(8)}.tmp"  # hidden, like atomic_path's temporaries
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise WriteError(target, exc) from None
+    try:
+        yield staging
+        for item in sorted(staging.iterdir()):
+            os.replace(item, target / item.name)
+    except WriteError as exc:  # named by the file it was meant to be, not by its staging path
+        raise WriteError(target / exc.path.name, OSError(exc.errno, str(exc).split(": ", 1)[-1])) from None
+    except OSError as exc:
+        raise WriteError(target, exc) from None
+    finally:
+        for item in staging.glob("*"):
+            with contextlib.suppress(OSError):
+                item.unlink()
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (see :func:`atomic_path`); a failed write is a :class:`WriteError`."""
     with atomic_path(path) as tmp:
