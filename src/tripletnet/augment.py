@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .models.inputs import host_to_device
+
 
 def random_affine(
     images: torch.Tensor,
@@ -74,10 +76,12 @@ def apply_affine(images: torch.Tensor, theta: torch.Tensor, displacement: torch.
     """Warp each image of a (B, C, H, W) batch by its (2, 3) matrix of ``theta``, plus an optional
     per-pixel ``displacement`` (B, H, W, 2) in the same [-1, 1] coordinates (one resampling for
     both); zero outside the image."""
-    # The draws come from the (CPU) generator; the transform runs where the images are.
-    grid = F.affine_grid(theta.to(device=images.device, dtype=images.dtype), list(images.shape), align_corners=False)
+    # The draws come from the (CPU) generator; the transform runs where the images are (on a GPU, the
+    # draws travel through pinned memory without making the host wait).
+    theta = host_to_device(theta, images.device).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     if displacement is not None:
-        grid = grid + displacement.to(device=images.device, dtype=images.dtype)
+        grid = grid + host_to_device(displacement, images.device).to(images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -126,7 +130,7 @@ def vary_stroke(images: torch.Tensor, draws: torch.Tensor, probability: float) -
             probability thins, else the image stays.
         probability: the chance that an image changes.
     """
-    draw = draws.to(images.device).view(-1, 1, 1, 1)
+    draw = host_to_device(draws, images.device).view(-1, 1, 1, 1)
     thick = F.max_pool2d(images, 3, stride=1, padding=1)
     thin = -F.max_pool2d(-images, 3, stride=1, padding=1)
     return torch.where(draw < probability / 2, thick, torch.where(draw < probability, thin, images))
@@ -171,7 +175,7 @@ def erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Set each (B, C, H, W) image's rectangle of ``boxes`` (from :func:`draw_erasing`) to 0, the
     background of stroke images, on every channel: an occluded or missing part of the pattern."""
     _, _, height, width = images.shape
-    boxes = boxes.to(images.device)
+    boxes = host_to_device(boxes, images.device)
     rows = torch.arange(height, device=images.device).view(1, -1, 1)
     cols = torch.arange(width, device=images.device).view(1, 1, -1)
     top, bottom, left, right = (boxes[:, i].view(-1, 1, 1) for i in range(4))

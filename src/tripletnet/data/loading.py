@@ -70,6 +70,7 @@ class InMemoryBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for indices in self.sampler.batches(epoch):
+            indices = host_to_device(indices, self.images.device)  # on a GPU: one non-blocking copy, not two waits
             yield self.images[indices], self.labels[indices]
 
 
@@ -139,7 +140,7 @@ class StreamedBatches:
         iterator = iter(self.loader(batches))
         try:
             for indices, (images, readable, reasons) in zip(batches, iterator, strict=True):
-                labels = self.labels[indices.to(self.labels.device)]
+                labels = self.labels[host_to_device(indices, self.labels.device)]
                 if reasons:
                     if not self.skip_bad_images:
                         raise UserError(f"{reasons[0]} (found while training; --skip_bad_images leaves such images out)")
