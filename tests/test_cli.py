@@ -499,3 +499,14 @@ def test_an_image_size_too_small_for_the_network_names_image_size_not_input_shap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("tripletnet train: error: --image_size must be at least 8 pixels high and wide for this --network")
     assert "input_shape" not in err and not run_dir.exists()
+
+
+def test_ctrl_c_in_a_command_other_than_train_says_interrupted(monkeypatch, capsys):
+    import tripletnet.api
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt  # what Ctrl-C raises: no message of its own
+
+    monkeypatch.setattr(tripletnet.api, "evaluate", interrupted)
+    assert main(["evaluate", "--embeddings", "x.npz"]) == 130
+    assert capsys.readouterr().err == "tripletnet: interrupted\n"

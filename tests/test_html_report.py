@@ -217,6 +217,11 @@ def test_a_damaged_metrics_file_is_refused_before_any_image_is_embedded(checkpoi
     monkeypatch.setattr(html_module, "load_run_images", must_not_load)
     with pytest.raises(UserError, match="line 1"):
         write_html_report(run, tmp_path / "r.html", data_path=data_root(), log=lambda _: None)
+    # valid JSON, but not what the loss figure reads: refused as early (they were tracebacks after the evaluation)
+    for records in ('{"epoch": 1}', '{"epoch": 1, "train_loss": "x"}', '{"epoch": "a", "train_loss": 1}'):
+        (run / "metrics.jsonl").write_text(records + "\n")
+        with pytest.raises(UserError, match="record 1 is not an epoch record"):
+            write_html_report(run, tmp_path / "r.html", data_path=data_root(), log=lambda _: None)
     assert not (tmp_path / "r.html").exists()
 
 

@@ -633,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
         # A training run says what it saved and the command that continues it (TrainingInterrupted).
-        print(f"{PROG}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"{PROG}: {str(exc) or 'interrupted'}", file=sys.stderr)  # a plain Ctrl-C carries no message
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -18,6 +18,7 @@ import base64
 import datetime
 import html
 import io
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -423,7 +424,15 @@ def _history(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-epoch records: the run folder's metrics.jsonl up to this checkpoint's epoch, else the checkpoint's own."""
     metrics = checkpoint.parent / "metrics.jsonl"
     records = read_records(metrics) if metrics.is_file() else list(state.get("history") or [])
-    return [r for r in records if not isinstance(r.get("epoch"), int) or r["epoch"] <= state["epoch"]]
+    where = metrics if metrics.is_file() else f"the history in {checkpoint}"
+    for number, record in enumerate(records, start=1):  # what the loss figure reads, checked before any evaluation
+        epoch = record.get("epoch")
+        losses = [record[key] for key in ("train_loss", "val_loss") if key in record]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not losses or any(
+                value is not None and (isinstance(value, bool) or not isinstance(value, int | float)) for value in losses):
+            raise UserError(f"{where}: record {number} is not an epoch record of tripletnet (an integer epoch and a "
+                            f"numeric train_loss or val_loss): {json.dumps(record)[:120]}")
+    return [r for r in records if r["epoch"] <= state["epoch"]]
 
 
 def _header(data: ReportData) -> str:
