@@ -208,3 +208,30 @@ def test_embeddings_off_the_unit_sphere_get_a_note_and_unit_ones_none(tmp_path, 
         code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--no-clustering", "--json")
         assert code == 0
         assert ("not L2-normalised (norms 50 to 50)" in err) is noted, err
+
+
+def test_evaluate_out_holds_this_evaluations_report_alone_and_a_failed_one_leaves_no_new_folder(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    import tripletnet.api as api
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(300) % 10
+    emb = torch.nn.functional.normalize(torch.randn(10, 8, generator=generator)[labels]
+                                        + 0.3 * torch.randn(300, 8, generator=generator), dim=1)
+    npz = save_embeddings(tmp_path / "e.npz", emb, labels)
+    out = tmp_path / "report"
+    out.mkdir()
+    for stale in ("tsne.png", "losses.png"):  # figures of an earlier evaluation this one does not draw
+        (out / stale).write_bytes(b"old")
+    (out / "notes.txt").write_text("mine")
+    code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--out", str(out), "--no-tsne", "--no-clustering")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["curves.json", "distances.png", "metrics.json", "notes.txt", "roc.png"]
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "evaluate_embeddings", interrupted)
+    new = tmp_path / "new-report"
+    assert _run(capsys, "evaluate", "--embeddings", str(npz), "--out", str(new), "--no-tsne")[0] == 130
+    assert not new.exists(), "the folder this call created, still empty, is removed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -24,7 +25,7 @@ from .data.transforms import combine_flip_embeddings, with_horizontal_flips
 from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
-from .fileio import atomic_path, atomic_write_text, ensure_folder, staged_files
+from .fileio import WriteError, atomic_path, atomic_write_text, ensure_folder, output_folder, staged_files
 from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, GalleryIndex
 from .inference.model import existing_calibration, list_images, load_model, write_calibration
 from .models import embed_images
@@ -381,20 +382,21 @@ def evaluate(
         raise UserError("give exactly one of a checkpoint or an embeddings file")
     if classes is not None and checkpoint is None:
         raise ParameterError("classes", "applies to a checkpoint (an embeddings file holds the images it holds)", related=("checkpoint",))
-    if out_dir is not None:
-        ensure_folder(out_dir)  # an output folder that cannot exist is refused before minutes of work
-    split = embed_checkpoint(checkpoint, "test", data_path, classes=classes, log=log) if checkpoint else load_embeddings(embeddings_file)  # type: ignore[arg-type]
-    if checkpoint is None:
-        _note_unnormalised(split.embeddings, log)
-    result = evaluate_embeddings(
-        split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, repeats=repeats, seed=seed,
-        clustering=clustering,
-    )
-    result.source = str(checkpoint or embeddings_file)
-    if checkpoint is not None:
-        _calibrate(Path(checkpoint), result, split, data_path, log)
-    if out_dir is not None:
-        write_report(Path(out_dir), result, split, tsne=tsne, seed=seed, log=log)
+    # An output folder that cannot exist is refused before minutes of work; one this call created is
+    # removed again if it fails before writing into it.
+    with output_folder(out_dir) if out_dir is not None else contextlib.nullcontext():
+        split = embed_checkpoint(checkpoint, "test", data_path, classes=classes, log=log) if checkpoint else load_embeddings(embeddings_file)  # type: ignore[arg-type]
+        if checkpoint is None:
+            _note_unnormalised(split.embeddings, log)
+        result = evaluate_embeddings(
+            split.embeddings, split.labels, protocol=protocol, far=far, n_pairs=n_pairs, repeats=repeats, seed=seed,
+            clustering=clustering,
+        )
+        result.source = str(checkpoint or embeddings_file)
+        if checkpoint is not None:
+            _calibrate(Path(checkpoint), result, split, data_path, log)
+        if out_dir is not None:
+            write_report(Path(out_dir), result, split, tsne=tsne, seed=seed, log=log)
     return result
 
 
@@ -437,6 +439,10 @@ def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit,
             f"verify' now uses the {verification.protocol} threshold; run 'tripletnet evaluate --protocol {replaced}' to go back"
             if replaced else
             f"note: it replaces an earlier calibration ({previous.describe()}): 'tripletnet verify' now uses this one")
+
+
+# Every file write_report may write into a report folder.
+REPORT_FILES = ("metrics.json", "curves.json", "distances.png", "roc.png", "tsne.png", "losses.png", "epoch_metrics.png")
 
 
 def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, tsne: bool, seed: int, log: Logger = log_stderr) -> None:
@@ -492,6 +498,13 @@ def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, t
                     written.append("epoch_metrics.png")
                 except ValueError:
                     pass  # a run trained with --eval_every 0 has no per-epoch metrics to draw
+    # The folder holds this evaluation's report alone: a figure this run did not draw (no t-SNE now, no
+    # run history for an embeddings file) would otherwise sit beside it from an earlier one.
+    for name in set(REPORT_FILES) - set(written):
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise WriteError(out / name, exc) from None
     log(f"report written to {out}/: {', '.join(written)}")
 
 

@@ -117,6 +117,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Create the folder ``path`` (see :func:`ensure_folder`) for the block's outputs; if the block fails
+    (an error, Ctrl-C) and the folder was new and is still empty, remove it again: no empty folder is
+    left behind by a command that wrote nothing."""
+    folder = Path(path)
+    existed = folder.exists()
+    ensure_folder(folder)
+    try:
+        yield folder
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):  # not empty, or gone: nothing to tidy
+                folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield a hidden temporary folder inside ``folder``; on success move each file written there into ``folder``.
 
