@@ -292,3 +292,13 @@ def test_report_and_pairs_replace_only_their_own_earlier_files_unless_overwrite(
         assert main([str(a) for a in [*pairs, out, "--seed", "1"]]) == 0
     assert main([str(a) for a in [*pairs, picture, "--overwrite"]]) == 0
     assert picture.read_text().startswith("path_a,path_b,same,fold")
+    # a file that only starts with a number is the user's; header-less and BOM-led CSV pairs are pairs files
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("3\nmy important numbers\n")
+    capsys.readouterr()
+    _one_line_refusal(capsys, [*pairs, numbers], "is not a pairs file")
+    assert numbers.read_text() == "3\nmy important numbers\n"
+    rows = picture.read_text().splitlines()[1:]
+    for name, text in (("no-header.csv", "\n".join(rows) + "\n"), ("bom.csv", "\ufeff" + picture.read_text())):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert main([str(a) for a in [*pairs, tmp_path / name]]) == 0, capsys.readouterr().err

@@ -337,9 +337,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_pairs(args: argparse.Namespace) -> int:
-    from .data.pairs import write_pairs_file
+    from .data.pairs import looks_like_pairs_file, write_pairs_file
 
-    _check_out_replaceable(args.out, "a pairs file", _is_pairs_file, args.overwrite)
+    _check_out_replaceable(args.out, "a pairs file", looks_like_pairs_file, args.overwrite)
     write_pairs_file(args.images, args.out, folds=args.folds, per_fold=args.per_fold, seed=args.seed)
     return 0
 
@@ -591,13 +591,6 @@ def _is_html_file(path: Path) -> bool:
 def _is_html_report(path: Path) -> bool:
     """An HTML report of tripletnet's (its title says so), not any page a user keeps under that name."""
     return _is_html_file(path) and b"<title>tripletnet report" in _head(path, 1024)
-
-
-def _is_pairs_file(path: Path) -> bool:
-    """A pairs file as ``tripletnet pairs`` writes it: an LFW header line ('10 300') or the CSV header; or empty."""
-    head = _head(path, 256)
-    first = head.split(b"\n", 1)[0].strip().decode("ascii", errors="replace")
-    return not head or re.fullmatch(r"\d+([ \t]+\d+)?", first) is not None or first == "path_a,path_b,same,fold"
 
 
 def _kind_of_file(path: Path) -> str:

@@ -373,6 +373,26 @@ def _lfw_number(path: Path, identity: str) -> int:
     return int(match["number"])
 
 
+def looks_like_pairs_file(path: str | Path) -> bool:
+    """Whether ``path`` begins like a pairs file (LFW's header and pair lines, or CSV pair rows), or is empty:
+    what ``tripletnet pairs --out`` may replace without ``--overwrite``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return False
+    lines = [line.strip() for line in head.splitlines() if line.strip()][:2]
+    if not lines:
+        return True
+    tokens = lines[0].split()
+    if 1 <= len(tokens) <= 2 and all(token.isdigit() for token in tokens):  # LFW: a header of counts, then pairs
+        pair = lines[1].split() if len(lines) > 1 else []
+        numbers = pair[1:] if len(pair) == 3 else pair[1::2]  # "name n m" or "name n other m"
+        return not pair or (len(pair) in (3, 4) and all(number.isdigit() for number in numbers))
+    fields = [field.strip().lower() for field in lines[0].split(",")]
+    return fields in _CSV_HEADERS or (len(fields) in (3, 4) and fields[2] in _TRUE | _FALSE)
+
+
 def write_pairs_file(
     images_dir: str | Path,
     out: str | Path,
