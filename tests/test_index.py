@@ -393,6 +393,10 @@ def test_bad_hnsw_settings_are_refused_before_the_checkpoint_is_read(image_folde
 
 def test_a_setting_of_another_index_kind_is_refused_not_ignored(image_folder, tmp_path, capsys):
     missing = tmp_path / "missing.pt"  # not read: the settings are checked first
+    with pytest.raises(SystemExit) as caught:  # two kinds at once: argparse refuses the pair
+        _run(capsys, "index", "--checkpoint", missing, "--images", image_folder, "--out", tmp_path / "x",
+             "--approximate", "ivf", "--hnsw")
+    assert caught.value.code == 2 and "--hnsw: not allowed with argument --approximate" in capsys.readouterr().err
     cases = (([], ("--nlist", "4"), "--nlist applies only to --approximate ivf, the index here is exact"),
              (["--hnsw"], ("--nprobe", "8"), "--nprobe applies only to --approximate ivf"),
              (["--approximate", "ivf"], ("--ef-search", "64"), "--ef_search applies only to --approximate hnsw"))

@@ -382,10 +382,11 @@ def add_use_commands(subparsers: Any) -> None:
                        help="where the gallery is embedded (default: auto, cuda when present); faiss runs on the CPU")
     approximate = index.add_argument_group(
         "approximate search, for large galleries (benchmarks/RESULTS-inference.md measures them)")
-    approximate.add_argument("--approximate", nargs="?", const=DEFAULT_APPROXIMATE, choices=APPROXIMATE_KINDS, metavar="KIND",
-                             help="an approximate index: ivf (IVF-Flat, the default KIND) or hnsw (default: exact search)")
-    approximate.add_argument("--hnsw", dest="approximate", action="store_const", const="hnsw",
-                             help="the same as --approximate hnsw")
+    kind = approximate.add_mutually_exclusive_group()  # "--approximate ivf --hnsw" would silently build hnsw
+    kind.add_argument("--approximate", nargs="?", const=DEFAULT_APPROXIMATE, choices=APPROXIMATE_KINDS, metavar="KIND",
+                      help="an approximate index: ivf (IVF-Flat, the default KIND) or hnsw (default: exact search)")
+    kind.add_argument("--hnsw", dest="approximate", action="store_const", const="hnsw",
+                      help="the same as --approximate hnsw")
     approximate.add_argument("--nlist", type=int, help="ivf: k-means cells (default: 4 x the square root of the gallery size)")
     approximate.add_argument("--nprobe", type=int,
                              help=f"ivf: cells searched per query (default: {IVF_NPROBE})")
