@@ -15,7 +15,7 @@ import tripletnet
 from tripletnet.cli import _build_parser, build_eval_config, build_train_config, main, parameter_message
 from tripletnet.config import LR_MAX, MARGIN_MAX, PRESETS, RESUMABLE_FIELDS, EvalConfig, TrainConfig
 from tripletnet.errors import ParameterError
-from tripletnet.training.checkpoint import save_checkpoint
+from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
 from _mnist import data_root, require_dataset
 
@@ -300,6 +300,16 @@ def test_a_resumed_run_keeps_its_recorded_settings_including_its_presets(tmp_pat
     assert _config(["train", "--resume", checkpoint]) == beside_checkpoint
     assert _config(["train", "--resume", checkpoint, "--preset", "reference"]) == beside_checkpoint, "the run's own preset agrees"
     assert _config(["train", "--resume", checkpoint, "--margin", "0.5"]) == beside_checkpoint, "a flag equal to the record"
+
+
+def test_a_run_an_earlier_version_trained_with_a_seed_now_out_of_range_is_refused_saying_why(tmp_path, capsys):
+    _, checkpoint = _recorded_run(tmp_path)
+    state = load_checkpoint(checkpoint)
+    save_checkpoint(checkpoint, {"epoch": 2, "config": {**state["config"], "seed": -1}, "model": {}})
+    assert main(["train", "--resume", checkpoint, "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was trained with --seed -1, outside the 0 to 2**32 - 1 that every seed now takes, so it cannot be resumed" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_a_resumed_run_writes_beside_its_checkpoint_unless_told_otherwise(tmp_path):

@@ -420,6 +420,11 @@ def layered_config(layers: Iterable[ConfigLayer], resumed: Mapping[str, Any] | N
         config.validate()
         return config
     recorded = TrainConfig.from_dict(resumed, source=resumed_source)
+    try:
+        check_seed(recorded.seed)
+    except ParameterError:  # an earlier version accepted it; the run cannot replay with another seed
+        raise UserError(f"{resumed_source} was trained with --seed {recorded.seed}, outside the 0 to 2**32 - 1 that "
+                        "every seed now takes, so it cannot be resumed; start a new run") from None
     config = recorded
     conflicts: list[str] = []
     for layer in layers:
