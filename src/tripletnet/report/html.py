@@ -344,6 +344,8 @@ def write_html_report(run_dir_or_checkpoint: str | os.PathLike, out_html: str | 
         The path written.
     """
     target = Path(out_html)
+    if target.suffix.lower() not in (".html", ".htm"):  # a browser opens the report by its name
+        raise UserError(f"a report is an .html file, and {target.name} is not one: give a name ending in .html")
     _check_writable(target)  # before minutes of evaluation, not after
     data = collect_report_data(run_dir_or_checkpoint, **options)
     atomic_write_text(target, render_report(data))  # a failure is a WriteError naming the file
