@@ -25,7 +25,7 @@ from .data.transforms import combine_flip_embeddings, with_horizontal_flips
 from .errors import ParameterError, UserError
 from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_protocol
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
-from .fileio import WriteError, atomic_path, atomic_write_text, ensure_folder, output_folder, staged_files
+from .fileio import WriteError, atomic_path, atomic_write_text, output_folder, staged_files
 from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, GalleryIndex
 from .inference.model import existing_calibration, list_images, load_model, write_calibration
 from .models import embed_images
@@ -147,18 +147,18 @@ def load_run_images(
     state = state if state is not None else load_checkpoint(checkpoint)
     if data is None:
         config = TrainConfig.from_dict(state["config"], source=str(checkpoint))
+        # A folder or CSV list is found again by the absolute path the run recorded (the run may have
+        # been started from another working directory), unless data_path names its new place.
+        recorded_path = (state.get("dataset_source") or {}).get("path")
         if DATASETS.is_path(config.dataset):
             # The images as the network takes them, whatever a moved or replaced folder now holds
             # (an RGB copy of a grey run's folder is converted, as verify and index convert files).
             channels, side, _ = checkpoint_input_shape(state)
             config = dataclasses.replace(config, channels=channels, image_size=side)
-        # A folder or CSV list is found again by the absolute path the run recorded (the run may have
-        # been started from another working directory), unless data_path names its new place.
-        recorded_path = (state.get("dataset_source") or {}).get("path")
-        where = data_path or recorded_path or config.dataset
-        if DATASETS.is_path(config.dataset) and data_path is None and not Path(where).exists():
-            raise UserError(f"the images {checkpoint} was trained on were at {where}, which no longer exists: "
-                            "give their new place with --data_path (data_path= in Python)")
+            where = data_path or recorded_path or config.dataset
+            if data_path is None and not Path(where).exists():
+                raise UserError(f"the images {checkpoint} was trained on were at {where}, which no longer exists: "
+                                "give their new place with --data_path (data_path= in Python)")
         data = load_checkpoint_dataset(config, data_path or recorded_path, download)
     images, labels = _split_images(data, split)
     # Held-out classes have no training images: the train split defaults to all of its classes.
@@ -458,7 +458,6 @@ def write_report(out: Path, result: EvaluationResult, split: EmbeddedSplit, *, t
     """
     from . import plots
 
-    ensure_folder(out)
     # Written beside the folder's files and moved in by renames: a failure leaves the old report whole.
     with staged_files(out) as stage:
         written = ["metrics.json", "curves.json", "distances.png", "roc.png"]

@@ -469,20 +469,16 @@ def _threshold_origin(model: Any, *, given: bool) -> str:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, check_settings
+    from .inference.index import check_settings
 
-    # The settings each kind reads, and their defaults (None: nlist follows the gallery's size).
-    known: dict[str, tuple[str, int | None]] = {
-        "nlist": ("ivf", None), "nprobe": ("ivf", IVF_NPROBE), "hnsw_m": ("hnsw", HNSW_M),
-        "ef_construction": ("hnsw", HNSW_EF_CONSTRUCTION), "ef_search": ("hnsw", HNSW_EF_SEARCH)}
+    # The kind each setting belongs to; the settings not given keep the library's defaults.
+    kind_of = {"nlist": "ivf", "nprobe": "ivf", "hnsw_m": "hnsw", "ef_construction": "hnsw", "ef_search": "hnsw"}
     kind = args.approximate or "exact"
-    settings: dict[str, Any] = {}
-    for name, (applies_to, default) in known.items():
-        given = getattr(args, name)
-        if given is not None and kind != applies_to:  # a setting that would be ignored is refused, not dropped
-            raise ParameterError(name, f"applies only to --approximate {applies_to}, the index here is {kind}",
+    settings: dict[str, Any] = {name: getattr(args, name) for name in kind_of if getattr(args, name) is not None}
+    for name in settings:
+        if kind_of[name] != kind:  # a setting that would be ignored is refused, not dropped
+            raise ParameterError(name, f"applies only to --approximate {kind_of[name]}, the index here is {kind}",
                                  related=("approximate",))
-        settings[name] = default if given is None else given
     # Before the checkpoint is loaded and the gallery embedded (minutes for a large one), not after.
     check_settings(kind, **settings)
     from .api import index_gallery
