@@ -213,6 +213,31 @@ def test_a_library_value_error_that_is_not_a_parameter_error_is_not_hidden(monke
         main(["train"])
 
 
+@pytest.mark.parametrize("argv", [
+    ["train", "--epochs", "1", "--checkpoint_path", "{long}"],
+    ["evaluate", "--checkpoint", "{long}.pt"],
+    ["embed", "--checkpoint", "{long}.pt", "--out", "e.npz"],
+    ["index", "--checkpoint", "{long}.pt", "--images", "g", "--out", "idx"],
+    ["search", "--index", "{long}", "--queries", "q"],
+])
+def test_a_path_name_too_long_for_the_file_system_is_one_line_exit_2_on_every_command(tmp_path, capsys, argv):
+    long = str(tmp_path / ("x" * 300))  # one component over the 255 bytes a file name may have
+    assert main([part.replace("{long}", long) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "File name too long" in err and "(" in err and len(err) < 250, err  # the path shortened, its length said
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_os_error_that_is_not_about_a_path_name_is_not_hidden(monkeypatch):
+    def broken(args):
+        raise OSError(5, "Input/output error", "somewhere")
+
+    monkeypatch.setattr("tripletnet.cli._cmd_train", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        main(["train"])
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--embeddings", "e.npz", "--repeats", "5"], "--repeats is not used by protocol 'all-pairs'"),
     (["--embeddings", "e.npz", "--protocol", "kfold", "--repeats", "5"], "--repeats is not used by protocol 'kfold'"),

@@ -13,6 +13,7 @@ turns those names into flags and every user mistake into one line on stderr with
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import signal
@@ -604,6 +605,14 @@ def _kind_of_file(path: Path) -> str:
 # ============================================================================ end of the use commands
 
 
+# A path no file system can hold (a name over 255 bytes) or resolve (a symlink loop): the user's to change.
+_UNUSABLE_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def _shortened(path: str, keep: int = 100) -> str:
+    return path if len(path) <= keep else f"{path[:keep // 2]}...{path[-keep // 2:]} ({len(path)} characters)"
+
+
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # a scheduler's or a container's stop ends a run as Ctrl-C does
 
@@ -621,6 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Exit 2 for what the user can fix in the command; errors that carry their own code (a full disk: 1) keep it.
         print(f"{args.prog}: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
+    except OSError as exc:
+        if exc.errno not in _UNUSABLE_PATH_ERRNOS or exc.filename is None:
+            raise
+        # pathlib's exists()/is_file() raise these rather than answer False, from wherever a path is first looked at.
+        print(f"{args.prog}: error: cannot use {_shortened(os.fsdecode(exc.filename))}: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         # A training run says what it saved and the command that continues it (TrainingInterrupted).
         print(f"{PROG}: {str(exc) or 'interrupted'}", file=sys.stderr)  # a plain Ctrl-C carries no message
