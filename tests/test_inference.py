@@ -274,3 +274,24 @@ def test_evaluate_writes_the_calibration_that_verify_then_uses(tmp_path, capsys,
     assert main(["verify", "--checkpoint", str(copied), str(image), str(image), "--json"]) == 0
     answer = _json.loads(capsys.readouterr().out)
     assert answer["threshold"] == calibration["threshold"] and answer["same"] is True
+
+
+def test_an_image_folder_lists_symlinked_identity_folders_as_training_does_and_no_loop(tmp_path):
+    from tripletnet.data.folder import list_image_folder
+    from tripletnet.inference.model import list_images
+
+    elsewhere = tmp_path / "elsewhere"
+    for folder in ("gallery/id0", "elsewhere/id1", "elsewhere/id2"):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / folder / "a.png")
+    gallery = tmp_path / "gallery"
+    (gallery / "id1").symlink_to(elsewhere / "id1", target_is_directory=True)
+    (gallery / "id2").symlink_to(elsewhere / "id2", target_is_directory=True)
+    (gallery / "id0" / "up").symlink_to(gallery, target_is_directory=True)  # a loop: a link to a folder above it
+    (elsewhere / "id1" / "to2").symlink_to(elsewhere / "id2", target_is_directory=True)
+    (elsewhere / "id2" / "to1").symlink_to(elsewhere / "id1", target_is_directory=True)  # a loop through two links
+
+    listed = [path.relative_to(gallery).as_posix() for path in list_images(gallery)]
+    assert listed == ["id0/a.png", "id1/a.png", "id1/to2/a.png", "id2/a.png", "id2/to1/a.png"]
+    # The identities an index labels its items with are those training finds in the same folder.
+    assert {name.split("/")[0] for name in listed} == {entry.identity for entry in list_image_folder(gallery)}

@@ -269,19 +269,25 @@ def _read_file(path: str | os.PathLike, input_shape: tuple[int, int, int]) -> tu
 def list_images(root: str | os.PathLike) -> list[Path]:
     """Image files under ``root`` (recursively, hidden entries skipped), in sorted order.
 
+    Symlinked folders are followed, as the training folder's identity listing follows them (so an
+    index of a folder sees the images training saw); a link back to a folder above it is not.
+
     Raises:
         UserError: ``root`` is not a folder or holds no images.
     """
     folder = Path(root)
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}")
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    files = []
+    walked_into = {str(folder): frozenset({folder.resolve()})}  # each folder -> the real folders on the way to it
+    for parent, subfolders, names in os.walk(folder, followlinks=True):
+        on_the_way = walked_into.pop(parent)
+        # In place, so that os.walk skips them: hidden folders, and links back to a folder on the way here (a loop).
+        subfolders[:] = [name for name in subfolders if not name.startswith(".") and Path(parent, name).resolve() not in on_the_way]
+        walked_into.update((os.path.join(parent, name), on_the_way | {Path(parent, name).resolve()}) for name in subfolders)
+        files.extend(Path(parent, name) for name in names
+                     if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES and Path(parent, name).is_file())
+    files.sort()
     if not files:
         raise UserError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
