@@ -185,8 +185,11 @@ def test_a_decompression_bomb_is_reported_as_such(tmp_path, monkeypatch, pixels)
     _write(tmp_path / "test" / "c", 2)
     Image.new("RGB", (side, side)).save(tmp_path / "train" / "a" / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 40x30 images pass, 48x48 warns, 80x80 errors in Pillow
-    with pytest.raises(UserError, match=r"bomb\.png: refused as a possible decompression bomb.*MAX_IMAGE_PIXELS = 2,000"):
+    with pytest.raises(UserError, match=r"bomb\.png: refused as a possible decompression bomb") as caught:
         load_image_folder(tmp_path, log=_quiet)
+    # One limit, the one to raise (Pillow's own message names its error limit, twice it, as well).
+    assert str(caught.value).endswith(f"({pixels:,} pixels, over Pillow's limit PIL.Image.MAX_IMAGE_PIXELS = 2,000 pixels)")
+    assert "4000" not in str(caught.value) and "4,000" not in str(caught.value)
     data = load_image_folder(tmp_path, ImageOptions(skip_bad_images=True), log=_quiet)
     assert len(data.skipped) == 1 and "decompression bomb" in data.skipped[0]
 
@@ -233,3 +236,27 @@ def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
     shown = read_image(tmp_path / "camera.png", 10, 1)
     assert np.array_equal(shown, read_image(tmp_path / "upright.png", 10, 1))
     assert shown[0, 0].max() == 0 and shown[0, -1].min() == 255  # top black, bottom white after the turn
+
+
+def test_a_pipe_given_as_an_image_is_refused_at_once(tmp_path):
+    import os
+    import threading
+
+    from tripletnet.data.images import probe_image, read_image
+
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+
+    def unblock_a_reader() -> None:  # without the check, opening the pipe would wait for a writer for ever
+        descriptor = os.open(fifo, os.O_WRONLY)
+        os.close(descriptor)
+
+    unblocker = threading.Timer(20, unblock_a_reader)
+    unblocker.daemon = True
+    unblocker.start()
+    try:
+        for read in (lambda: read_image(fifo, 28, 1), lambda: probe_image(fifo)):
+            with pytest.raises(UserError, match=r"image\.png: it is not a regular file \(a pipe, socket or device\)"):
+                read()
+    finally:
+        unblocker.cancel()

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import warnings
 from collections.abc import Iterator
 
@@ -221,9 +223,12 @@ def pillow_errors(where: str) -> Iterator[None]:
         try:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # Pillow's own message names its error limit, twice the MAX_IMAGE_PIXELS it warns at: say only the one to raise.
+            pixels = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(pixels.group(1)):,} pixels, " if pixels else ""
             raise UserError(
-                f"{where}: refused as a possible decompression bomb ({exc}); Pillow's limit is "
-                f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels"
+                f"{where}: refused as a possible decompression bomb ({size}over Pillow's limit "
+                f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels)"
             ) from None
         except FileNotFoundError:
             raise UserError(f"{where}: image file not found") from None
@@ -234,6 +239,16 @@ def pillow_errors(where: str) -> Iterator[None]:
             raise UserError(f"cannot read image {where}: {reason}") from None
 
 
+def _refuse_special_file(path: str | os.PathLike, where: str) -> None:
+    """A FIFO, socket or device is no image file: opening a FIFO would wait for a writer for ever."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, TypeError, ValueError):
+        return  # missing, unreadable or not a path: Pillow's open says which, inside the error translation
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UserError(f"cannot read image {where}: it is not a regular file (a pipe, socket or device)")
+
+
 @contextlib.contextmanager
 def open_image(path: str | os.PathLike, where: str | None = None) -> Iterator[Image.Image]:
     """Step 1: the decoded image of ``path``; what the caller does with it stays inside the error translation.
@@ -241,6 +256,7 @@ def open_image(path: str | os.PathLike, where: str | None = None) -> Iterator[Im
     Raises:
         UserError: the file is missing, unreadable, truncated, not an image, or a possible decompression bomb.
     """
+    _refuse_special_file(path, where or str(path))
     with pillow_errors(where or str(path)), Image.open(path, formats=PILLOW_FORMATS) as opened:
         opened.load()  # decode here, so a truncated file fails inside the error translation
         yield opened
@@ -252,6 +268,7 @@ def probe_image(path: str | os.PathLike, where: str | None = None) -> tuple[int,
     Raises:
         UserError: the file is not an image Pillow can open, or exceeds the decompression-bomb limit.
     """
+    _refuse_special_file(path, where or str(path))
     with pillow_errors(where or str(path)), Image.open(path, formats=PILLOW_FORMATS) as img:
         return img.width, img.height, is_grey(img)
 
