@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -256,6 +257,36 @@ def test_out_naming_a_checkpoint_is_refused_unless_overwrite(checkpoint, tmp_pat
     dataset_file.write_bytes(b"\x00\x00\x08\x03" + bytes(12))
     _one_line_refusal(capsys, [*argv[:-1], dataset_file], "is not", "--overwrite")
     assert dataset_file.read_bytes() == b"\x00\x00\x08\x03" + bytes(12)
+
+
+@pytest.mark.parametrize("command", ["export onnx", "export torchscript", "report", "pairs", "embed"])
+def test_out_naming_a_pipe_is_refused_even_with_overwrite_and_the_pipe_stays(checkpoint, tmp_path, capsys, command):
+    """The atomic rename replaced a device or pipe with a regular file: `export --out /dev/null` replaced /dev/null."""
+    import stat
+
+    from synthetic_images import make_synthetic_dataset
+
+    pipe = tmp_path / ("pipe.npz" if command == "embed" else "pipe.csv" if command == "pairs" else "pipe.out")
+    os.mkfifo(pipe)
+    argv = {
+        "report": ["report", "--checkpoint", checkpoint, "--out", pipe, "--data_path", data_root()],
+        "embed": ["embed", "--checkpoint", checkpoint, "--out", pipe, "--data_path", data_root(), "--split", "test"],
+        "pairs": ["pairs", "--images", make_synthetic_dataset(tmp_path / "faces", n_train=4, n_test=4, size=16,
+                                                              split_folders=False).root,
+                  "--folds", "2", "--per_fold", "4", "--out", pipe],
+    }.get(command, ["export", "--checkpoint", checkpoint, "--format", command.split()[-1], "--out", pipe])
+    if command != "embed":  # embed has no --overwrite: its .npz is replaced as a re-run means
+        argv.append("--overwrite")
+    _one_line_refusal(capsys, argv, f"cannot write {pipe}: it is a pipe, not a file")
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+
+
+def test_a_device_is_never_a_file_to_write():
+    from tripletnet.fileio import WriteError, refuse_special_file
+
+    with pytest.raises(WriteError, match="it is a character device, not a file") as caught:
+        refuse_special_file(os.devnull)  # only looked at: a regression here must not replace the machine's /dev/null
+    assert caught.value.exit_code == 2
 
 
 def test_export_replaces_its_own_earlier_export_and_with_overwrite_any_file(checkpoint, tmp_path, capsys):

@@ -43,6 +43,7 @@ from .config import (
 from .console import Logger, log_stderr
 from .data.types import CLASS_CHOICES
 from .errors import ParameterError, UserError
+from .fileio import refuse_special_file
 
 PROG = "tripletnet"
 
@@ -546,6 +547,7 @@ def _check_out_replaceable(out: str, kind: str, is_own_kind: Any, overwrite: boo
     An earlier output of the same command is replaced without asking, as re-running it is meant to.
     """
     path = Path(out)
+    refuse_special_file(path)  # before any work, and even with --overwrite: the write would replace the device
     if overwrite or not path.is_file() or is_own_kind(path):
         return
     raise UserError(f"--out {path} exists and is not {kind} (it is {_kind_of_file(path)}): choose another --out, "

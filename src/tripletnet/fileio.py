@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,25 @@ def ensure_folder(path: str | os.PathLike) -> Path:
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+_SPECIAL_FILES = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
+                  (stat.S_ISSOCK, "a socket"))
+
+
+def refuse_special_file(path: str | os.PathLike) -> None:
+    """Raise :class:`WriteError` (exit 2) when ``path`` is a device, pipe or socket (``/dev/null``, say).
+
+    An atomic write renames its file over the target, which would replace the device itself (for
+    everyone on the machine) with a regular file rather than write into it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # absent (or unreachable: the write that follows says why)
+    for is_kind, kind in _SPECIAL_FILES:
+        if is_kind(mode):
+            raise WriteError(path, OSError(errno.EEXIST, f"it is {kind}, not a file; give the path of a file to write"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it over ``path`` in one step.
@@ -86,6 +106,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     if target.is_dir():
         raise WriteError(target, OSError(errno.EISDIR, "it is a folder"))
+    refuse_special_file(target)
     ensure_folder(target.parent)
     # Not mkstemp, which creates 0600: mode 0666 lets the kernel apply the umask, as open() does.
     # O_EXCL with a random name gives mkstemp's guarantee of a file nobody else holds.
