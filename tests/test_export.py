@@ -98,6 +98,18 @@ def test_torchscript_matches_pytorch_on_mnist_test_images(checkpoint, images, tm
             assert (scripted(batch) - model.embed(batch)).abs().max() <= 1e-5
 
 
+def test_the_torchscript_export_refuses_float_or_misshapen_images_and_needs_no_no_grad(checkpoint, images, tmp_path):
+    """A trace keeps no checks: float images in 0..1 (what TripletModel.embed takes) gave other embeddings silently."""
+    scripted = torch.jit.load(str(export_model(load_model(checkpoint), tmp_path / "model.pt", "torchscript", log=lambda _: None)))
+    batch = images[:4]
+    assert not scripted(batch).requires_grad  # no autograd graph built for a caller outside torch.no_grad()
+    for bad, message in [(batch.float() / 255, "images must be uint8"), (batch.double(), "images must be uint8"),
+                         (batch[:, :, :20], r"images must be \(N, 1, 28, 28\), got \[4, 1, 20, 28\]"),
+                         (batch[0], r"images must be \(N, 1, 28, 28\)"), (batch.expand(-1, 3, -1, -1), "got \\[4, 3, 28, 28\\]")]:
+        with pytest.raises(torch.jit.Error, match=message):
+            scripted(bad)
+
+
 def test_a_bf16_trained_model_exports_fp32_weights_and_says_so(checkpoint, tmp_path):
     state = load_checkpoint(checkpoint)
     state["config"] = {**state["config"], "precision": "bf16"}

@@ -73,11 +73,33 @@ class Uint8Embedder(nn.Module):
         return self.network(images_to_input(images))
 
 
+class _CheckedInput(nn.Module):
+    """The TorchScript export's entry: refuses what the traced graph would take silently and get wrong.
+
+    A trace keeps no Python checks, and its ``x / 255`` takes any dtype: a float image in 0..1 (what
+    ``TripletModel.embed`` takes) gave another embedding without a word. Scripted, so the checks run.
+    """
+
+    def __init__(self, embedder: torch.jit.ScriptModule, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.channels, self.height, self.width = input_shape
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise RuntimeError("images must be uint8 (0..255): the export scales them by 1/255 itself "
+                               "(floats in 0..1: (images * 255).round().to(torch.uint8))")
+        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[2] != self.height or images.shape[3] != self.width:
+            raise RuntimeError(f"images must be (N, {self.channels}, {self.height}, {self.width}), got {list(images.shape)}")
+        return self.embedder(images)
+
+
 def _fp32_embedder(model: TripletModel, log: Logger) -> Uint8Embedder:
     if model.config.precision != "fp32" or any(p.dtype != torch.float32 for p in model.network.parameters()):
         log(f"note: the model was trained with {model.config.precision} arithmetic; its weights are exported in fp32")
     # A CPU copy: the export is the same wherever the model was loaded (a GPU), and the caller's model is untouched.
-    return Uint8Embedder(copy.deepcopy(model.network).to("cpu", torch.float32)).eval()
+    # No gradients: a caller of the export outside torch.no_grad() would otherwise build an autograd graph.
+    return Uint8Embedder(copy.deepcopy(model.network).to("cpu", torch.float32).requires_grad_(False)).eval()
 
 
 @contextlib.contextmanager
@@ -114,7 +136,8 @@ def _torchscript_bytes(embedder: Uint8Embedder, example: torch.Tensor, contract:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, yet still what C++/mobile load
         traced = torch.jit.trace(embedder, (example,))
-        torch.jit.save(traced, buffer, _extra_files={CONTRACT_KEY: contract})
+        checked = torch.jit.script(_CheckedInput(traced, tuple(example.shape[1:])))  # type: ignore[arg-type]
+        torch.jit.save(checked, buffer, _extra_files={CONTRACT_KEY: contract})
     return buffer.getvalue()
 
 
