@@ -245,7 +245,8 @@ def test_an_os_error_that_is_not_about_a_path_name_is_not_hidden(monkeypatch):
     (["--embeddings", "e.npz", "--checkpoint", "c.pt"], "--checkpoint or --embeddings: give exactly one of the two, got both"),
     ([], "--checkpoint or --embeddings: give exactly one of the two, got neither"),
     (["--embeddings", "e.npz", "--protocol", "pairs", "--n_pairs", "1"], "--n_pairs must be at least 2, got 1"),
-    (["--embeddings", "e.npz", "--far", "nan"], "--far must be in (0, 1], got nan"),
+    (["--embeddings", "e.npz", "--far", "nan"], "--far must be above 0 and below 1 (at 1 every pair is accepted), got nan"),
+    (["--embeddings", "e.npz", "--far", "1"], "--far must be above 0 and below 1 (at 1 every pair is accepted), got 1.0"),
 ])
 def test_evaluate_refuses_options_its_protocol_ignores_and_bad_values_before_reading_anything(tmp_path, capsys, argv, needle):
     assert main(["evaluate", *argv]) == 2  # e.npz does not exist: refused before any file is read
@@ -263,10 +264,10 @@ def _eval_config(argv):
 def test_evaluate_reads_the_eval_table_and_the_command_line_wins(tmp_path):
     toml = tmp_path / "both.toml"
     toml.write_text('[train]\nepochs = 3\n\n[eval]\nembeddings = "e.npz"\nprotocol = "pairs"\n'
-                    'n_pairs = 500\nrepeats = 4\nfar = 1\n')
+                    'n_pairs = 500\nrepeats = 4\nseed = 7\nfar = 0.25\n')
     config = _eval_config(["--config", str(toml), "--n_pairs", "800"])
     assert (config.embeddings, config.protocol, config.repeats, config.n_pairs) == ("e.npz", "pairs", 4, 800)
-    assert config.far == 1.0 and isinstance(config.far, float)
+    assert config.far == 0.25 and config.seed == 7
     assert _config(["train", "--config", str(toml)]).epochs == 3
 
 

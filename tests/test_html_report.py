@@ -191,7 +191,7 @@ def test_report_mistakes_are_one_line_exit_2(checkpoint, tmp_path, capsys):
         (["--run", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "r.html")], "no run folder or checkpoint"),
         (["--run", str(tmp_path), "--out", str(tmp_path / "r.html")], "holds no checkpoint"),
         (["--checkpoint", str(checkpoint), "--out", str(blocker / "r.html")], "cannot write"),
-        (["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.html"), "--far", "2"], "--far must be in (0, 1]"),
+        (["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.html"), "--far", "2"], "--far must be above 0 and below 1"),
         (["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.txt")], "r.txt is not one: give a name ending in .html"),
     ]:
         code = main(["report", *argv])

@@ -225,7 +225,7 @@ class EvalConfig:
     images: str | None = field(default=None, metadata={"help": "with --pairs: the folder its image names are relative to (default: the pairs file's folder)", "metavar": "DIR"})
     flip: Flip = field(default="none", metadata={"help": "with --pairs: horizontal-flip test-time augmentation: mean (average an image's and its mirror's embeddings), concat (join them), none"})
     protocol: Protocol = field(default="all-pairs", metadata={"help": "all-pairs: every test pair, exact; pairs: the reference's random pairs; kfold: LFW-style 10 folds"})
-    far: float = field(default=1e-3, metadata={"help": "target false-accept rate for the threshold, in (0, 1]"})
+    far: float = field(default=1e-3, metadata={"help": "target false-accept rate for the threshold, in (0, 1)"})
     n_pairs: int | None = field(default=None, metadata={"help": "pairs for --protocol pairs (default 1024) or kfold (default 6000); all-pairs uses every pair"})
     repeats: int = field(default=1, metadata={"help": "with --protocol pairs: also report mean ± std over this many draws"})
     seed: int = field(default=0, metadata={"help": "seed for random pairs and k-means"})
@@ -243,7 +243,7 @@ class EvalConfig:
             given = "both" if self.checkpoint is not None else "neither"
             raise ParameterError("checkpoint", f"or embeddings: give exactly one of the two, got {given}", related=("embeddings",))
         _check_choice("protocol", self.protocol, typing.get_args(Protocol))
-        _check_all([("far", _finite_in(self.far, 0, 1), "must be in (0, 1]")], self)
+        check_threshold_far(self.far)
         check_seed(self.seed)
         _check_choice("flip", self.flip, typing.get_args(Flip))
         if self.classes is not None:
@@ -281,6 +281,16 @@ class EvalConfig:
 
 
 ConfigT = TypeVar("ConfigT", TrainConfig, EvalConfig)
+
+
+def check_threshold_far(far: float) -> None:
+    """Raise :class:`ParameterError` unless ``far`` is a target FAR a threshold can be chosen at.
+
+    FAR 1 accepts every pair: its threshold is no distance (the table would show "-"), so there
+    would be nothing to calibrate ``verify`` with; 0 or less, NaN and non-numbers mean nothing.
+    """
+    if isinstance(far, bool) or not isinstance(far, (int, float)) or not 0 < far < 1:
+        raise ParameterError("far", f"must be above 0 and below 1 (at 1 every pair is accepted), got {far}")
 
 
 def _finite_in(value: float, low: float, high: float) -> bool:

@@ -32,6 +32,7 @@ from PIL import Image
 
 from .. import plots
 from ..api import load_run_images
+from ..config import check_threshold_far
 from ..config import OPTION_GROUPS, TrainConfig
 from ..console import Logger, log_stderr
 from ..data import DATASETS, stratified_subset
@@ -297,8 +298,7 @@ def collect_report_data(
     Returns:
         What the report shows.
     """
-    if not 0 < far <= 1:
-        raise ParameterError("far", f"must be in (0, 1], got {far}")
+    check_threshold_far(far)
     if test_images < 0:
         raise ParameterError("test_images", f"must be >= 0, got {test_images}")
     if n_mistakes < 1 or n_queries < 0:
