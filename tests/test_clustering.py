@@ -76,3 +76,11 @@ def test_kmeans_on_separated_clusters_scores_one_and_is_reproducible():
     noisy = 0.5 * torch.eye(8)[labels] + torch.randn(600, 8, generator=gen)
     first, second = clustering_metrics(noisy, labels, seed=3), clustering_metrics(noisy, labels, seed=3)
     assert first == second and 0 < first.ami < 1
+
+
+def test_clustering_refuses_labels_of_another_length_as_every_evaluation_does():
+    from tripletnet.errors import UserError
+    from tripletnet.evaluation import clustering_metrics
+
+    with pytest.raises(UserError, match=r"need one label per embedding, got \(3,\) labels for 50 embeddings"):
+        clustering_metrics(torch.randn(50, 8), torch.arange(3))

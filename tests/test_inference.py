@@ -295,3 +295,35 @@ def test_an_image_folder_lists_symlinked_identity_folders_as_training_does_and_n
     assert listed == ["id0/a.png", "id1/a.png", "id1/to2/a.png", "id2/a.png", "id2/to1/a.png"]
     # The identities an index labels its items with are those training finds in the same folder.
     assert {name.split("/")[0] for name in listed} == {entry.identity for entry in list_image_folder(gallery)}
+
+
+def test_the_arrays_a_notebook_makes_from_pil_images_embed_or_say_how(model, test_images, recwarn):
+    picture = Image.fromarray(test_images[0].squeeze().numpy())
+    read_only = np.asarray(picture)  # what np.asarray of a PIL image gives: not writable
+    assert not read_only.flags.writeable
+    assert torch.equal(model.embed(read_only), model.embed(picture))
+    assert not [w for w in recwarn if "not writable" in str(w.message)]  # torch warns when it wraps one
+    with pytest.raises(ParameterError, match=r"looks like one \(H, W, C\) image.*array\.transpose\(2, 0, 1\)\[None\]"):
+        model.embed(np.asarray(picture.convert("RGB")))  # (28, 28, 3), which would be read as 28 images of 28 x 3
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda m, x: m.embed(b"a.png"), "got bytes"),
+    (lambda m, x: m.embed(5), "got int"),
+    (lambda m, x: m.embed(None), "got NoneType"),
+    (lambda m, x: m.embed(x, batch_size=1.5), "batch_size must be a whole number of at least 1, got 1.5"),
+    (lambda m, x: m.embed(x, batch_size="4"), "batch_size must be a whole number"),
+    (lambda m, x: m.search(x, x, k=2.5), "k must be a whole number, got 2.5"),
+    (lambda m, x: m.verify(x[0], x[1], threshold=True), "threshold must be a number"),
+    (lambda m, x: m.verify(x[0], x[1], threshold="0.5"), "threshold must be a number"),
+    (lambda m, x: load_model(123), "checkpoint must be the path of a checkpoint file, got int"),
+])
+def test_arguments_of_the_wrong_type_are_parameter_errors_naming_them(model, test_images, call, needle):
+    with pytest.raises(ParameterError, match=re.escape(needle)):
+        call(model, test_images)
+
+
+def test_a_verification_is_json_whatever_kind_of_number_the_threshold_was(model, test_images):
+    answer = model.verify(test_images[0], test_images[1], threshold=np.float32(0.5))
+    assert type(answer.same) is bool
+    assert json.loads(json.dumps(answer.to_dict()))["threshold"] == 0.5

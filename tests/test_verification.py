@@ -489,3 +489,13 @@ def test_random_pairs_leave_unresolvable_fars_out_of_val_at_far():
     assert result.val is not None and result.val_at_far["0.01"] == result.val
     assert result.val_at_far["0.001"] is None and result.val_at_far["0.0001"] is None
     assert all(math.isfinite(t) for t in result.threshold_at_far.values())
+
+
+@pytest.mark.parametrize("labels", [np.array(["a", "b"] * 25), ["a", "b"] * 25])
+def test_label_names_are_refused_with_the_mapping_to_ids_named(labels):
+    from tripletnet.errors import UserError
+    from tripletnet.evaluation import evaluate_embeddings
+
+    embeddings = torch.nn.functional.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    with pytest.raises(UserError, match=r"labels must be integers, got strings.*np\.unique\(labels, return_inverse=True\)\[1\]"):
+        evaluate_embeddings(embeddings, labels)

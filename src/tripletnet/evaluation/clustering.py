@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .results import ClusteringResult
+from .verification.conventions import check_embeddings
 
 
 def contingency_table(labels_true: np.ndarray, labels_pred: np.ndarray) -> np.ndarray:
@@ -133,7 +134,7 @@ def clustering_metrics(embeddings: torch.Tensor, labels: torch.Tensor, seed: int
     Returns:
         A ClusteringResult.
     """
-    truth = torch.as_tensor(labels).detach().cpu().numpy()
+    truth = check_embeddings(embeddings, labels)[1].numpy()  # one integer label per embedding, else a UserError
     k = len(np.unique(truth))
     predicted = kmeans_labels(embeddings, k, seed)
     return ClusteringResult(nmi=nmi(truth, predicted), ami=ami(truth, predicted), n_clusters=k)

@@ -89,7 +89,7 @@ class _CheckedInput(nn.Module):
         if images.dtype != torch.uint8:
             raise RuntimeError("images must be uint8 (0..255): the export scales them by 1/255 itself "
                                "(floats in 0..1: (images * 255).round().to(torch.uint8))")
-        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[2] != self.height or images.shape[3] != self.width:
+        if images.dim() != 4 or [images.shape[1], images.shape[2], images.shape[3]] != [self.channels, self.height, self.width]:
             raise RuntimeError(f"images must be (N, {self.channels}, {self.height}, {self.width}), got {list(images.shape)}")
         return self.embedder(images)
 

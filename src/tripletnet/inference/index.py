@@ -22,6 +22,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import numbers
 import os
 import re
 import secrets
@@ -203,6 +204,8 @@ class GalleryIndex:
                     "or mixed); rebuild it with 'tripletnet index'"
                 )
             raise ParameterError("queries", f"have dimension {vectors.shape[1]}, the gallery {self.dim}")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise ParameterError("k", f"must be a whole number, got {k!r}")
         if not 1 <= k <= self.size:
             raise ParameterError("k", f"must be between 1 and the gallery size {self.size:,}, got {k}")
         if batch_size < 1:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ def threshold_problem(threshold: float) -> str | None:
 
     The one rule for a threshold given on the command line and one read from a calibration file.
     """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        return f"must be a number, a distance in [0, {MAX_DISTANCE:g}], got {threshold!r}"
     if not (math.isfinite(threshold) and 0 <= threshold <= MAX_DISTANCE):
         return f"must be a distance in [0, {MAX_DISTANCE:g}] (embeddings lie on the unit sphere), got {threshold}"
     return None
@@ -278,12 +281,13 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     folder = Path(root)
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}")
-    files = []
+    files: list[Path] = []
     walked_into = {str(folder): frozenset({folder.resolve()})}  # each folder -> the real folders on the way to it
     for parent, subfolders, names in os.walk(folder, followlinks=True):
         on_the_way = walked_into.pop(parent)
         # In place, so that os.walk skips them: hidden folders, and links back to a folder on the way here (a loop).
-        subfolders[:] = [name for name in subfolders if not name.startswith(".") and Path(parent, name).resolve() not in on_the_way]
+        subfolders[:] = [name for name in subfolders
+                         if not name.startswith(".") and Path(parent, name).resolve() not in on_the_way]
         walked_into.update((os.path.join(parent, name), on_the_way | {Path(parent, name).resolve()}) for name in subfolders)
         files.extend(Path(parent, name) for name in names
                      if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES and Path(parent, name).is_file())
@@ -313,6 +317,9 @@ def _array_batch(array: np.ndarray | torch.Tensor, input_shape: tuple[int, int, 
     2-D: one H x W image; 3-D: a batch N x H x W of one-channel images (as the data layer holds
     them); 4-D: N x C x H x W.
     """
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        array = array.copy()  # np.asarray of a PIL image is read-only, and torch warns about wrapping one
+    shape = tuple(array.shape)
     tensor = torch.as_tensor(array).detach().cpu()
     if tensor.ndim == 2:
         tensor = tensor[None, None]
@@ -334,11 +341,12 @@ def _array_batch(array: np.ndarray | torch.Tensor, input_shape: tuple[int, int, 
         raise ParameterError("images", f"must be uint8 (0..255) or floating point (0..1), got {tensor.dtype}")
     _, height, width = input_shape
     if tuple(tensor.shape[2:]) != (height, width):
-        raise ParameterError(
-            "images",
-            f"must be {height} x {width} pixels as the model takes, got {tensor.shape[2]} x {tensor.shape[3]}; "
-            "pass file paths or PIL images to have them resized",
-        )
+        channels_last = len(shape) == 3 and shape[2] in (1, 3, 4) and shape[:2] == (height, width)
+        hint = (f"; this looks like one (H, W, C) image, as np.asarray of a PIL image gives, read as {shape[0]} images "
+                "(N, H, W): pass the PIL image itself, or array.transpose(2, 0, 1)[None]") if channels_last else (
+                "; pass file paths or PIL images to have them resized")
+        raise ParameterError("images", f"must be {height} x {width} pixels as the model takes, got "
+                                       f"{tensor.shape[2]} x {tensor.shape[3]}{hint}")
     return _convert_channels(tensor, input_shape[0], notice)
 
 
@@ -356,7 +364,12 @@ def _prepared(item: ImageLike, input_shape: tuple[int, int, int], notice: _Chann
 
 
 def _items(images: Images) -> list[ImageLike]:
-    return [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    if isinstance(images, (bytes, bytearray)) or not isinstance(images, Iterable):
+        raise ParameterError("images", f"must be paths, PIL images, numpy arrays or tensors, or a list of them, "
+                                       f"got {type(images).__name__}")
+    return list(images)
 
 
 def _to_batch(images: Images, input_shape: tuple[int, int, int], notice: _ChannelNotice) -> torch.Tensor:
@@ -383,7 +396,7 @@ def _chunks(images: Images, batch_size: int) -> Iterator[Images]:
     elif isinstance(images, (str, os.PathLike, Image.Image)):
         yield images
     else:
-        items = list(images)
+        items = _items(images)
         for start in range(0, max(len(items), 1), batch_size):
             yield items[start : start + batch_size]
 
@@ -485,8 +498,8 @@ class TripletModel:
         Returns:
             A tensor (N, D).
         """
-        if batch_size < 1:
-            raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ParameterError("batch_size", f"must be a whole number of at least 1, got {batch_size!r}")
         chunks = list(_chunks(images, batch_size))
         parts = [
             self.network(self.to_batch(chunk).to(self.device).contiguous(memory_format=torch.channels_last)).cpu()
@@ -528,14 +541,14 @@ class TripletModel:
                 )
             threshold, far, source = calibration.threshold, calibration.far, calibration.describe()
         return Verification(
-            distance=distance, same=distance <= threshold, threshold=float(threshold), threshold_source=source, far=far
+            distance=distance, same=bool(distance <= threshold), threshold=float(threshold), threshold_source=source, far=far
         )
 
-    def search(self, gallery: Images | torch.Tensor, queries: Images, k: int = 5) -> Neighbours:
+    def search(self, gallery: Images, queries: Images, k: int = 5) -> Neighbours:
         """The ``k`` nearest gallery images of each query (exact, Euclidean).
 
         Args:
-            gallery: images (anything :meth:`embed` takes). For a large gallery build a
+            gallery: images (anything :meth:`embed` takes; not embeddings). For a large gallery build a
                 :class:`tripletnet.inference.index.GalleryIndex` once instead.
             queries: images.
             k: neighbours per query, at most the gallery size.
@@ -569,6 +582,8 @@ def load_model(
     Raises:
         UserError: the file is missing, damaged or not a tripletnet checkpoint.
     """
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise ParameterError("checkpoint", f"must be the path of a checkpoint file, got {type(checkpoint).__name__}")
     path = Path(checkpoint)
     state = state if state is not None else load_checkpoint(path)
     network, config = model_from_checkpoint(state, source=str(path))

@@ -32,8 +32,7 @@ from PIL import Image
 
 from .. import plots
 from ..api import load_run_images
-from ..config import check_threshold_far
-from ..config import OPTION_GROUPS, TrainConfig
+from ..config import OPTION_GROUPS, TrainConfig, check_threshold_far
 from ..console import Logger, log_stderr
 from ..data import DATASETS, stratified_subset
 from ..errors import ParameterError, UserError

@@ -214,6 +214,9 @@ def mean_and_std(values: list[float | None]) -> tuple[float | None, float | None
 
 def check_embeddings(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings as a finite (N, D) float32 CPU tensor and labels as (N,) int64; bad data is a UserError."""
+    if not isinstance(labels, torch.Tensor) and np.asarray(labels).dtype.kind in "USO":
+        raise UserError("labels must be integers, got strings or objects: map names to ids first, e.g. "
+                        "np.unique(labels, return_inverse=True)[1]")
     embeddings = torch.as_tensor(embeddings)
     labels = torch.as_tensor(labels)
     if embeddings.ndim != 2:
