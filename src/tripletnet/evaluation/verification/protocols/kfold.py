@@ -92,7 +92,11 @@ def kfold(
         A KFoldResult.
     """
     embeddings, labels = check_embeddings(embeddings, labels)
-    pairs, is_positive = draw_pairs(labels, KFOLD_PAIRS if n_pairs is None else n_pairs, seed)
+    n_pairs = KFOLD_PAIRS if n_pairs is None else n_pairs
+    if n_pairs < 2 * folds:  # half are positive: each fold needs one of each (kfold_distances would name folds instead)
+        raise ParameterError("n_pairs", f"must be at least {2 * folds} for {folds} folds (a positive and a negative "
+                                        f"pair in each), got {n_pairs}")
+    pairs, is_positive = draw_pairs(labels, n_pairs, seed)
     return kfold_distances(pair_distances(embeddings, pairs[:, 0], pairs[:, 1]), is_positive.numpy(), folds=folds, far=far)
 
 
