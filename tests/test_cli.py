@@ -60,6 +60,12 @@ def test_toml_config_is_applied_and_the_command_line_wins(tmp_path):
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
+def test_a_toml_config_saved_with_a_byte_order_mark_is_read(tmp_path):
+    toml = tmp_path / "notepad.toml"
+    toml.write_bytes(b"\xef\xbb\xbf" + "[train]\nmargin = 0.5  # é\n".encode("utf-8"))  # how Windows Notepad saves UTF-8
+    assert _config(["train", "--config", str(toml)]).margin == 0.5
+
+
 MISTAKES = [
     (["--batch_size", "2"], "batch_size"),
     (["--margin", "-1"], "margin"),
@@ -175,6 +181,16 @@ def test_argparse_errors_of_a_subcommand_point_at_its_help():
     proc = subprocess.run([sys.executable, "-m", "tripletnet", "evaluate", "--far", "x"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("tripletnet evaluate: error:") and "(see 'tripletnet evaluate --help')" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["verify", "--checkpoint", "c.pt", "a.png", "b.png", "c.png"], ["train", "--bogus", "1"],
+                                  ["search", "--index", "i", "--query", "q.png", "stray"]])
+def test_unrecognized_arguments_are_said_by_the_commands_parser_pointing_at_its_help(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"tripletnet {argv[0]}: error: unrecognized arguments: ") and f"(see 'tripletnet {argv[0]} --help')" in err
 
 
 # --- validation: parameters in the library, flags on the command line ---------------------------

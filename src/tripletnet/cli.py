@@ -199,7 +199,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pairs.set_defaults(handler=_cmd_pairs)
     add_use_commands(sub)
     for name, subparser in sub.choices.items():
-        subparser.set_defaults(prog=f"{PROG} {name}")
+        subparser.set_defaults(prog=f"{PROG} {name}", command_parser=subparser)
     return parser
 
 
@@ -621,7 +621,9 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, so that the advice is its --help, as for its other errors
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         return int(args.handler(args))

@@ -369,7 +369,9 @@ def load_toml(path: str | Path, table: Literal["train", "eval"] = "train") -> To
     """
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
+        # A UTF-8 byte-order mark (Windows Notepad writes one) is no TOML, yet the text after it is the user's config.
+        data = tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
