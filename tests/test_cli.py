@@ -62,7 +62,7 @@ def test_toml_config_is_applied_and_the_command_line_wins(tmp_path):
 
 def test_a_toml_config_saved_with_a_byte_order_mark_is_read(tmp_path):
     toml = tmp_path / "notepad.toml"
-    toml.write_bytes(b"\xef\xbb\xbf" + "[train]\nmargin = 0.5  # é\n".encode("utf-8"))  # how Windows Notepad saves UTF-8
+    toml.write_bytes(b"\xef\xbb\xbf" + "[train]\nmargin = 0.5  # é\n".encode())  # how Windows Notepad saves UTF-8
     assert _config(["train", "--config", str(toml)]).margin == 0.5
 
 
@@ -190,7 +190,8 @@ def test_unrecognized_arguments_are_said_by_the_commands_parser_pointing_at_its_
         main(argv)
     err = capsys.readouterr().err
     assert exited.value.code == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith(f"tripletnet {argv[0]}: error: unrecognized arguments: ") and f"(see 'tripletnet {argv[0]} --help')" in err
+    assert err.startswith(f"tripletnet {argv[0]}: error: unrecognized arguments: ")
+    assert f"(see 'tripletnet {argv[0]} --help')" in err
 
 
 # --- validation: parameters in the library, flags on the command line ---------------------------

@@ -194,7 +194,7 @@ def test_impossible_pair_counts_and_ignored_options_are_one_line_errors(tmp_path
     _assert_one_line_error(code, err, "--n_pairs is not used by protocol 'all-pairs'")
     unit = save_embeddings(tmp_path / "unit.npz", torch.nn.functional.normalize(torch.randn(40, 4), dim=1), torch.arange(40) % 4)
     code, _, err = _run(capsys, "evaluate", "--embeddings", str(unit), "--protocol", "kfold", "--n_pairs", "10")
-    _assert_one_line_error(code, err, "--n_pairs must be at least 20 for 10 folds (a positive and a negative pair in each), got 10")
+    _assert_one_line_error(code, err, "--n_pairs must be at least 20 for 10 folds (a positive and a negative pair in each)")
     code, _, err = _run(capsys, "evaluate", "--embeddings", str(npz), "--protocol", "kfold", "--repeats", "3")
     _assert_one_line_error(code, err, "--repeats is not used by protocol 'kfold'")
 

@@ -99,7 +99,8 @@ def test_open_set_training_validation_and_evaluation_classes_are_disjoint_from_t
     assert set(val_labels) <= {0, 1, 2, 3, 4}
     train_rows = {bytes(image.numpy()) for image in data.train_images}
     assert not train_rows & {bytes(image.numpy()) for image in data.val_images}
-    assert data.records["split"] == {"train_classes": ["0", "1", "2", "3", "4"], "holdout_classes": ["5", "6", "7", "8", "9"]}
+    assert data.records["split"] == {"train_classes": ["0", "1", "2", "3", "4"], "holdout_classes": ["5", "6", "7", "8", "9"],
+                                     "test_classes": [str(digit) for digit in range(10)]}  # MNIST's test split holds every digit
 
 
 def test_holdout_classes_alone_trains_on_the_rest_and_with_train_classes_evaluates_on_them_only(tmp_path):

@@ -93,3 +93,33 @@ def test_a_grey_run_reloaded_from_an_rgb_copy_of_its_folder_converts_it_and_embe
     with np.load(tmp_path / "grey.npz") as a, np.load(tmp_path / "rgb.npz") as b:
         assert np.array_equal(a["embeddings"], b["embeddings"]) and np.array_equal(a["labels"], b["labels"])
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data_path", str(rgb), "--no-tsne", "--no-clustering"]) == 0
+
+
+def test_identities_added_to_a_runs_folder_never_let_a_trained_identity_pass_for_unseen(tmp_path):
+    """A folder's identities are split by a seeded draw over the list: adding some draws again, and a
+    training identity could land in the test split, which evaluate took for unseen and calibrated on."""
+    import numpy as np
+
+    from synthetic_images import make_synthetic_dataset, write_identity_images
+    from tripletnet.errors import UserError
+
+    root = make_synthetic_dataset(tmp_path / "faces", n_train=8, n_test=0, size=SIZE, split_folders=False).root
+    checkpoint = train_tiny_on(root, tmp_path / "run", image_size=SIZE)
+    trained = set(load_checkpoint(checkpoint)["split"]["train_classes"])
+    refused = 0
+    for added in range(8, 20):  # one more identity each time: each a new draw of the split
+        write_identity_images(root, added, 5, np.random.default_rng(added), SIZE)
+        data = load_dataset(str(root), options=ImageOptions(image_size=SIZE))
+        tested = {data.class_names[label] for label in torch.unique(data.test_labels).tolist()}
+        notes: list[str] = []
+        if tested & trained:
+            with pytest.raises(UserError, match=r"changed since .* was trained: its identities were split again") as caught:
+                load_run_images(checkpoint, "test", classes="all", log=notes.append)
+            assert all(name in str(caught.value) for name in sorted(tested & trained)[:3])
+            refused += 1
+        else:  # only identities the run never trained on: evaluated, and the new ones said
+            reloaded = load_run_images(checkpoint, "test", classes="all", log=notes.append)
+            assert len(reloaded.labels) == len(data.test_labels)
+            new = tested - trained - set(load_checkpoint(checkpoint)["split"]["test_classes"])
+            assert any("new identities" in note and "unseen in training" in note for note in notes) == bool(new)
+    assert refused, "no draw put a trained identity into the test split: the test checked nothing"

@@ -113,6 +113,37 @@ def _split_images(data: DatasetSplits, split: str) -> tuple[torch.Tensor, torch.
     return (data.train_images if split == "train" else data.test_images), labels
 
 
+def _check_test_identities_unchanged(state: dict, data: DatasetSplits, checkpoint: str, log: Logger) -> None:
+    """Refuse a reloaded dataset whose test split now holds identities the run trained on; note other changes.
+
+    A folder's identities are split by a seeded draw over its identity list, so adding or removing
+    identities draws again: a training identity can land in the test split, where every evaluation
+    would take it for unseen (and calibrate on it). Runs record their test identities (``test_classes``);
+    older runs did not, and are not checked.
+    """
+    recorded = state.get("split") or {}
+    if "test_classes" not in recorded:
+        return
+    then, trained = set(recorded["test_classes"]), set(recorded.get("train_classes", []))
+    now = {data.class_names[label] for label in torch.unique(data.test_labels).tolist()}
+    if trained_now_tested := sorted((now - then) & trained):
+        raise UserError(
+            f"{data.name} changed since {checkpoint} was trained: its identities were split again, and its test split now "
+            f"holds {len(trained_now_tested)} {'identity' if len(trained_now_tested) == 1 else 'identities'} the run trained on "
+            f"({_few(trained_now_tested)}), so no evaluation of it would "
+            "be of unseen identities; put the folder back as it was, or give it train/ and test/ subfolders, whose split is fixed"
+        )
+    if now != then:
+        added, gone = sorted(now - then), sorted(then - now)
+        log(f"note: {data.name} changed since {checkpoint} was trained: its test split holds "
+            + "; ".join(part for part in (f"{len(added)} new identities ({_few(added)}), unseen in training" if added else "",
+                                          f"no longer {len(gone)} of the run's ({_few(gone)})" if gone else "") if part))
+
+
+def _few(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def load_run_images(
     checkpoint: str | Path,
     split: str = "test",
@@ -160,6 +191,7 @@ def load_run_images(
                 raise UserError(f"the images {checkpoint} was trained on were at {where}, which no longer exists: "
                                 "give their new place with --data_path (data_path= in Python)")
         data = load_checkpoint_dataset(config, data_path or recorded_path, download)
+        _check_test_identities_unchanged(state, data, str(checkpoint), log)
     images, labels = _split_images(data, split)
     # Held-out classes have no training images: the train split defaults to all of its classes.
     chosen = classes or (default_classes(state, data) if split == "test" else "all")

@@ -188,6 +188,9 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     if config.selection_classes:
         split, selection = _without_selection_classes(split, config)
     records["split"] = split.to_dict()
+    # The identities of the test split as the run saw it: a folder whose identities are split again after a change
+    # (more identities, a new draw) can put a trained identity there, which evaluation must not take for unseen.
+    records["split"]["test_classes"] = [split.class_names[label] for label in torch.unique(data.test_labels).tolist()]
     pool = indices_of_classes(data.train_labels, split.train)
     pool_labels = data.train_labels[pool]
     n_val = max(VAL_PER_CLASS_MIN * len(split.train), min(VAL_CARVE_MAX, round(len(pool) * VAL_CARVE_FRACTION)))
