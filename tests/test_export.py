@@ -158,6 +158,33 @@ def test_a_failed_export_keeps_the_old_file(checkpoint, tmp_path, monkeypatch):
     assert old.read_bytes() == b"previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
+def test_a_ctrl_c_the_onnx_exporter_swallows_is_an_interrupt_again(checkpoint, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while torch.export imports its compiler came out as torch's TorchExportError, a 100-line traceback."""
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous export")
+
+    def exporter_that_caught_a_ctrl_c(*_args, **_kwargs):
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise AttributeError("module 'torch._dynamo' has no attribute 'exc'") from None  # as torch's import did
+        except AttributeError as error:
+            raise RuntimeError("Failed to export the model with torch.export. This is step 1/3") from error
+
+    monkeypatch.setattr(torch.onnx, "export", exporter_that_caught_a_ctrl_c)
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--overwrite"]) == 130
+    assert capsys.readouterr().err == "tripletnet: interrupted\n"
+    assert out.read_bytes() == b"previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+    def exporter_that_failed(*_args, **_kwargs):
+        raise RuntimeError("an operator torch cannot export")
+
+    monkeypatch.setattr(torch.onnx, "export", exporter_that_failed)
+    with pytest.raises(RuntimeError, match="cannot export"):  # a real failure is not taken for an interrupt
+        main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--overwrite"])
+
+
 def test_export_cli_writes_torchscript_and_reports_mistakes_in_one_line(checkpoint, tmp_path, capsys):
     out = tmp_path / "model.pt"
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)]) == 0

@@ -117,12 +117,30 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _interrupted(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in ``error``'s chain: torch's exporter catches it (a Ctrl-C while it
+    imports torch._dynamo) and raises its own TorchExportError, a 100-line traceback, in its place."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _onnx_bytes(embedder: Uint8Embedder, example: torch.Tensor, contract: str) -> bytes:
-    with _quiet_exporter():
-        program = torch.onnx.export(
-            embedder, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False, report=False,
-        )
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                embedder, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False, report=False,
+            )
+    except Exception as exc:
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None  # the user's Ctrl-C, said as one: "tripletnet: interrupted", exit 130
+        raise
     if program is None:  # pragma: no cover - dynamo=True always returns the program
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
