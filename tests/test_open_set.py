@@ -329,3 +329,32 @@ def test_a_folder_run_with_unseen_test_identities_says_so_and_why_in_its_first_l
     assert "glyph benchmark" in lines[0] and "--preset open-set" in lines[0] and "--preset default" in lines[0]
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["margin"] == TrainConfig().margin and recorded["epochs"] == 1  # the command line wins
+
+
+def test_single_image_identities_stay_in_training_and_ask_no_validation_images(tmp_path):
+    """A folder of many one-image identities (kept as negatives) was refused: each counted as two validation images."""
+    import numpy as np
+    from synthetic_images import identity_name, write_identity_images
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mixed"
+    for index in range(12):
+        write_identity_images(root / "train", index, 4, rng, size=16)
+    for index in range(12, 112):
+        write_identity_images(root / "train", index, 1, rng, size=16)
+    for index in range(112, 116):
+        write_identity_images(root / "test", index, 3, rng, size=16)
+    data = load_image_folder(root, log=lambda _: None)
+    config = TrainConfig(dataset=str(root), image_size=16, batch_size=8, eval_images=0, num_val_triplets=8, precision="fp32")
+    run = prepare_run_data(config, data, lambda _: None)
+    validation = {data.class_names[label] for label in data.train_labels[_validation_indices(data, run)].tolist()}
+    singles = {identity_name(index) for index in range(12, 112)}
+    assert validation and not validation & singles  # validation from the 4-image identities only
+    assert {data.class_names[label] for label in run.train_labels.tolist()} >= singles  # every single image trains
+    assert len(run.train_labels) + len(run.val_images) == len(data.train_labels)
+
+
+def _validation_indices(data, run) -> torch.Tensor:
+    """Positions in the training split of the images prepare_run_data set aside (matched by their pixels)."""
+    rows = {bytes(image.numpy().tobytes()): index for index, image in enumerate(data.train_images)}
+    return torch.tensor([rows[bytes(image.numpy().tobytes())] for image in run.val_images])
