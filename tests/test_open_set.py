@@ -334,6 +334,7 @@ def test_a_folder_run_with_unseen_test_identities_says_so_and_why_in_its_first_l
 def test_single_image_identities_stay_in_training_and_ask_no_validation_images(tmp_path):
     """A folder of many one-image identities (kept as negatives) was refused: each counted as two validation images."""
     import numpy as np
+
     from synthetic_images import identity_name, write_identity_images
 
     rng = np.random.default_rng(0)
