@@ -260,3 +260,25 @@ def test_a_pipe_given_as_an_image_is_refused_at_once(tmp_path):
                 read()
     finally:
         unblocker.cancel()
+
+
+def test_one_file_under_two_identities_or_in_both_splits_is_said(tmp_path):
+    """A symlinked identity folder, or a CSV row repeated into the other split, was trained on without a word."""
+    from tripletnet.data.csv import load_csv_dataset
+
+    for name in "abcd":
+        _write(tmp_path / "faces" / name, 3)
+    (tmp_path / "faces" / "alias").symlink_to(tmp_path / "faces" / "b", target_is_directory=True)
+    lines: list[str] = []
+    load_image_folder(tmp_path / "faces", ImageOptions(split_by="image"), log=lines.append)
+    assert sum("3 images are listed under two identities" in line and "'alias' and 'b'" in line for line in lines) == 1, lines
+
+    files = sorted((tmp_path / "faces").glob("[abcd]/*.png"))
+    rows = [f"{f.as_posix()},{f.parent.name},train" for f in files] + [f"{files[0].as_posix()},a,test",
+                                                                        f"{files[3].as_posix()},b,test"]
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label,split\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    lines.clear()
+    load_csv_dataset(listing, log=lines.append)
+    assert sum("2 images are in both the training and the test split" in line for line in lines) == 1, lines
+    assert not any("two identities" in line for line in lines)

@@ -50,6 +50,7 @@ they are kept as uint8 tensors; otherwise only their paths are kept (:class:`Ima
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -188,6 +189,32 @@ def _check_identities(train_identities: Sequence[str], what: str, log: Logger) -
         log(f"{what}: {singles} training identities have a single image: kept, used only as negatives")
 
 
+def _note_repeated_files(entries: Sequence[ImageEntry], splits: Sequence[str], what: str, log: Logger) -> None:
+    """Say when one file (symlinks resolved) is listed under two identities or in both splits: a symlinked
+    identity folder or a repeated CSV row makes an image a negative of itself, or a test image one trained on."""
+    first: dict[str, tuple[ImageEntry, str]] = {}
+    two_identities: list[tuple[ImageEntry, ImageEntry]] = []
+    two_splits: list[ImageEntry] = []
+    for entry, split in zip(entries, splits, strict=True):
+        real = os.path.realpath(entry.path)
+        if real not in first:
+            first[real] = (entry, split)
+            continue
+        earlier, earlier_split = first[real]
+        if earlier.identity != entry.identity:
+            two_identities.append((earlier, entry))
+        if earlier_split != split:
+            two_splits.append(entry)
+    if two_identities:
+        earlier, later = two_identities[0]
+        log(f"{what}: {len(two_identities)} images are listed under two identities (e.g. {later.where} as "
+            f"{earlier.identity!r} and {later.identity!r}: a symlinked folder or a repeated row?); "
+            "each is then a negative of itself")
+    if two_splits:
+        log(f"{what}: {len(two_splits)} images are in both the training and the test split (e.g. {two_splits[0].where}): "
+            "the test figures include images the network trained on")
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -235,6 +262,7 @@ def load_image_list(
     if not kept:
         raise UserError(f"{name}: none of its {len(entries)} images could be read")
     splits = assign_splits(kept, options.split_by, options.test_fraction, options.seed, name)
+    _note_repeated_files(kept, splits, name, log)
     train_probes = [probes[i] for i, split in zip(sorted(probes), splits, strict=True) if split == "train"]
     if not train_probes:
         raise UserError(f"{name}: no training images")
