@@ -177,3 +177,18 @@ def test_pair_numbers_map_one_to_one_onto_all_distinct_pairs(counts):
                           for i in range(na) for j in range(nb)}
     assert same == expected_same and index.n_same == len(expected_same)
     assert different == expected_different and index.n_different == len(expected_different)
+
+
+@pytest.mark.parametrize("name", ["pairs.csv", "pairs.txt"])
+def test_a_pairs_file_written_beside_its_images_folder_says_how_to_read_it_back(tmp_path, name):
+    make_synthetic_dataset(tmp_path / "faces", n_train=0, n_test=8, images_per_identity=4, size=16)
+    images = tmp_path / "faces" / "test"
+    lines: list[str] = []
+    write_pairs_file(images, tmp_path / name, folds=2, per_fold=8, seed=0, log=lines.append)
+    assert f"evaluate it with --pairs {tmp_path / name} --images {images}" in lines[-1]
+    with pytest.raises(UserError, match=r"do not exist in .*give it with --images"):
+        read_pairs(tmp_path / name)  # beside the file, where the names are not
+    assert len(read_pairs(tmp_path / name, images)) == 16
+    lines.clear()
+    write_pairs_file(images, images / name, folds=2, per_fold=8, seed=0, log=lines.append)
+    assert "--images" not in lines[-1]  # read beside itself, as evaluate does by default

@@ -253,7 +253,14 @@ def read_pairs(path: str | Path, images_dir: str | Path | None = None) -> PairLi
     images = Path(images_dir).expanduser().absolute() if images_dir is not None else source.parent
     if images_dir is not None and not images.is_dir():
         raise UserError(f"images folder not found: {images}")
-    return _read_csv(source, images) if source.suffix.lower() == ".csv" else _read_lfw(source, images)
+    try:
+        return _read_csv(source, images) if source.suffix.lower() == ".csv" else _read_lfw(source, images)
+    except UserError as error:
+        if images_dir is None and "listed images do not exist" in str(error):
+            # Names are relative to the folder the pairs were drawn from, which may not be the file's own.
+            raise UserError(f"{error} (names are relative to the images folder: give it with --images, "
+                            "images_dir= in Python)") from None
+        raise
 
 
 def load_pair_images(
@@ -478,5 +485,7 @@ def write_pairs_file(
     log(
         f"wrote {target}: {folds} folds of {per_fold // 2} matched and {per_fold // 2} mismatched pairs "
         f"from {len(names)} identities (seed {seed})"
+        # Its names are relative to root; read beside another folder, evaluate needs to be told where they are.
+        + ("" if target.parent == root else f"; its names are relative to {root}: evaluate it with --pairs {target} --images {root}")
     )
     return read_pairs(target, root)
