@@ -486,6 +486,7 @@ def write_pairs_file(
         f"wrote {target}: {folds} folds of {per_fold // 2} matched and {per_fold // 2} mismatched pairs "
         f"from {len(names)} identities (seed {seed})"
         # Its names are relative to root; read beside another folder, evaluate needs to be told where they are.
-        + ("" if target.parent == root else f"; its names are relative to {root}: evaluate it with --pairs {target} --images {root}")
+        + ("" if target.parent == root
+           else f"; its names are relative to {root}: evaluate it with --pairs {target} --images {root}")
     )
     return read_pairs(target, root)
