@@ -422,3 +422,20 @@ def test_augmentation_sizes_come_from_the_config_and_zero_turns_each_off():
     for name, value in (("rotation", -1.0), ("rotation", 181.0), ("scaling", 1.0), ("shift", float("nan"))):
         with pytest.raises(ParameterError, match=name):
             TrainConfig(**{name: value}).validate()
+
+
+def test_more_threads_than_cores_trains_and_says_it_slows(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)  # as if this process had one core
+    previous = torch.get_num_threads()
+    lines: list[str] = []
+    try:
+        train(_config(tmp_path, num_images=128, epochs=1, threads=2), data=DATA, log=lines.append)
+    finally:
+        torch.set_num_threads(previous)
+    assert sum("note: --threads 2 is more than the 1 CPU core this process" in line for line in lines) == 1, lines
+    lines.clear()
+    train(_config(tmp_path, name="one", num_images=128, epochs=1, threads=1), data=DATA, log=lines.append)
+    torch.set_num_threads(previous)
+    assert not any("--threads" in line for line in lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -320,6 +321,10 @@ def _prepare(
     resume, checkpoint = resumed
     if config.threads:
         torch.set_num_threads(config.threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if cores and config.threads > cores and context.is_main_process:  # accepted, but oversubscribed threads slow every step
+            log(f"note: --threads {config.threads} is more than the {cores} CPU core{'s' * (cores != 1)} this process may use: "
+                "threads beyond them wait for each other and slow training (leave it out to use them all)")
     if device.type == "cpu":
         keep_freed_memory()  # the step's activations reuse the heap instead of page-faulting fresh pages (1.2-1.45x)
 
