@@ -282,3 +282,17 @@ def test_one_file_under_two_identities_or_in_both_splits_is_said(tmp_path):
     load_csv_dataset(listing, log=lines.append)
     assert sum("2 images are in both the training and the test split" in line for line in lines) == 1, lines
     assert not any("two identities" in line for line in lines)
+
+
+def test_images_below_the_identity_folders_are_said_to_be_left_out(tmp_path):
+    for name in "abc":
+        _write(tmp_path / name, 3)
+    _write(tmp_path / "a" / "deeper", 2)
+    lines: list[str] = []
+    data = load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
+    assert len(data.train_labels) + len(data.test_labels) == 9
+    assert sum("2 images in folders below the identity folders are not read (e.g. a/deeper/" in line for line in lines) == 1
+    shutil.rmtree(tmp_path / "a" / "deeper")
+    lines.clear()
+    load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
+    assert not any("below the identity folders" in line for line in lines)

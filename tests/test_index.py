@@ -405,3 +405,19 @@ def test_a_setting_of_another_index_kind_is_refused_not_ignored(image_folder, tm
                             *kind, *flags)
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_newline_in_a_file_name_stays_on_its_row_of_the_search_table(checkpoint, image_folder, tmp_path, capsys):
+    gallery = tmp_path / "odd"
+    shutil.copytree(image_folder, gallery)
+    odd = gallery / "1" / "two\nlines.png"
+    shutil.copy(gallery / "1" / "0.png", odd)
+    assert _run(capsys, "index", "--checkpoint", checkpoint, "--images", gallery, "--out", tmp_path / "idx")[0] == 0
+    code, out, err = _run(capsys, "search", "--index", tmp_path / "idx", "--query", odd, "-k", "7")
+    assert code == 0, err
+    rows = out.splitlines()
+    assert len(rows) == 2 + 7  # the query line, the header, one row per neighbour
+    assert rows[0] == "query " + repr(str(odd))[1:-1]
+    assert sum("two\\nlines.png" in row for row in rows[2:]) == 1
+    code, out, _ = _run(capsys, "search", "--index", tmp_path / "idx", "--query", odd, "-k", "1", "--json")
+    assert json.loads(out)["results"][0]["query"] == str(odd)  # JSON keeps the name as it is

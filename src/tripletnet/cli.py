@@ -501,13 +501,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps({"index": str(args.index), "k": args.k, "results": results}))
         return 0
     for result in results:
-        print(f"query {result['query']}")
+        print(f"query {_one_line(result['query'])}")
         first = result["neighbours"][0] if result["neighbours"] else {}
         columns = (["label"] if "label" in first else []) + (["image"] if "path" in first else ["gallery #"])
         print(f"  {'rank':>4}  {'distance':>8}  {'  '.join(columns)}")
         for n in result["neighbours"]:
             # Without paths (a dataset split), the gallery position identifies the image.
-            named = [str(n[key]) for key in ("label", "path") if key in n]
+            named = [_one_line(str(n[key])) for key in ("label", "path") if key in n]
             described = "  ".join(named if "path" in n else [*named, f"#{n['index']}"])
             print(f"  {n['rank']:>4}  {n['distance']:>8.4f}  {described}")
     return 0
@@ -613,6 +613,11 @@ _UNUSABLE_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
 
 def _shortened(path: str, keep: int = 100) -> str:
     return path if len(path) <= keep else f"{path[:keep // 2]}...{path[-keep // 2:]} ({len(path)} characters)"
+
+
+def _one_line(name: str) -> str:
+    """A file name or label for a table row: a newline (or another control character) in it escaped, as repr does."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:

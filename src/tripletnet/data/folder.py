@@ -340,4 +340,18 @@ def load_image_folder(root: str | Path, options: ImageOptions = DEFAULT_OPTIONS,
         :class:`ImageSplits` with uint8 images (N, C, image_size, image_size).
     """
     folder = Path(root).expanduser().absolute()
-    return load_image_list(list_image_folder(folder), folder.resolve().name, folder, options, log)
+    entries = list_image_folder(folder)
+    _note_nested_images(folder, entries, log)
+    return load_image_list(entries, folder.resolve().name, folder, options, log)
+
+
+def _note_nested_images(root: Path, entries: Sequence[ImageEntry], log: Logger) -> None:
+    """Say what lies in folders below the identity folders: an identity's images are the files directly in its
+    folder, so deeper ones are not read (index and search, which label by the top folder, do read them)."""
+    identity_folders = {entry.path.parent for entry in entries}
+    nested = [path for folder in sorted(identity_folders) for sub in folder.iterdir()
+              if sub.is_dir() and not sub.name.startswith(".")
+              for path in sub.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
+    if nested:
+        log(f"{root.name}: {len(nested)} images in folders below the identity folders are not read "
+            f"(e.g. {_relative(nested[0], root)}): an identity's images lie directly in its folder")
