@@ -15,7 +15,7 @@ whole tour fits in a test:
   1, a 7 and a 2) and ``my_images/`` (20 training and 10 test digits per class, in
   ``train/<digit>/`` and ``test/<digit>/``).
 * ``tripletnet`` commands run in this process through the CLI's ``main`` (the console script is
-  ``tripletnet.cli:run``, which only adds the exit), torchrun as a subprocess.
+  ``tripletnet.__main__:run``, which only adds the imports and the exit), torchrun as a subprocess.
 
 Each command must exit with 0, and each output the README shows after a command must start its
 lines as the real output does (first words; the numbers of a tiny run differ, and so may a

@@ -654,7 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The console entry point (``tripletnet``, ``python -m tripletnet``): :func:`main`, then exit with its code.
+    """The command (``tripletnet``, ``python -m tripletnet``, both through ``tripletnet.__main__``, which imports
+    this module): :func:`main`, then exit with its code.
 
     A process of a multi-process run (torchrun's WORLD_SIZE > 1) that failed, most often because a
     peer died, leaves at once: torch's process-group teardown at interpreter exit can wait on the
