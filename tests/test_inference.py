@@ -326,4 +326,5 @@ def test_arguments_of_the_wrong_type_are_parameter_errors_naming_them(model, tes
 def test_a_verification_is_json_whatever_kind_of_number_the_threshold_was(model, test_images):
     answer = model.verify(test_images[0], test_images[1], threshold=np.float32(0.5))
     assert type(answer.same) is bool
+    assert str(model.verify(test_images[0], test_images[1], threshold=-0.0).threshold) == "0.0"  # not "-0.0"
     assert json.loads(json.dumps(answer.to_dict()))["threshold"] == 0.5

@@ -541,7 +541,9 @@ class TripletModel:
                 )
             threshold, far, source = calibration.threshold, calibration.far, calibration.describe()
         return Verification(
-            distance=distance, same=bool(distance <= threshold), threshold=float(threshold), threshold_source=source, far=far
+            # + 0.0: a threshold of -0.0 (which --threshold -0 gives) is printed as 0.0000, not -0.0000.
+            distance=distance, same=bool(distance <= threshold), threshold=float(threshold) + 0.0, threshold_source=source,
+            far=far,
         )
 
     def search(self, gallery: Images, queries: Images, k: int = 5) -> Neighbours:
