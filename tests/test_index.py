@@ -421,3 +421,22 @@ def test_a_newline_in_a_file_name_stays_on_its_row_of_the_search_table(checkpoin
     assert sum("two\\nlines.png" in row for row in rows[2:]) == 1
     code, out, _ = _run(capsys, "search", "--index", tmp_path / "idx", "--query", odd, "-k", "1", "--json")
     assert json.loads(out)["results"][0]["query"] == str(odd)  # JSON keeps the name as it is
+
+
+def test_skip_bad_images_leaves_out_and_counts_what_does_not_decode(checkpoint, image_folder, tmp_path, capsys):
+    gallery = tmp_path / "damaged"
+    shutil.copytree(image_folder, gallery)
+    (gallery / "2" / "truncated.png").write_bytes((gallery / "2" / "0.png").read_bytes()[:60])
+    code, _, err = _run(capsys, "index", "--checkpoint", checkpoint, "--images", gallery, "--out", tmp_path / "idx")
+    assert code == 2 and "truncated.png" in err and len(err.splitlines()) == 1, err  # without the option: one line
+    code, out, err = _run(capsys, "index", "--checkpoint", checkpoint, "--images", gallery, "--out", tmp_path / "idx",
+                          "--skip_bad_images")
+    assert code == 0, err
+    assert "indexed 6 embeddings" in out and "skipped 1 unreadable images of 7 (the first: " in err and "truncated.png" in err
+    code, out, err = _run(capsys, "search", "--index", tmp_path / "idx", "--queries", gallery, "-k", "1", "--json",
+                          "--skip-bad-images")
+    assert code == 0, err
+    assert len(json.loads(out)["results"]) == 6 and "skipped 1 unreadable images" in err
+    code, _, err = _run(capsys, "index", "--checkpoint", checkpoint, "--split", "test", "--out", tmp_path / "idx2",
+                        "--skip_bad_images")
+    assert code == 2 and "--skip_bad_images applies only to --images" in err, err

@@ -27,7 +27,7 @@ from .evaluation import EvaluationResult, check_far, evaluate_embeddings, get_pr
 from .evaluation.pairs_folds import PairFoldsResult, evaluate_pair_folds, pair_distances
 from .fileio import WriteError, atomic_path, atomic_write_text, output_folder, staged_files
 from .inference.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, IVF_NPROBE, GalleryIndex
-from .inference.model import existing_calibration, list_images, load_model, write_calibration
+from .inference.model import existing_calibration, list_images, load_model, readable_images, write_calibration
 from .models import embed_images
 from .training.checkpoint import checkpoint_input_shape, load_checkpoint, model_from_checkpoint, weights_fingerprint
 from .training.loop import resolve_device
@@ -247,6 +247,7 @@ def index_gallery(
     ef_construction: int = HNSW_EF_CONSTRUCTION,
     ef_search: int = HNSW_EF_SEARCH,
     device: str = "auto",
+    skip_bad_images: bool = False,
     log: Logger = log_stderr,
 ) -> IndexedGallery:
     """Embed a gallery with a checkpoint and write an index folder for :func:`search_gallery`.
@@ -262,6 +263,8 @@ def index_gallery(
         kind: ``"exact"``, ``"ivf"`` or ``"hnsw"``; nlist, nprobe, hnsw_m, ef_construction, ef_search: their settings.
         device: where the gallery is embedded (``auto``: cuda when present); the faiss index is
             built and searched on the CPU (faiss-cpu).
+        skip_bad_images: with ``images``, leave out (and count) files that do not decode instead of
+            stopping at the first.
         log: where notes go.
 
     Returns:
@@ -281,6 +284,8 @@ def index_gallery(
     else:
         root = Path(images)  # type: ignore[arg-type]
         files = list_images(root)
+        if skip_bad_images:
+            files = readable_images(files, log)
         relative = [f.relative_to(root).parts for f in files]
         labels = [parts[0] if len(parts) > 1 else None for parts in relative]
         labels = labels if any(label is not None for label in labels) else None
@@ -299,6 +304,7 @@ def search_gallery(
     *,
     k: int = 5,
     checkpoint: str | Path | None = None,
+    skip_bad_images: bool = False,
     log: Logger = log_stderr,
 ) -> list[dict[str, Any]]:
     """The ``k`` nearest gallery items of each query image, by the checkpoint the index was built with.
@@ -308,6 +314,7 @@ def search_gallery(
         queries: a folder of images (searched recursively), or a list of image files.
         k: neighbours per query.
         checkpoint: the checkpoint, if it moved since the index was built (it must hold the same weights).
+        skip_bad_images: leave out (and count) query files that do not decode instead of stopping at the first.
         log: where notes go.
 
     Returns:
@@ -320,6 +327,8 @@ def search_gallery(
     model = load_model(source, log=log)
     index.check_fingerprint(model.fingerprint, index_folder)
     files = list_images(queries) if isinstance(queries, (str, Path)) else [Path(q) for q in queries]
+    if skip_bad_images:
+        files = readable_images(files, log)
     distances, positions = index.search(model.embed(files), k)
     return [
         {"query": str(f), "neighbours": [{"rank": rank, "distance": float(d), **index.item(int(p))}

@@ -382,6 +382,8 @@ def add_use_commands(subparsers: Any) -> None:
     index.add_argument("--out", required=True, metavar="DIR", help="index folder to write (replaced if it is one)")
     index.add_argument("--device", choices=typing.get_args(Device), default="auto",
                        help="where the gallery is embedded (default: auto, cuda when present); faiss runs on the CPU")
+    index.add_argument("--skip_bad_images", "--skip-bad-images", action="store_true",
+                       help="with --images: leave out and count files that do not decode instead of stopping at the first")
     approximate = index.add_argument_group(
         "approximate search, for large galleries (benchmarks/RESULTS-inference.md measures them)")
     kind = approximate.add_mutually_exclusive_group()  # "--approximate ivf --hnsw" would silently build hnsw
@@ -412,6 +414,8 @@ def add_use_commands(subparsers: Any) -> None:
     search.add_argument("--checkpoint",
                         help="the checkpoint the index was built with, if it has moved (it must hold the same weights)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.add_argument("--skip_bad_images", "--skip-bad-images", action="store_true",
+                        help="leave out and count query files that do not decode instead of stopping at the first")
     search.set_defaults(handler=_cmd_search)
 
     export = subparsers.add_parser(
@@ -485,8 +489,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
     check_settings(kind, **settings)
     from .api import index_gallery
 
+    if args.skip_bad_images and args.images is None:
+        raise ParameterError("skip_bad_images", "applies only to --images: a split was read whole at training")
     written = index_gallery(args.checkpoint, args.out, split=args.split, images=args.images, data_path=args.data_path,
-                            kind=kind, device=args.device, **settings)
+                            kind=kind, device=args.device, skip_bad_images=args.skip_bad_images, **settings)
     print(f"indexed {written.index.size:,} embeddings of {written.description} ({written.index.kind}) in {written.folder}")
     return 0
 
@@ -496,7 +502,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from .api import search_gallery
 
-    results = search_gallery(args.index, [args.query] if args.query else args.queries, k=args.k, checkpoint=args.checkpoint)
+    results = search_gallery(args.index, [args.query] if args.query else args.queries, k=args.k, checkpoint=args.checkpoint,
+                             skip_bad_images=args.skip_bad_images)
     if args.json:
         print(json.dumps({"index": str(args.index), "k": args.k, "results": results}))
         return 0

@@ -297,6 +297,29 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return files
 
 
+def readable_images(files: Sequence[Path], log: Logger = log_stderr) -> list[Path]:
+    """The files of ``files`` that decode, the others counted and the first named in one line.
+
+    For galleries and query folders given ``skip_bad_images``: one damaged file of a hundred
+    thousand need not stop the whole folder. Each kept file is decoded again when it is embedded.
+
+    Raises:
+        UserError: none of them decodes.
+    """
+    kept, skipped = [], []
+    for path in progress(files, desc="checking images", unit="img"):
+        try:
+            with open_image(path):
+                kept.append(path)
+        except UserError as exc:
+            skipped.append(str(exc))
+    if skipped:
+        log(f"skipped {len(skipped)} unreadable images of {len(files):,} (the first: {skipped[0]})")
+    if not kept:
+        raise UserError(f"none of the {len(files):,} images could be read")
+    return kept
+
+
 def _convert_channels(batch: torch.Tensor, channels: int, notice: _ChannelNotice) -> torch.Tensor:
     """Float (N, C, H, W) with C in {1, 3} -> the model's channel count (ITU-R 601 luma, as Pillow's "L")."""
     found = batch.shape[1]
