@@ -193,6 +193,8 @@ def test_report_mistakes_are_one_line_exit_2(checkpoint, tmp_path, capsys):
         (["--checkpoint", str(checkpoint), "--out", str(blocker / "r.html")], "cannot write"),
         (["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.html"), "--far", "2"], "--far must be above 0 and below 1"),
         (["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.txt")], "r.txt is not one: give a name ending in .html"),
+        (["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.html"), "--test_images", "3", "--data_path", data_root()],
+         "--test_images must hold two images of one identity and two identities, got 3 of the test split's 10 identities"),
     ]:
         code = main(["report", *argv])
         err = capsys.readouterr().err

@@ -311,6 +311,11 @@ def collect_report_data(
     if 0 < test_images < len(labels):
         subset = stratified_subset(labels, test_images, seed)
         images, labels = images[subset], labels[subset]
+        counts = torch.unique(labels, return_counts=True)[1]
+        if len(counts) < 2 or not bool((counts >= 2).any()):  # said before the embedding, naming what to change
+            raise ParameterError("test_images", "must hold two images of one identity and two identities, got "
+                                                f"{test_images} of the test split's {len(torch.unique(run.labels))} "
+                                                "identities (0 = all)")
     log(f"embedding {len(images):,} test images ...")
     embeddings = model.embed(images)
     log("evaluating all test pairs ...")
