@@ -133,11 +133,14 @@ def _check_test_identities_unchanged(state: dict, data: DatasetSplits, checkpoin
             f"({_few(trained_now_tested)}), so no evaluation of it would "
             "be of unseen identities; put the folder back as it was, or give it train/ and test/ subfolders, whose split is fixed"
         )
-    if now != then:
-        added, gone = sorted(now - then), sorted(then - now)
-        log(f"note: {data.name} changed since {checkpoint} was trained: its test split holds "
-            + "; ".join(part for part in (f"{len(added)} new identities ({_few(added)}), unseen in training" if added else "",
-                                          f"no longer {len(gone)} of the run's ({_few(gone)})" if gone else "") if part))
+    added, gone = sorted(now - then), sorted(then - now)
+    changes = []
+    if added:
+        changes.append(f"{len(added)} new identities ({_few(added)}), unseen in training")
+    if gone:
+        changes.append(f"no longer {len(gone)} of the run's ({_few(gone)})")
+    if changes:
+        log(f"note: {data.name} changed since {checkpoint} was trained: its test split holds {'; '.join(changes)}")
 
 
 def _few(names: list[str], shown: int = 3) -> str:

@@ -485,12 +485,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
         if kind_of[name] != kind:  # a setting that would be ignored is refused, not dropped
             raise ParameterError(name, f"applies only to --approximate {kind_of[name]}, the index here is {kind}",
                                  related=("approximate",))
+    if args.skip_bad_images and args.images is None:
+        raise ParameterError("skip_bad_images", "applies only to --images: a split was read whole at training")
     # Before the checkpoint is loaded and the gallery embedded (minutes for a large one), not after.
     check_settings(kind, **settings)
     from .api import index_gallery
 
-    if args.skip_bad_images and args.images is None:
-        raise ParameterError("skip_bad_images", "applies only to --images: a split was read whole at training")
     written = index_gallery(args.checkpoint, args.out, split=args.split, images=args.images, data_path=args.data_path,
                             kind=kind, device=args.device, skip_bad_images=args.skip_bad_images, **settings)
     print(f"indexed {written.index.size:,} embeddings of {written.description} ({written.index.kind}) in {written.folder}")

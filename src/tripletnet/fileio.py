@@ -77,19 +77,25 @@ _SPECIAL_FILES = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block 
                   (stat.S_ISSOCK, "a socket"))
 
 
+def special_file_kind(path: str | os.PathLike) -> str | None:
+    """``"a pipe"``, ``"a character device"``, ... when ``path`` is a device, pipe or socket; None for a file,
+    a folder, or a path that is absent, unreachable or not a path (what opens it next says which)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, TypeError, ValueError):
+        return None
+    return next((kind for is_kind, kind in _SPECIAL_FILES if is_kind(mode)), None)
+
+
 def refuse_special_file(path: str | os.PathLike) -> None:
     """Raise :class:`WriteError` (exit 2) when ``path`` is a device, pipe or socket (``/dev/null``, say).
 
     An atomic write renames its file over the target, which would replace the device itself (for
     everyone on the machine) with a regular file rather than write into it.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # absent (or unreachable: the write that follows says why)
-    for is_kind, kind in _SPECIAL_FILES:
-        if is_kind(mode):
-            raise WriteError(path, OSError(errno.EEXIST, f"it is {kind}, not a file; give the path of a file to write"))
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise WriteError(path, OSError(errno.EEXIST, f"it is {kind}, not a file; give the path of a file to write"))
 
 
 @contextlib.contextmanager

@@ -62,10 +62,14 @@ def is_file(path: Path) -> bool:
         return False
 
 
-def missing_files_error(source: Path, missing: list[str], where: Path) -> UserError:
+class MissingFilesError(UserError):
+    """Files a list names do not exist in the folder its names were looked up in."""
+
+
+def missing_files_error(source: Path, missing: list[str], where: Path) -> MissingFilesError:
     """One line for the files a list names that do not exist: counted, the first few shown."""
     shown = "; ".join(missing[:_SHOWN_MISSING]) + ("; ..." if len(missing) > _SHOWN_MISSING else "")
-    return UserError(f"{source}: {len(missing)} listed images do not exist in {where}: {shown}")
+    return MissingFilesError(f"{source}: {len(missing)} listed images do not exist in {where}: {shown}")
 
 
 def read_image_list_csv(path: str | Path) -> list[ImageEntry]:

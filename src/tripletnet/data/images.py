@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import stat
 import warnings
 from collections.abc import Iterator
 
@@ -55,6 +54,7 @@ from PIL import Image, ImageOps
 
 from ..console import Logger, log_stderr
 from ..errors import ParameterError, UserError
+from ..fileio import special_file_kind
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"})
 # Only these decoders are tried, whatever a file's name says: fewer parsers meet untrusted bytes.
@@ -241,11 +241,7 @@ def pillow_errors(where: str) -> Iterator[None]:
 
 def _refuse_special_file(path: str | os.PathLike, where: str) -> None:
     """A FIFO, socket or device is no image file: opening a FIFO would wait for a writer for ever."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, TypeError, ValueError):
-        return  # missing, unreadable or not a path: Pillow's open says which, inside the error translation
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if special_file_kind(path) is not None:
         raise UserError(f"cannot read image {where}: it is not a regular file (a pipe, socket or device)")
 
 

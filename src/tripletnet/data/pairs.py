@@ -45,7 +45,7 @@ from ..console import Logger, log_stderr, progress
 from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_text
 from ..seeds import check_seed
-from .csv import csv_rows, is_file, missing_files_error, read_text
+from .csv import MissingFilesError, csv_rows, is_file, missing_files_error, read_text
 from .folder import list_image_folder
 from .images import read_image
 
@@ -255,8 +255,8 @@ def read_pairs(path: str | Path, images_dir: str | Path | None = None) -> PairLi
         raise UserError(f"images folder not found: {images}")
     try:
         return _read_csv(source, images) if source.suffix.lower() == ".csv" else _read_lfw(source, images)
-    except UserError as error:
-        if images_dir is None and "listed images do not exist" in str(error):
+    except MissingFilesError as error:
+        if images_dir is None:
             # Names are relative to the folder the pairs were drawn from, which may not be the file's own.
             raise UserError(f"{error} (names are relative to the images folder: give it with --images, "
                             "images_dir= in Python)") from None

@@ -285,10 +285,13 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     walked_into = {str(folder): frozenset({folder.resolve()})}  # each folder -> the real folders on the way to it
     for parent, subfolders, names in os.walk(folder, followlinks=True):
         on_the_way = walked_into.pop(parent)
-        # In place, so that os.walk skips them: hidden folders, and links back to a folder on the way here (a loop).
-        subfolders[:] = [name for name in subfolders
-                         if not name.startswith(".") and Path(parent, name).resolve() not in on_the_way]
-        walked_into.update((os.path.join(parent, name), on_the_way | {Path(parent, name).resolve()}) for name in subfolders)
+        entered = []
+        for name in subfolders:  # not hidden folders, nor links back to a folder on the way here (a loop)
+            real = Path(parent, name).resolve() if not name.startswith(".") else None
+            if real is not None and real not in on_the_way:
+                entered.append(name)
+                walked_into[os.path.join(parent, name)] = on_the_way | {real}
+        subfolders[:] = entered  # in place, so that os.walk goes into these alone
         files.extend(Path(parent, name) for name in names
                      if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES and Path(parent, name).is_file())
     files.sort()

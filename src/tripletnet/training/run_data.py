@@ -192,17 +192,18 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     # (more identities, a new draw) can put a trained identity there, which evaluation must not take for unseen.
     records["split"]["test_classes"] = [split.class_names[label] for label in torch.unique(data.test_labels).tolist()]
     pool = indices_of_classes(data.train_labels, split.train)
+    pool_labels = data.train_labels[pool]
     # Validation images come from classes of two images or more: a single-image identity stays in training,
     # where it serves as a negative (as the folder loader says), and asks for no validation images.
-    classes, counts = torch.unique(data.train_labels[pool], return_counts=True)
+    classes, counts = torch.unique(pool_labels, return_counts=True)
     several = classes[counts >= VAL_PER_CLASS_MIN]
-    carvable = torch.nonzero(torch.isin(data.train_labels[pool], several)).flatten()  # positions in pool
+    carvable = torch.nonzero(torch.isin(pool_labels, several)).flatten()  # positions in pool
     n_val = max(VAL_PER_CLASS_MIN * len(several), min(VAL_CARVE_MAX, round(len(carvable) * VAL_CARVE_FRACTION)))
     if n_val >= len(carvable):
         raise UserError(f"{data.name}: the training classes with two images or more hold {len(carvable)} images, too few to "
                         f"set {n_val} aside for validation and train on the rest; add images per identity")
     carved = torch.zeros(len(pool), dtype=torch.bool)
-    carved[carvable[stratified_subset(data.train_labels[pool][carvable], n_val, config.seed)]] = True
+    carved[carvable[stratified_subset(pool_labels[carvable], n_val, config.seed)]] = True
     val_index, rest = pool[carved], pool[~carved]
     val_labels = data.train_labels[val_index]
     val_counts = torch.unique(val_labels, return_counts=True)[1]
