@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tripletnet.data import DatasetSplits
@@ -12,6 +14,19 @@ from _mnist import mnist_slice as _mnist_slice
 from _strict_skips import pytest_make_collect_report, pytest_runtest_makereport
 
 __all__ = ["pytest_make_collect_report", "pytest_runtest_makereport"]  # hooks: pytest finds them by name here
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n auto``) each worker takes its share of the cores, in-process and, through
+    OMP_NUM_THREADS, in the commands its tests start: torch would otherwise give every worker all of them,
+    and oversubscribed OpenMP threads wait for each other. Tests that pass ``--threads`` keep their value."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        share = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
