@@ -90,7 +90,8 @@ MISTAKES = [
 def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, extra, needle):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) if needle == "invalid int value" else contextlib.nullcontext():
-        code = main(["train", "--checkpoint_path", str(run_dir), *extra])
+        own_folder = [] if "--checkpoint_path" in extra else ["--checkpoint_path", str(run_dir)]
+        code = main(["train", *own_folder, *extra])
         assert code == 2
     err = capsys.readouterr().err
     assert needle in err
@@ -563,3 +564,21 @@ def test_ctrl_c_in_a_command_other_than_train_says_interrupted(monkeypatch, caps
     monkeypatch.setattr(tripletnet.api, "evaluate", interrupted)
     assert main(["evaluate", "--embeddings", "x.npz"]) == 130
     assert capsys.readouterr().err == "tripletnet: interrupted\n"
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["--epochs", "30", "--epochs", "0"], "--epochs was given 2 times"),
+    (["--num-images", "64", "--num_im=5", "--epochs", "0"], "--num_images was given 2 times"),  # kebab, abbreviated, =
+    (["--no-download", "--download", "--epochs", "0"], "--download/--no-download was given 2 times"),
+])
+def test_an_option_given_twice_with_different_values_is_said_and_the_last_one_wins(tmp_path, capsys, argv, said):
+    code = main(["train", "--checkpoint_path", str(tmp_path / "run"), *argv])
+    note, error = capsys.readouterr().err.strip().splitlines()
+    assert note == f"tripletnet train: note: {said} with different values; the last one is used"
+    assert code == 2 and "--epochs must be positive, got 0" in error, "the last --epochs (0) was the one used"
+
+
+def test_an_option_repeated_with_its_own_value_or_a_repeated_switch_gets_no_note(tmp_path, capsys):
+    assert main(["train", "--checkpoint_path", str(tmp_path / "run"), "--epochs", "0", "--epochs=0"]) == 2
+    assert main(["verify", "--checkpoint", str(tmp_path / "absent.pt"), "--json", "--json", "a.png", "b.png"]) == 2
+    assert "note" not in capsys.readouterr().err

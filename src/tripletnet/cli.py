@@ -631,11 +631,48 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # a scheduler's or a container's stop ends a run as Ctrl-C does
 
 
+def repeated_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[tuple[str, int]]:
+    """The options of ``parser`` that ``argv`` sets more than once to different values, with how often.
+
+    argparse keeps the last of them without a word, so ``--epochs 30 ... --epochs 3`` trains 3 epochs;
+    a note says so. Spellings of one setting count together: ``--num_images``, ``--num-images``, an
+    abbreviation such as ``--num_im``, ``--name=value``, and ``--flag`` with ``--no-flag``.
+    """
+    spellings = parser._option_string_actions  # argparse's own map from every option string to its action
+    values: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}
+    for position, token in enumerate(argv):
+        if token == "--":
+            break
+        if not token.startswith("--"):
+            continue
+        name, equals, inline = token.partition("=")
+        action = spellings.get(name)
+        if action is None:  # an abbreviation argparse accepted: the one option it is a prefix of
+            matches = {spellings[option] for option in spellings if option.startswith(name)}
+            action = matches.pop() if len(matches) == 1 else None
+        if isinstance(action, argparse.BooleanOptionalAction):
+            value = str(not name.startswith("--no-"))
+        elif isinstance(action, argparse._StoreAction) and action.nargs is None:
+            value = inline if equals else (argv[position + 1] if position + 1 < len(argv) else "")
+        else:  # help, version, store_true and the like: repeating them changes nothing
+            continue
+        values.setdefault(action.dest, []).append(value)
+        listed = f"--{action.dest}" if f"--{action.dest}" in spellings else action.option_strings[0]
+        shown.setdefault(action.dest, f"{listed}/--no-{listed[2:]}" if isinstance(action, argparse.BooleanOptionalAction)
+                         else listed)
+    return [(shown[dest], len(given)) for dest, given in values.items() if len(set(given)) > 1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's own parser, so that the advice is its --help, as for its other errors
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if os.environ.get("RANK", "0") == "0":  # one note for a torchrun job, not one per process
+        for option, times in repeated_options(args.command_parser, sys.argv[1:] if argv is None else argv):
+            print(f"{args.prog}: note: {option} was given {times} times with different values; the last one is used",
+                  file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         return int(args.handler(args))
