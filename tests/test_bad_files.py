@@ -243,20 +243,40 @@ def test_a_calibration_of_another_protocol_is_not_replaced_silently(checkpoint, 
 
 
 @pytest.mark.parametrize("command", ["export onnx", "export torchscript", "report"])
-def test_out_naming_a_checkpoint_is_refused_unless_overwrite(checkpoint, tmp_path, capsys, command):
-    victim = tmp_path / "last.pt"
+def test_out_naming_a_checkpoint_is_refused_even_with_overwrite(checkpoint, tmp_path, capsys, command):
+    """`export --overwrite --out` a run's last.pt replaced the checkpoint (a probe's finding): a training run lost."""
+    victim = tmp_path / "copy.pt"
     shutil.copy(checkpoint, victim)
     before = victim.read_bytes()
     if command == "report":
         argv = ["report", "--checkpoint", checkpoint, "--out", victim, "--data_path", data_root()]
     else:
         argv = ["export", "--checkpoint", checkpoint, "--format", command.split()[1], "--out", victim]
-    _one_line_refusal(capsys, argv, f"--out {victim} exists and is not", "checkpoint", "--overwrite")
+    for extra in ([], ["--overwrite"]):
+        _one_line_refusal(capsys, [*argv, *extra], f"--out {victim} exists and is a PyTorch file",
+                          "which --overwrite does not replace")
     assert victim.read_bytes() == before
     dataset_file = tmp_path / "train-images-idx3-ubyte"
     dataset_file.write_bytes(b"\x00\x00\x08\x03" + bytes(12))
-    _one_line_refusal(capsys, [*argv[:-1], dataset_file], "is not", "--overwrite")
+    argv[argv.index(victim)] = dataset_file
+    _one_line_refusal(capsys, argv, "is not", "--overwrite")
     assert dataset_file.read_bytes() == b"\x00\x00\x08\x03" + bytes(12)
+
+
+def test_out_naming_the_checkpoint_read_or_a_file_of_its_run_is_refused_even_with_overwrite(checkpoint, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(checkpoint, run / "last.pt")
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (run / "last.pt.calibration.json").write_text("{}")
+    export = ["export", "--checkpoint", run / "last.pt", "--format", "torchscript", "--overwrite", "--out"]
+    _one_line_refusal(capsys, [*export, run / "last.pt"], "is the file this command reads")
+    _one_line_refusal(capsys, [*export, run / "metrics.jsonl"], f"is a file of the training run in {run}")
+    _one_line_refusal(capsys, [*export, run / "last.pt.calibration.json"], "is the calibration of the checkpoint beside it")
+    report = ["report", "--run", run, "--data_path", data_root(), "--overwrite", "--out", run / "last.pt"]
+    _one_line_refusal(capsys, report, "is the file this command reads")
+    assert (run / "last.pt").read_bytes() == Path(checkpoint).read_bytes()
+    assert (run / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
 
 
 @pytest.mark.parametrize("command", ["export onnx", "export torchscript", "report", "pairs", "embed"])

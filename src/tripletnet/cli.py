@@ -528,7 +528,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
     own_kind = _is_onnx_file if args.format == "onnx" else _is_torchscript_file
     _check_out_replaceable(args.out, f"an {args.format} export" if args.format == "onnx" else "a TorchScript export", own_kind,
-                           args.overwrite)
+                           args.overwrite, reads=[args.checkpoint])
     model = load_model(args.checkpoint)
     path = export_model(model, args.out, args.format)
     c, h, w = model.input_shape
@@ -541,21 +541,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report.html import write_html_report
 
-    _check_out_replaceable(args.out, "an HTML report", _is_html_report, args.overwrite)
+    reads = [args.checkpoint, str(Path(args.run) / "last.pt") if args.run else None]
+    _check_out_replaceable(args.out, "an HTML report", _is_html_report, args.overwrite, reads=reads)
     path = write_html_report(args.run or args.checkpoint, args.out, data_path=args.data_path, far=args.far,
                              test_images=args.test_images, tsne=args.tsne)
     print(f"wrote {path}")
     return 0
 
 
-def _check_out_replaceable(out: str, kind: str, is_own_kind: Any, overwrite: bool) -> None:
-    """Refuse an --out that names an existing file of another kind (a checkpoint, a dataset file), unless --overwrite.
+def _check_out_replaceable(out: str, kind: str, is_own_kind: Any, overwrite: bool, reads: Sequence[str | None] = ()) -> None:
+    """Refuse an --out that names an existing file of another kind (a dataset file, a page), unless --overwrite.
 
     An earlier output of the same command is replaced without asking, as re-running it is meant to.
+    Never replaced, --overwrite or not: a file the command reads (``reads``), a training run's own
+    files and a PyTorch checkpoint, which took a training run to make.
     """
     path = Path(out)
     refuse_special_file(path)  # before any work, and even with --overwrite: the write would replace the device
-    if overwrite or not path.is_file() or is_own_kind(path):
+    if not path.is_file():
+        return
+    if any(source and Path(source).is_file() and path.samefile(source) for source in reads):
+        raise UserError(f"--out {path} is the file this command reads: choose another --out")
+    if is_own_kind(path):
+        return
+    from .training.runfolder import run_artefacts
+
+    in_run = path in run_artefacts(path.parent)
+    calibration = path.name.endswith(".calibration.json") and path.with_name(path.name.removesuffix(".calibration.json")).is_file()
+    if in_run or calibration or _kind_of_file(path) == _CHECKPOINT_KIND:
+        what = (f"a file of the training run in {path.parent}" if in_run else "the calibration of the checkpoint beside it"
+                if calibration else _kind_of_file(path))
+        raise UserError(f"--out {path} exists and is {what}, which --overwrite does not replace: choose another --out "
+                        "(or delete the file first if you mean to lose it)")
+    if overwrite:
         return
     raise UserError(f"--out {path} exists and is not {kind} (it is {_kind_of_file(path)}): choose another --out, "
                     "or pass --overwrite to replace it")
@@ -600,12 +618,15 @@ def _is_html_report(path: Path) -> bool:
     return _is_html_file(path) and b"<title>tripletnet report" in _head(path, 1024)
 
 
+_CHECKPOINT_KIND = "a PyTorch file, e.g. a tripletnet checkpoint"
+
+
 def _kind_of_file(path: Path) -> str:
     names = _zip_names(path)
     if _holds_torchscript(names):
         return "a TorchScript export"
     if any(name.endswith("/data.pkl") for name in names):
-        return "a PyTorch file, e.g. a tripletnet checkpoint"
+        return _CHECKPOINT_KIND
     if _is_html_file(path):
         return "an HTML file"
     return "a file of another kind"
