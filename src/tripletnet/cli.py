@@ -567,7 +567,8 @@ def _check_out_replaceable(out: str, kind: str, is_own_kind: Any, overwrite: boo
     from .training.runfolder import run_artefacts
 
     in_run = path in run_artefacts(path.parent)
-    calibration = path.name.endswith(".calibration.json") and path.with_name(path.name.removesuffix(".calibration.json")).is_file()
+    suffix = ".calibration.json"
+    calibration = path.name.endswith(suffix) and path.with_name(path.name.removesuffix(suffix)).is_file()
     if in_run or calibration or _kind_of_file(path) == _CHECKPOINT_KIND:
         what = (f"a file of the training run in {path.parent}" if in_run else "the calibration of the checkpoint beside it"
                 if calibration else _kind_of_file(path))
