@@ -359,3 +359,24 @@ def _validation_indices(data, run) -> torch.Tensor:
     """Positions in the training split of the images prepare_run_data set aside (matched by their pixels)."""
     rows = {bytes(image.numpy().tobytes()): index for index, image in enumerate(data.train_images)}
     return torch.tensor([rows[bytes(image.numpy().tobytes())] for image in run.val_images])
+
+
+def test_a_folder_run_started_with_a_relative_path_resumes_from_another_directory_and_from_a_moved_folder(
+        tmp_path, monkeypatch, capsys):
+    """config.json records the folder as given ("faces"): a resume from elsewhere looked for ./faces (a probe's finding)."""
+    import shutil
+
+    make_synthetic_dataset(tmp_path / "faces", n_train=6, n_test=4, images_per_identity=4)
+    monkeypatch.chdir(tmp_path)
+    small = ["--image_size", "16", "--num_images", "16", "--batch_size", "8", "--eval_images", "0", "--num_val_triplets", "4"]
+    assert main(["train", "--dataset", "faces", *small, "--epochs", "1", "--checkpoint_path", "run"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "2"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
+    shutil.move(tmp_path / "faces", tmp_path / "moved")  # --data_path names the folder's new place, as for evaluate
+    moved = ["--data_path", str(tmp_path / "moved")]
+    assert main(["train", "--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "3", *moved]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
+    capsys.readouterr()

@@ -244,9 +244,18 @@ def _train_config_and_implied_preset(args: argparse.Namespace) -> tuple[TrainCon
         if implied:  # lowest precedence: anything the user set still wins
             layers.insert(0, ConfigLayer(f"preset {implied.name}", PRESETS[implied.name]))
         return layered_config(layers), implied
+    from .data.datasets import DATASETS
     from .training.checkpoint import load_checkpoint
 
-    return layered_config(layers, load_checkpoint(args.resume)["config"], resumed_source=args.resume), None
+    state = load_checkpoint(args.resume)
+    recorded = dict(state["config"])
+    if DATASETS.is_path(str(recorded.get("dataset", ""))):
+        # A folder or CSV list is found as evaluate finds it: at its new place (--data_path), else at the
+        # absolute path the run recorded, since the run may have been started from another working directory.
+        where = _given(args, TrainConfig).get("data_path") or (state.get("dataset_source") or {}).get("path")
+        if where:
+            recorded["dataset"] = str(where)
+    return layered_config(layers, recorded, resumed_source=args.resume), None
 
 
 def build_eval_config(args: argparse.Namespace) -> EvalConfig:
