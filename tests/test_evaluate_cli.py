@@ -57,6 +57,8 @@ def test_evaluate_checkpoint_writes_a_report_folder(tmp_path, capsys, checkpoint
     assert code == 0, err
     assert "Target FAR" in out and "VAL" in out and "over 3 draws" in out
     assert "cannot resolve FAR" in out, "512 negatives cannot resolve 1e-3: say so"
+    # verify's advice is to calibrate with evaluate: that no threshold was saved, and what would save one, is said
+    assert "no threshold was saved for 'tripletnet verify': 512 negative pairs cannot resolve FAR 0.001; give --far 0.002" in err
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["protocol"] == "pairs" and metrics["n_pairs"] == 1024 and "nmi" in metrics
     for name in ("distances.png", "roc.png", "losses.png"):

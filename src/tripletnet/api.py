@@ -464,6 +464,12 @@ def _calibrate(checkpoint: Path, result: EvaluationResult, split: EmbeddedSplit,
     """
     verification = result.verification
     if verification.val is None or not math.isfinite(verification.threshold):
+        # Said, or verify's advice (calibrate with evaluate) would send the user round in a circle.
+        smallest = 1 / max(verification.n_negative, 1)  # one false accept among the negatives
+        digits = 10.0 ** (math.floor(math.log10(smallest)) - 1)
+        log(f"note: no threshold was saved for 'tripletnet verify': {verification.n_negative:,} negative pairs cannot "
+            f"resolve FAR {verification.far:g}; give --far {math.ceil(smallest / digits) * digits:.2g} or above, or "
+            "evaluate on more test images")
         return
     data = {
         "dataset": split.config.dataset if split.config else None, "data_path": data_path, "split": "test",

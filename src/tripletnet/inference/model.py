@@ -563,7 +563,7 @@ class TripletModel:
                 raise UserError(
                     f"no threshold: {self.checkpoint} has no calibration ({calibration_path(self.checkpoint).name}). "
                     f"Calibrate it with 'tripletnet evaluate --checkpoint {self.checkpoint}' (threshold at FAR 1e-3 on its "
-                    "test split) or give a threshold (--threshold)"
+                    "test split; add --far 1e-2 where the test split is too small for 1e-3) or give a threshold (--threshold)"
                 )
             threshold, far, source = calibration.threshold, calibration.far, calibration.describe()
         return Verification(
