@@ -17,7 +17,7 @@ from benchmarks.glyphs.fonts import GlyphRenderer, covering_faces, font_files, l
 from benchmarks.glyphs.score import read_identity_folder
 
 from tripletnet.data.pairs import read_pairs
-from tripletnet.errors import UserError
+from tripletnet.errors import ParameterError, UserError
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 NOTO_CJK = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
@@ -145,3 +145,77 @@ def test_run_scores_every_condition_and_an_embedding_that_knows_the_identities_s
     assert perfect["P@1"] == perfect["MAP@R"] == perfect["5-way"] == perfect["20-way"] == 1.0 and perfect["EER"] == 0.0
     report = score.markdown(results, out, "python -m benchmarks.glyphs run")
     assert report.count("| raw pixels |") == 3
+
+
+@needs_dejavu
+def test_a_copy_of_a_font_is_one_writer_and_a_file_that_is_no_font_is_left_out(tmp_path: Path) -> None:
+    """A copy in ~/.fonts was a second "writer": one copy could train and the other be a never-seen test font."""
+    import shutil
+
+    shutil.copy(DEJAVU_FACES[0], tmp_path / "DejaVuSans.ttf")
+    (tmp_path / "empty.ttf").write_bytes(b"")
+    notes: list[str] = []
+    faces = covering_faces([*map(Path, DEJAVU_FACES), tmp_path / "DejaVuSans.ttf", tmp_path / "empty.ttf"], list("AB"), 1.0,
+                           log=notes.append)
+    assert len(faces) == len(DEJAVU_FACES) and len({face.sha256 for face in faces}) == len(faces)
+    assert any("is the same font as" in note for note in notes)
+    assert any(note.startswith(f"note: cannot read font {tmp_path / 'empty.ttf'}") for note in notes)
+
+
+@needs_dejavu
+def test_an_interrupted_overwrite_leaves_the_old_build_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old build was deleted in place before the new one moved in: Ctrl-C then lost both."""
+    import os
+
+    from benchmarks.glyphs import build as build_module
+
+    out = tmp_path / "glyphs"
+    build(out, _tiny(), log=lambda _: None)
+    before = _tree(out)
+    real_replace, calls = os.replace, []
+
+    def interrupted_second_rename(source, destination):
+        calls.append(source)
+        if len(calls) == 2:  # the old build is aside; the new one is about to move in
+            raise KeyboardInterrupt
+        real_replace(source, destination)
+
+    monkeypatch.setattr(build_module.os, "replace", interrupted_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        build(out, _tiny(seed=1), overwrite=True, log=lambda _: None)
+    monkeypatch.undo()
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["glyphs"], "nothing left beside it"
+    build(out, _tiny(seed=1), overwrite=True, log=lambda _: None)
+    assert _tree(out) != before and sorted(p.name for p in tmp_path.iterdir()) == ["glyphs"]
+
+
+@needs_dejavu
+def test_test_fonts_are_two_at_least_and_never_a_named_training_font(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="2 test fonts, got 3 and 1"):  # no test pair holds one character twice
+        build(tmp_path / "one", _tiny(test_fonts=("DejaVuSans",), train_fonts=("DejaVuSans-Bold", "DejaVuSerif",
+                                                                               "DejaVuSansMono")), log=lambda _: None)
+    named = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSerif")
+    for font_seed in range(4):  # the test fonts were drawn from all fonts, the named training ones too
+        summary = build(tmp_path / f"s{font_seed}", _tiny(train_fonts=named, font_seed=font_seed), log=lambda _: None)
+        assert {f["name"] for f in summary["fonts"]["test"]} == {"DejaVuSerif-Bold", "DejaVuSansMono"}  # type: ignore[index]
+
+
+@needs_dejavu
+def test_bad_arguments_are_said_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.glyphs.__main__ import main
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UserError, match="cannot write .*afile/sub: Not a directory"):
+        build(tmp_path / "afile" / "sub", _tiny(), log=lambda _: None)
+    with pytest.raises(ParameterError, match="must be 0 or more, got -1"):
+        _tiny(font_seed=-1)
+    build(tmp_path / "g", _tiny(), log=lambda _: None)
+    for argv, said in [
+        (["run", str(tmp_path / "nosuch")], "is not a glyph build (no manifest.json)"),
+        (["run", str(tmp_path / "g"), "--threads", "0"], "--threads must be at least 1"),
+        (["run", str(tmp_path / "g"), "--out", str(tmp_path / "report.json")], "give a .md name"),  # it replaced the report
+        (["run", str(tmp_path / "g"), "--out", str(tmp_path)], "it is a folder"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"python -m benchmarks.glyphs: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a build leaves nothing behind (it writes beside its folder): say so in one line
+        print("python -m benchmarks.glyphs: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

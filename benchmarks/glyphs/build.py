@@ -76,7 +76,7 @@ class BuildOptions:
         test_chars: how many of them are test characters; None: a fifth, at least 2.
         size: image side in pixels.
         test_fonts / train_fonts: font names (file stems); empty: drawn with ``font_seed``.
-        n_test_fonts: with ``test_fonts`` empty, how many fonts are drawn for test; None: a quarter, at least 1.
+        n_test_fonts: with ``test_fonts`` empty, how many fonts are drawn for test; None: a quarter, at least 2.
         font_dirs: files or folders searched for fonts.
         min_coverage: a font is used when its character map holds this share of the character set.
         seed: the draw of the characters and of the seen-character sample.
@@ -104,8 +104,12 @@ class BuildOptions:
             raise ParameterError("chars", f"must be at least 4 (two train and two test characters), got {self.chars}")
         if self.test_chars is not None and self.test_chars < 2:
             raise ParameterError("test_chars", f"must be at least 2, got {self.test_chars}")
-        if self.n_test_fonts is not None and self.n_test_fonts < 1:
-            raise ParameterError("n_test_fonts", f"must be at least 1, got {self.n_test_fonts}")
+        if self.n_test_fonts is not None and self.n_test_fonts < 2:
+            raise ParameterError("n_test_fonts", f"must be at least 2 (a test pair is one character in two fonts), "
+                                                 f"got {self.n_test_fonts}")
+        for name in ("seed", "font_seed"):
+            if getattr(self, name) < 0:
+                raise ParameterError(name, f"must be 0 or more, got {getattr(self, name)}")
         if not 0 < self.min_coverage <= 1:
             raise ParameterError("min_coverage", f"must be in (0, 1], got {self.min_coverage}")
 
@@ -119,15 +123,16 @@ def split_fonts(faces: Sequence[FontFace], options: BuildOptions) -> tuple[list[
     if options.test_fonts:
         test = sorted(options.test_fonts)
     else:
-        count = options.n_test_fonts if options.n_test_fonts is not None else max(1, round(len(faces) / 4))
-        names = sorted(by_name)
+        count = options.n_test_fonts if options.n_test_fonts is not None else max(2, round(len(faces) / 4))
+        names = sorted(set(by_name) - set(options.train_fonts))  # named training fonts are never drawn for test
         order = np.random.default_rng(options.font_seed).permutation(len(names))
         test = sorted(names[i] for i in order[:count])
     train = sorted(options.train_fonts) if options.train_fonts else sorted(set(by_name) - set(test))
     if set(train) & set(test):
         raise UserError(f"fonts in both train and test: {', '.join(sorted(set(train) & set(test)))}")
-    if len(train) < 2 or len(test) < 1:
-        raise UserError(f"need at least 2 training fonts and 1 test font, got {len(train)} and {len(test)} "
+    if len(train) < 2 or len(test) < 2:
+        # Two test fonts at least: a test pair of one identity is one character drawn in two of them.
+        raise UserError(f"need at least 2 training fonts and 2 test fonts, got {len(train)} and {len(test)} "
                         f"of the {len(faces)} fonts that cover the characters")
     return [by_name[n] for n in train], [by_name[n] for n in test]
 
@@ -189,11 +194,24 @@ def build(out: str | Path, options: BuildOptions, *, overwrite: bool = False, lo
             raise UserError(f"{target} exists: give another folder, or --overwrite to replace a previous build")
         if not (target / MANIFEST).is_file():
             raise UserError(f"{target} exists and is not a glyph build (no {MANIFEST}): refusing to replace it")
+    staging = target.with_name(f".{target.name}.{secrets.token_hex(6)}.building")
+    try:  # before any drawing: an unwritable place is said at once, in the user's words
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror}") from None
+    try:
+        return _build_into(staging, target, options, log)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _build_into(staging: Path, target: Path, options: BuildOptions, log: Logger) -> dict[str, object]:
     charset = CHARSETS[options.charset]()
-    faces = covering_faces(font_files(options.font_dirs), charset, options.min_coverage)
-    if len(faces) < 3:
+    faces = covering_faces(font_files(options.font_dirs), charset, options.min_coverage, log)
+    if len(faces) < 4:
         raise UserError(f"only {len(faces)} fonts cover {options.min_coverage:.0%} of {options.charset} in "
-                        f"{', '.join(options.font_dirs)}; the benchmark needs at least 3 (2 train, 1 test)")
+                        f"{', '.join(options.font_dirs)}; the benchmark needs at least 4 (2 train, 2 test)")
     train_fonts, test_fonts = split_fonts(faces, options)
     fonts = train_fonts + test_fonts
     rng = np.random.default_rng(options.seed)
@@ -202,6 +220,8 @@ def build(out: str | Path, options: BuildOptions, *, overwrite: bool = False, lo
     # A few spares: a character some font draws as a placeholder despite its character map is dropped.
     drawn, placeholders = _draw_all(candidates[: wanted + 16], fonts, options.size, log)
     chars = [c for c in candidates[: wanted + 16] if drawn.complete(c, fonts)][:wanted]
+    if len(chars) < wanted:
+        log(f"note: --chars {wanted}, but only {len(chars)} characters are drawn by every font: the build has {len(chars)}")
     n_test = options.test_chars if options.test_chars is not None else max(2, round(len(chars) / 5))
     if len(chars) - n_test < 2:
         raise UserError(f"{len(chars)} characters are drawn by every font: "
@@ -215,28 +235,42 @@ def build(out: str | Path, options: BuildOptions, *, overwrite: bool = False, lo
         "conditions/unseen_chars_unseen_fonts": (test_chars, test_fonts),
         "conditions/seen_chars_unseen_fonts": (seen_sample, test_fonts),
     }
-    staging = target.with_name(f".{target.name}.{secrets.token_hex(6)}.building")
     images: list[dict[str, object]] = []
-    try:
-        for split, (split_chars, split_fonts_) in layout.items():
-            _write_folder(staging / split, split_chars, split_fonts_, drawn, split, images)
-            if split.startswith("conditions/"):
-                _pairs(staging / split, len(split_chars), len(split_fonts_), options.seed)
-        summary: dict[str, object] = {
-            "options": dataclasses.asdict(options),
-            "fonts": {"train": [f.record() for f in train_fonts], "test": [f.record() for f in test_fonts]},
-            "counts": {split: {"identities": len(c), "fonts": len(f), "images": len(c) * len(f)}
-                       for split, (c, f) in layout.items()},
-            "placeholders_skipped": placeholders,
-        }
-        atomic_write_text(staging / MANIFEST, json.dumps({**summary, "images": images}, ensure_ascii=False, indent=1,
-                                                          sort_keys=True) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    for split, (split_chars, split_fonts_) in layout.items():
+        _write_folder(staging / split, split_chars, split_fonts_, drawn, split, images)
+        if split.startswith("conditions/"):
+            _pairs(staging / split, len(split_chars), len(split_fonts_), options.seed)
+    summary: dict[str, object] = {
+        "options": dataclasses.asdict(options),
+        "fonts": {"train": [f.record() for f in train_fonts], "test": [f.record() for f in test_fonts]},
+        "counts": {split: {"identities": len(c), "fonts": len(f), "images": len(c) * len(f)}
+                   for split, (c, f) in layout.items()},
+        "placeholders_skipped": placeholders,
+    }
+    atomic_write_text(staging / MANIFEST, json.dumps({**summary, "images": images}, ensure_ascii=False, indent=1,
+                                                      sort_keys=True) + "\n")
+    _move_into_place(staging, target)
     log(f"wrote {target}: {len(train_chars):,} training and {len(test_chars):,} test characters, "
         f"{len(train_fonts)} training and {len(test_fonts)} test fonts, {options.size}px")
     return summary
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """``staging`` becomes ``target``; a previous build there is moved aside first and deleted only after.
+
+    Deleting the old build in place (tens of thousands of files, seconds) left, when interrupted, a
+    half-deleted folder whose manifest still claimed every image. Now an interruption leaves the old
+    build or the new one, whole: only the two renames lie between them, and a failed second one puts
+    the old build back.
+    """
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = target.with_name(f".{target.name}.{secrets.token_hex(6)}.old")
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside)

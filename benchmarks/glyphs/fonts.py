@@ -17,9 +17,10 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from fontTools.ttLib import TTCollection, TTFont
+from fontTools.ttLib import TTCollection, TTFont, TTLibError
 from PIL import Image, ImageDraw, ImageFont
 
+from tripletnet.console import Logger, log_stderr
 from tripletnet.errors import UserError
 
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
@@ -89,7 +90,7 @@ def load_face(path: str | Path, index: int | None = None, name: str | None = Non
         face = faces[chosen]
         cmap = face.getBestCmap() or {}
         family, version = _name(face, 4) or _name(face, 1), _name(face, 5)
-    except (OSError, IndexError, KeyError, AssertionError, ValueError) as exc:
+    except (OSError, IndexError, KeyError, AssertionError, ValueError, TTLibError) as exc:
         raise UserError(f"cannot read font {path}: {exc}") from None
     return FontFace(name or path.stem, path, chosen, family, version, _file_sha256(path), frozenset(cmap))
 
@@ -106,12 +107,27 @@ def font_files(dirs: Iterable[str | Path] = FONT_DIRS) -> list[Path]:
     return sorted(found)
 
 
-def covering_faces(paths: Iterable[Path], chars: Sequence[str], min_coverage: float) -> list[FontFace]:
-    """The faces whose character map holds at least ``min_coverage`` of ``chars``, named uniquely by file stem."""
+def covering_faces(paths: Iterable[Path], chars: Sequence[str], min_coverage: float,
+                   log: Logger = log_stderr) -> list[FontFace]:
+    """The faces whose character map holds at least ``min_coverage`` of ``chars``, named uniquely by file stem.
+
+    A file that is no readable font is left out with a note (one broken file in ``~/.fonts`` must not
+    stop a build). A face found twice (a copy of a system font in ``~/.fonts``) is one writer, used once:
+    as two, one copy could be a training font and the other a "never seen" test font.
+    """
     faces: list[FontFace] = []
     wanted = {ord(c) for c in chars}
+    first_path: dict[tuple[str, int], Path] = {}
     for path in paths:
-        face = load_face(path)
+        try:
+            face = load_face(path)
+        except UserError as exc:
+            log(f"note: {exc}; left out")
+            continue
+        if (face.sha256, face.index) in first_path:
+            log(f"note: {path} is the same font as {first_path[face.sha256, face.index]}; used once")
+            continue
+        first_path[face.sha256, face.index] = path
         if len(wanted & face.cmap) >= min_coverage * len(wanted):
             faces.append(face)
     taken: dict[str, int] = {}

@@ -37,7 +37,7 @@ from tripletnet.evaluation.verification import all_pairs
 from tripletnet.fileio import atomic_write_text
 
 from ..common import table
-from .build import CONDITIONS
+from .build import CONDITIONS, MANIFEST
 
 FARS = (1e-3, 1e-4, 1e-5)
 N_WAYS = (5, 20)
@@ -175,10 +175,26 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write the markdown report here (and its numbers beside it as .json)")
 
 
+def _check_run_arguments(args: argparse.Namespace) -> None:
+    """What would otherwise fail after minutes of training and scoring, or as a traceback."""
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if not (Path(args.data) / MANIFEST).is_file():
+        raise UserError(f"{args.data} is not a glyph build (no {MANIFEST}): make one with 'python -m benchmarks.glyphs build'")
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() == ".json":
+            raise UserError(f"--out {out} names the markdown report, and its numbers go beside it as .json: "
+                            "give a .md name")
+        if out.is_dir():
+            raise UserError(f"cannot write {out}: it is a folder")
+
+
 def run_from_args(args: argparse.Namespace) -> None:
     import shlex
     import sys
 
+    _check_run_arguments(args)
     torch.set_num_threads(args.threads)
     checkpoints: dict[str, Any] = {}
     for item in args.checkpoint:
