@@ -238,3 +238,20 @@ def test_evaluate_out_holds_this_evaluations_report_alone_and_a_failed_one_leave
     new = tmp_path / "new-report"
     assert _run(capsys, "evaluate", "--embeddings", str(npz), "--out", str(new), "--no-tsne")[0] == 130
     assert not new.exists(), "the folder this call created, still empty, is removed"
+
+
+def test_save_embeddings_refuses_what_load_embeddings_would_and_writes_nothing(tmp_path):
+    """A probe saved 3 embeddings with 2 labels (and NaN ones) without a word; evaluate then refused the file."""
+    from tripletnet.errors import ParameterError
+
+    out = tmp_path / "e.npz"
+    for embeddings, labels, said in [
+        (torch.randn(3, 4), torch.tensor([0, 1]), "labels must hold one label per embedding (3), got shape (2,)"),
+        (torch.randn(3), torch.tensor([0, 1, 2]), "embeddings must be N x D with D > 0, got shape (3,)"),
+        (torch.full((2, 4), float("nan")), torch.tensor([0, 1]), "embeddings must be finite"),
+        ([[0.0, 1.0]], torch.tensor([0]), "embeddings must be a torch.Tensor"),
+    ]:
+        with pytest.raises(ParameterError) as caught:
+            save_embeddings(out, embeddings, labels)
+        assert f"{caught.value.parameter} {caught.value.problem}".startswith(said), caught.value
+        assert not out.exists()

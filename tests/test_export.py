@@ -197,3 +197,13 @@ def test_export_cli_writes_torchscript_and_reports_mistakes_in_one_line(checkpoi
         code = main(["export", "--checkpoint", str(checkpoint), *argv])
         err = capsys.readouterr().err
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_export_given_where_a_checkpoint_is_wanted_is_named_as_an_export(checkpoint, onnx_file, tmp_path, capsys):
+    """load_model and every command took an export for 'a truncated or another kind of file' (a probe's finding)."""
+    scripted = export_model(load_model(checkpoint), tmp_path / "model.pt", "torchscript", log=lambda _: None)
+    for path, kind in ((onnx_file, "an ONNX export"), (scripted, "a TorchScript export")):
+        with pytest.raises(UserError, match=f"is {kind} \\(what 'tripletnet export' writes\\), not a training checkpoint"):
+            load_model(path)
+        assert main(["evaluate", "--checkpoint", str(path)]) == 2
+        assert f"is {kind}" in capsys.readouterr().err

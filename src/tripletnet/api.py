@@ -341,7 +341,20 @@ def search_gallery(
 
 
 def save_embeddings(path: str | Path, embeddings: torch.Tensor, labels: torch.Tensor) -> Path:
-    """Write ``embeddings`` (N x D float32) and ``labels`` (N int64) as an .npz, atomically."""
+    """Write ``embeddings`` (N x D float32) and ``labels`` (N int64) as an .npz, atomically.
+
+    Raises:
+        ParameterError: what :func:`load_embeddings` would refuse (shapes that do not pair up, no
+            values, non-finite ones), so that no file is written that cannot be read back.
+    """
+    if not isinstance(embeddings, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ParameterError("embeddings" if not isinstance(embeddings, torch.Tensor) else "labels", "must be a torch.Tensor")
+    if embeddings.dim() != 2 or embeddings.shape[1] == 0:
+        raise ParameterError("embeddings", f"must be N x D with D > 0, got shape {tuple(embeddings.shape)}")
+    if labels.dim() != 1 or len(labels) != len(embeddings):
+        raise ParameterError("labels", f"must hold one label per embedding ({len(embeddings)}), got shape {tuple(labels.shape)}")
+    if embeddings.is_floating_point() and not bool(torch.isfinite(embeddings).all()):
+        raise ParameterError("embeddings", "must be finite (they hold NaN or infinity)")
     buffer = io.BytesIO()
     np.savez(buffer, embeddings=embeddings.detach().to("cpu", torch.float32).numpy(),
              labels=labels.detach().to("cpu", torch.int64).numpy())

@@ -44,6 +44,7 @@ from .console import Logger, log_stderr
 from .data.types import CLASS_CHOICES
 from .errors import ParameterError, UserError
 from .fileio import refuse_special_file
+from .inference.formats import file_head, holds_torchscript, is_onnx_file, is_torchscript_file, zip_names
 
 PROG = "tripletnet"
 
@@ -535,7 +536,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:  # before loading anything: a typo costs nothing
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
-    own_kind = _is_onnx_file if args.format == "onnx" else _is_torchscript_file
+    own_kind = is_onnx_file if args.format == "onnx" else is_torchscript_file
     _check_out_replaceable(args.out, f"an {args.format} export" if args.format == "onnx" else "a TorchScript export", own_kind,
                            args.overwrite, reads=[args.checkpoint])
     model = load_model(args.checkpoint)
@@ -589,51 +590,21 @@ def _check_out_replaceable(out: str, kind: str, is_own_kind: Any, overwrite: boo
                     "or pass --overwrite to replace it")
 
 
-def _head(path: Path, size: int = 64) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(size)
-    except OSError:
-        return b""
-
-
-def _zip_names(path: Path) -> list[str]:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return []
-
-
-def _is_onnx_file(path: Path) -> bool:
-    return path.suffix.lower() == ".onnx" and _head(path, 1) == b"\x08"  # ModelProto starts with ir_version (field 1)
-
-
-def _holds_torchscript(zip_names: list[str]) -> bool:
-    return any(name.endswith("/constants.pkl") for name in zip_names)  # torch.jit.save's archive; a checkpoint has none
-
-
-def _is_torchscript_file(path: Path) -> bool:
-    return _holds_torchscript(_zip_names(path))
-
-
 def _is_html_file(path: Path) -> bool:
-    return _head(path).lstrip().lower().startswith((b"<!doctype html", b"<html"))
+    return file_head(path).lstrip().lower().startswith((b"<!doctype html", b"<html"))
 
 
 def _is_html_report(path: Path) -> bool:
     """An HTML report of tripletnet's (its title says so), not any page a user keeps under that name."""
-    return _is_html_file(path) and b"<title>tripletnet report" in _head(path, 1024)
+    return _is_html_file(path) and b"<title>tripletnet report" in file_head(path, 1024)
 
 
 _CHECKPOINT_KIND = "a PyTorch file, e.g. a tripletnet checkpoint"
 
 
 def _kind_of_file(path: Path) -> str:
-    names = _zip_names(path)
-    if _holds_torchscript(names):
+    names = zip_names(path)
+    if holds_torchscript(names):
         return "a TorchScript export"
     if any(name.endswith("/data.pkl") for name in names):
         return _CHECKPOINT_KIND

@@ -29,6 +29,7 @@ import torch
 from ..config import TrainConfig
 from ..errors import UserError
 from ..fileio import atomic_write_bytes
+from ..inference.formats import export_kind
 from ..models import MNIST_SHAPE, EmbeddingNet, InputShape, build_network
 
 FORMAT = "tripletnet-checkpoint-v1"
@@ -105,6 +106,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is a directory, not a checkpoint file (e.g. {path / 'last.pt'})")
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    if kind := export_kind(path):
+        raise UserError(f"{path} is {kind} (what 'tripletnet export' writes), not a training checkpoint: give the "
+                        "checkpoint it was exported from (a run's last.pt); the export itself runs in its own runtime")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
