@@ -12,7 +12,7 @@ from tripletnet.api import embed_checkpoint
 from tripletnet.cli import main
 from tripletnet.config import TrainConfig
 from tripletnet.data import class_split, load_image_folder, parse_class_spec
-from tripletnet.errors import ParameterError
+from tripletnet.errors import ParameterError, UserError
 from tripletnet.training import train
 from tripletnet.training.checkpoint import load_checkpoint, model_from_checkpoint
 from tripletnet.training.run_data import prepare_run_data
@@ -106,8 +106,11 @@ def test_open_set_training_validation_and_evaluation_classes_are_disjoint_from_t
 def test_holdout_classes_alone_trains_on_the_rest_and_with_train_classes_evaluates_on_them_only(tmp_path):
     only_holdout = prepare_run_data(_config(tmp_path, train_classes=None, holdout_classes="8,9"), DATA, QUIET)
     assert set(only_holdout.train_labels.tolist()) == set(range(8)) and set(only_holdout.eval_labels.tolist()) == {8, 9}
-    both = prepare_run_data(_config(tmp_path, train_classes="0-3", holdout_classes="7"), DATA, QUIET)
+    both = prepare_run_data(_config(tmp_path, train_classes="0-3", holdout_classes="7", eval_every=0), DATA, QUIET)
     assert set(both.train_labels.tolist()) == {0, 1, 2, 3} and set(both.eval_labels.tolist()) == {7}
+    # Evaluated after each epoch, one held-out identity gives no negative pair: said before training, not after it.
+    with pytest.raises(UserError, match="hold a single identity, so the evaluation has no positive and negative pairs"):
+        prepare_run_data(_config(tmp_path, train_classes="0-3", holdout_classes="7"), DATA, QUIET)
 
 
 def test_a_closed_set_run_draws_exactly_what_it_always_drew(tmp_path):
@@ -380,3 +383,17 @@ def test_a_folder_run_started_with_a_relative_path_resumes_from_another_director
     assert main(["train", "--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "3", *moved]) == 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
     capsys.readouterr()
+
+
+def test_a_test_split_of_one_image_per_identity_is_refused_before_training_and_leaves_no_run_folder(tmp_path, capsys):
+    """A glyph build with one test font trained an epoch, then failed to evaluate, and its folder blocked a rerun."""
+    dataset = make_synthetic_dataset(tmp_path / "faces", n_train=6, n_test=5, images_per_identity=4)
+    for image in (dataset.root / "test").rglob("*.png"):
+        if not image.stem.endswith("_0001"):
+            image.unlink()
+    assert len(list((dataset.root / "test").rglob("*.png"))) == 5, "one image per test identity"
+    small = ["--image_size", "16", "--num_images", "16", "--batch_size", "8", "--num_val_triplets", "4"]
+    assert main(["train", "--dataset", str(dataset.root), *small, "--checkpoint_path", str(tmp_path / "run")]) == 2
+    assert "no two images of one identity" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main(["train", "--dataset", str(dataset.root), *small, "--eval_every", "0", "--checkpoint_path",
+                 str(tmp_path / "run")]) == 0

@@ -177,6 +177,7 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
         n_train = _capped(config, len(data.train_labels), log) if DATASETS.is_path(config.dataset) else config.num_images
         subset = stratified_subset(data.train_labels, n_train, config.seed)
         eval_subset = _eval_subset(data.test_labels, config.eval_images, config.seed)
+        _check_evaluable(config, data, data.test_labels[eval_subset])
         val_images, val_triplets = _validation(
             test, draw_validation_triplets(data.test_labels, config.num_val_triplets, config.seed))
         return RunData(
@@ -214,6 +215,7 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     subset = rest[stratified_subset(data.train_labels[rest], _capped(config, len(rest), log, carved_note), config.seed)]
     unseen = indices_of_classes(data.test_labels, split.holdout)
     unseen = unseen[_eval_subset(data.test_labels[unseen], config.eval_images, config.seed)]
+    _check_evaluable(config, data, data.test_labels[unseen])
     seen = indices_of_classes(data.test_labels, split.train)
     if len(seen):
         seen = seen[_eval_subset(data.test_labels[seen], config.eval_images, config.seed)]
@@ -243,6 +245,24 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
         select_images=train.load(chosen) if chosen is not None else None,
         select_labels=data.train_labels[chosen] if chosen is not None else None,
     )
+
+
+def _check_evaluable(config: TrainConfig, data: DatasetSplits, eval_labels: torch.Tensor) -> None:
+    """Refuse, before the first epoch, a run whose per-epoch evaluation would find no pairs to score.
+
+    All-pairs verification needs a positive pair (two images of one identity) and a negative one; a
+    test split of one image per identity (a glyph build with one test font) failed after the first
+    epoch's training, and left a run folder that a rerun was refused.
+    """
+    if not config.eval_every:
+        return
+    counts = torch.unique(eval_labels, return_counts=True)[1]
+    if len(counts) < 2 or not bool((counts >= 2).any()):
+        raise UserError(
+            f"{data.name}: the {len(eval_labels):,} test images evaluated after each epoch hold "
+            + ("a single identity" if len(counts) < 2 else "no two images of one identity")
+            + ", so the evaluation has no positive and negative pairs to score: add test images per identity "
+            "(--eval_images 0 takes them all), or train without it (--eval_every 0)")
 
 
 def _without_selection_classes(split: ClassSplit, config: TrainConfig) -> tuple[ClassSplit, tuple[int, ...]]:
