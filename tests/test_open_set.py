@@ -328,7 +328,8 @@ def test_a_folder_run_with_unseen_test_identities_says_so_and_why_in_its_first_l
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 0
     assert lines[0].startswith("the 4 test identities of") and "none of its 6 training identities" in lines[0]
-    assert "starts from --preset many-identities (--epochs 30 --lr_drop_epoch 23)" in lines[0]
+    # --epochs 1 was given: the note names only the preset values the run takes (it said --epochs 30 here)
+    assert "starts from --preset many-identities (--lr_drop_epoch 23; --epochs as given)" in lines[0]
     assert "glyph benchmark" in lines[0] and "--preset open-set" in lines[0] and "--preset default" in lines[0]
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["margin"] == TrainConfig().margin and recorded["epochs"] == 1  # the command line wins

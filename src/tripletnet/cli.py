@@ -287,7 +287,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     log: Logger = log_stderr
     if implied:
-        settings = " ".join(f"{flag(key)} {value}" for key, value in PRESETS[implied.name].items())
+        # The preset's values this run takes; an option the user gave instead is named as theirs.
+        preset = PRESETS[implied.name]
+        taken = [f"{flag(key)} {value}" for key, value in preset.items() if getattr(config, key) == value]
+        given = [flag(key) for key, value in preset.items() if getattr(config, key) != value]
+        settings = " ".join(taken) + (f"; {', '.join(given)} as given" if given else "")
         # Said with the run's first line, so that a run refused while its data is checked stays one line.
         if implied.from_data:  # many identities never seen: why this preset and not open-set
             line = (f"{implied.reason}: an open set, so the run starts from --preset {implied.name} ({settings}), "
