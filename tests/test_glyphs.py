@@ -167,23 +167,22 @@ def test_an_interrupted_overwrite_leaves_the_old_build_whole(tmp_path: Path, mon
     """The old build was deleted in place before the new one moved in: Ctrl-C then lost both."""
     import os
 
-    from benchmarks.glyphs import build as build_module
-
     out = tmp_path / "glyphs"
     build(out, _tiny(), log=lambda _: None)
     before = _tree(out)
-    real_replace, calls = os.replace, []
+    real_replace, moved_aside = os.replace, []
 
     def interrupted_second_rename(source, destination):
-        calls.append(source)
-        if len(calls) == 2:  # the old build is aside; the new one is about to move in
+        if str(source).endswith(".building"):  # the new build about to move in, the old one already aside
+            moved_aside.extend(p.name for p in tmp_path.iterdir() if p.name.endswith(".old"))
             raise KeyboardInterrupt
         real_replace(source, destination)
 
-    monkeypatch.setattr(build_module.os, "replace", interrupted_second_rename)
+    monkeypatch.setattr(os, "replace", interrupted_second_rename)
     with pytest.raises(KeyboardInterrupt):
         build(out, _tiny(seed=1), overwrite=True, log=lambda _: None)
     monkeypatch.undo()
+    assert len(moved_aside) == 1, "interrupted in the window between the two renames"
     assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["glyphs"], "nothing left beside it"
     build(out, _tiny(seed=1), overwrite=True, log=lambda _: None)
     assert _tree(out) != before and sorted(p.name for p in tmp_path.iterdir()) == ["glyphs"]

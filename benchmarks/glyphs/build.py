@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
 import shutil
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from tripletnet.console import Logger, log_stderr
 from tripletnet.data.pairs import write_pairs_file
 from tripletnet.errors import ParameterError, UserError
-from tripletnet.fileio import atomic_write_text, ensure_folder
+from tripletnet.fileio import atomic_write_text, ensure_folder, replace_folder
 
 from .fonts import FONT_DIRS, FontFace, GlyphRenderer, covering_faces, font_files, png_bytes
 
@@ -249,28 +248,7 @@ def _build_into(staging: Path, target: Path, options: BuildOptions, log: Logger)
     }
     atomic_write_text(staging / MANIFEST, json.dumps({**summary, "images": images}, ensure_ascii=False, indent=1,
                                                       sort_keys=True) + "\n")
-    _move_into_place(staging, target)
+    replace_folder(staging, target)  # the old build moved aside, not deleted in place: Ctrl-C keeps one whole
     log(f"wrote {target}: {len(train_chars):,} training and {len(test_chars):,} test characters, "
         f"{len(train_fonts)} training and {len(test_fonts)} test fonts, {options.size}px")
     return summary
-
-
-def _move_into_place(staging: Path, target: Path) -> None:
-    """``staging`` becomes ``target``; a previous build there is moved aside first and deleted only after.
-
-    Deleting the old build in place (tens of thousands of files, seconds) left, when interrupted, a
-    half-deleted folder whose manifest still claimed every image. Now an interruption leaves the old
-    build or the new one, whole: only the two renames lie between them, and a failed second one puts
-    the old build back.
-    """
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    aside = target.with_name(f".{target.name}.{secrets.token_hex(6)}.old")
-    os.replace(target, aside)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(aside, target)
-        raise
-    shutil.rmtree(aside)

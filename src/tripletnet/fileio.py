@@ -312,3 +312,25 @@ def _read_holder(fd: int) -> dict[str, object]:
 
 def _describe_holder(holder: dict[str, object]) -> str:
     return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}"
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move folder ``new`` to ``target``; an old ``target`` is moved aside first and removed only after.
+
+    An interruption leaves the old folder or the new one, whole: only two renames lie between them,
+    and a failed second one puts the old folder back (deleting a large old folder in place first
+    could be cut short and leave half of it).
+    """
+    import shutil
+
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.{secrets.token_hex(8)}.old")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # only for the annotations: the CLI reads this module's defau
 
 from ..console import Logger, log_stderr
 from ..errors import ParameterError, UserError
-from ..fileio import WriteError
+from ..fileio import WriteError, replace_folder
 
 INDEX_FORMAT = "tripletnet-index-v1"
 INDEX_FILE = "index.faiss"
@@ -273,7 +273,7 @@ class GalleryIndex:
             }
             _write_file(tmp / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
             _fsync_folder(tmp)
-            _replace_folder(tmp, target)
+            replace_folder(tmp, target)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise WriteError(target, exc) from None
@@ -521,18 +521,3 @@ def _trained_ivf(vectors: np.ndarray, nlist: int | None, nprobe: int) -> tuple[A
     index.train(sample)
     index.nprobe = nprobe
     return index, {"nlist": nlist, "nprobe": nprobe}
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Move folder ``new`` to ``target``; an old ``target`` is moved aside first and removed after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.{secrets.token_hex(8)}.old")
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
