@@ -44,7 +44,14 @@ from .console import Logger, log_stderr
 from .data.types import CLASS_CHOICES
 from .errors import ParameterError, UserError
 from .fileio import refuse_special_file
-from .inference.formats import file_head, holds_torchscript, is_onnx_file, is_torchscript_file, zip_names
+from .inference.formats import (
+    CALIBRATION_SUFFIX,
+    file_head,
+    holds_torchscript,
+    is_onnx_file,
+    is_torchscript_file,
+    zip_names,
+)
 
 PROG = "tripletnet"
 
@@ -581,16 +588,16 @@ def _check_out_replaceable(out: str, kind: str, is_own_kind: Any, overwrite: boo
     from .training.runfolder import run_artefacts
 
     in_run = path in run_artefacts(path.parent)
-    suffix = ".calibration.json"
-    calibration = path.name.endswith(suffix) and path.with_name(path.name.removesuffix(suffix)).is_file()
-    if in_run or calibration or _kind_of_file(path) == _CHECKPOINT_KIND:
+    calibration = path.name.endswith(CALIBRATION_SUFFIX) and path.with_name(path.name.removesuffix(CALIBRATION_SUFFIX)).is_file()
+    found = _kind_of_file(path)
+    if in_run or calibration or found == _CHECKPOINT_KIND:
         what = (f"a file of the training run in {path.parent}" if in_run else "the calibration of the checkpoint beside it"
-                if calibration else _kind_of_file(path))
+                if calibration else found)
         raise UserError(f"--out {path} exists and is {what}, which --overwrite does not replace: choose another --out "
                         "(or delete the file first if you mean to lose it)")
     if overwrite:
         return
-    raise UserError(f"--out {path} exists and is not {kind} (it is {_kind_of_file(path)}): choose another --out, "
+    raise UserError(f"--out {path} exists and is not {kind} (it is {found}): choose another --out, "
                     "or pass --overwrite to replace it")
 
 

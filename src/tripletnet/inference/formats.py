@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 EXPORT_FORMATS = ("onnx", "torchscript")
+CALIBRATION_SUFFIX = ".calibration.json"  # a checkpoint's calibration lies beside it as <checkpoint><suffix>
 
 
 def file_head(path: Path, size: int = 64) -> bytes:

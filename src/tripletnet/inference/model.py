@@ -35,12 +35,12 @@ from ..models import EmbeddingNet
 from ..models.inputs import images_to_input
 from ..training.checkpoint import checkpoint_input_shape, load_checkpoint, model_from_checkpoint, weights_fingerprint
 from ..training.loop import resolve_device
+from .formats import CALIBRATION_SUFFIX
 
 # What the networks of today take when a checkpoint does not record its input shape.
 DEFAULT_INPUT_SHAPE = (1, 28, 28)
 BATCH_SIZE = 256
 CALIBRATION_FORMAT = "tripletnet-calibration-v1"
-CALIBRATION_SUFFIX = ".calibration.json"
 # Embeddings are L2-normalised, so every distance lies in [0, 2]: a threshold outside it decides nothing.
 MAX_DISTANCE = 2.0
 

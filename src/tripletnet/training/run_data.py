@@ -207,8 +207,7 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     carved[carvable[stratified_subset(pool_labels[carvable], n_val, config.seed)]] = True
     val_index, rest = pool[carved], pool[~carved]
     val_labels = data.train_labels[val_index]
-    val_counts = torch.unique(val_labels, return_counts=True)[1]
-    if len(val_counts) < 2 or not bool((val_counts >= 2).any()):
+    if not _pairs_both_ways(val_labels):
         raise UserError(f"{data.name}: the validation images set aside cannot form a triplet (two classes, one with two images); "
                         "add images per identity")
     carved_note = f" (of the training classes' {len(pool)}, {len(val_index)} are set aside for validation)"
@@ -247,6 +246,13 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
     )
 
 
+def _pairs_both_ways(labels: torch.Tensor) -> bool:
+    """Whether ``labels`` hold a positive pair (two images of one identity) and a negative one (two identities):
+    what a triplet and an all-pairs evaluation both need."""
+    counts = torch.unique(labels, return_counts=True)[1]
+    return len(counts) >= 2 and bool((counts >= 2).any())
+
+
 def _check_evaluable(config: TrainConfig, data: DatasetSplits, eval_labels: torch.Tensor) -> None:
     """Refuse, before the first epoch, a run whose per-epoch evaluation would find no pairs to score.
 
@@ -256,11 +262,10 @@ def _check_evaluable(config: TrainConfig, data: DatasetSplits, eval_labels: torc
     """
     if not config.eval_every:
         return
-    counts = torch.unique(eval_labels, return_counts=True)[1]
-    if len(counts) < 2 or not bool((counts >= 2).any()):
+    if not _pairs_both_ways(eval_labels):
         raise UserError(
             f"{data.name}: the {len(eval_labels):,} test images evaluated after each epoch hold "
-            + ("a single identity" if len(counts) < 2 else "no two images of one identity")
+            + ("a single identity" if len(torch.unique(eval_labels)) < 2 else "no two images of one identity")
             + ", so the evaluation has no positive and negative pairs to score: add test images per identity "
             "(--eval_images 0 takes them all), or train without it (--eval_every 0)")
 
