@@ -15,6 +15,7 @@ from tripletnet.errors import ParameterError, UserError
 from tripletnet.inference import export as export_module
 from tripletnet.inference import load_model
 from tripletnet.inference.export import CONTRACT_KEY, INPUT_NAME, ONNX_OPSET, export_model
+from tripletnet.inference.formats import export_kind
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
 from _checkpoint import shared_checkpoint, train_tiny_on
@@ -141,7 +142,7 @@ def test_unknown_format_and_unwritable_path_write_nothing(checkpoint, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(UserError, match="cannot write"):
-        export_model(model, blocker / "model.onnx", "torchscript")
+        export_model(model, blocker / "model.pt", "torchscript")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
@@ -207,3 +208,25 @@ def test_an_export_given_where_a_checkpoint_is_wanted_is_named_as_an_export(chec
             load_model(path)
         assert main(["evaluate", "--checkpoint", str(path)]) == 2
         assert f"is {kind}" in capsys.readouterr().err
+
+
+def test_an_export_named_as_the_other_format_is_refused_and_an_unusual_name_is_noted_and_recognised(checkpoint, tmp_path, capsys):
+    """--format torchscript --out model.onnx wrote TorchScript under an ONNX name, and a second export to model.bin
+    was refused as 'not an onnx export' (only .onnx files were recognised): a probe's finding."""
+    for fmt, name, wanted in (("torchscript", "model.onnx", "name it .pt, or give --format onnx"),
+                              ("onnx", "model.pt", "name it .onnx, or give --format torchscript")):
+        assert main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert wanted in err and len(err.strip().splitlines()) == 1 and not (tmp_path / name).exists(), err
+    with pytest.raises(ParameterError, match="named as an ONNX file, but format is torchscript"):
+        export_model(load_model(checkpoint), tmp_path / "m.ONNX", "torchscript", log=lambda _: None)
+    unusual = tmp_path / "model.bin"
+    for _ in range(2):  # the second run replaces its own earlier export without --overwrite
+        assert main(["export", "--checkpoint", str(checkpoint), "--out", str(unusual)]) == 0
+        assert "note: model.bin is written as onnx; such files are usually named .onnx" in capsys.readouterr().err
+    assert onnx.load(str(unusual)).opset_import[0].version == ONNX_OPSET
+    assert export_kind(unusual) == "an ONNX export"
+    for other in (checkpoint, tmp_path / "empty", tmp_path / "text.onnx"):
+        if other != checkpoint:
+            other.write_bytes(b"" if other.name == "empty" else b"\x08\x07 not a model\n")
+        assert export_kind(other) is None, other

@@ -75,3 +75,13 @@ def test_images_per_class_sets_k_of_p_by_k_with_many_classes(k):
 def test_images_per_class_beyond_half_the_batch_is_a_user_error():
     with pytest.raises(UserError, match="half the batch"):
         ClassBalancedBatchSampler(_labels([20] * 10), batch_size=16, num_batches=2, seed=0, images_per_class=9)
+
+
+def test_classes_smaller_than_their_share_of_a_batch_are_counted_and_their_batches_repeat_images():
+    labels = torch.tensor([0] * 3 + [1] * 10 + [2] * 10)  # a batch of 12 over 3 classes takes 4 of each
+    sampler = ClassBalancedBatchSampler(labels, batch_size=12, num_batches=1, seed=0)
+    assert sampler.images_per_class_in_batch == 4 and sampler.classes_too_small() == 1
+    (batch,) = sampler.batches(1)
+    of_class_0 = batch[labels[batch] == 0]
+    assert len(of_class_0) == 4 and len(set(of_class_0.tolist())) == 3  # one of its three images twice
+    assert ClassBalancedBatchSampler(labels[3:], batch_size=12, num_batches=1, seed=0).classes_too_small() == 0

@@ -424,6 +424,19 @@ def test_augmentation_sizes_come_from_the_config_and_zero_turns_each_off():
             TrainConfig(**{name: value}).validate()
 
 
+def test_settings_that_repeat_images_in_a_batch_or_in_the_memory_train_with_a_note(tmp_path):
+    # 128 images of 10 classes (about 13 each): --images_per_class 16 gives 4 classes 16 images each
+    # a batch, more than each class has; 256 queued embeddings are twice what an epoch makes.
+    lines: list[str] = []
+    train(_config(tmp_path, num_images=128, epochs=1, images_per_class=16, xbm_size=256), data=DATA, log=lines.append)
+    notes = [line for line in lines if line.startswith("note:")]
+    assert any("training classes have fewer than the 16 images a batch takes" in line for line in notes), notes
+    assert any("--xbm_size 256 is more than the 128 embeddings an epoch makes" in line for line in notes), notes
+    lines.clear()
+    train(_config(tmp_path, name="fits", num_images=128, epochs=1, xbm_size=128), data=DATA, log=lines.append)
+    assert not [line for line in lines if line.startswith("note:")], lines
+
+
 def test_more_threads_than_cores_trains_and_says_it_slows(tmp_path, monkeypatch):
     import os
 

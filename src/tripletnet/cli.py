@@ -46,6 +46,7 @@ from .errors import ParameterError, UserError
 from .fileio import refuse_special_file
 from .inference.formats import (
     CALIBRATION_SUFFIX,
+    export_name_problem,
     file_head,
     holds_torchscript,
     is_onnx_file,
@@ -550,6 +551,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     own_kind = is_onnx_file if args.format == "onnx" else is_torchscript_file
     _check_out_replaceable(args.out, f"an {args.format} export" if args.format == "onnx" else "a TorchScript export", own_kind,
                            args.overwrite, reads=[args.checkpoint])
+    if problem := export_name_problem(Path(args.out), args.format):  # before loading: a forgotten --format costs nothing
+        raise ParameterError("out", problem, related=("format",))
     model = load_model(args.checkpoint)
     path = export_model(model, args.out, args.format)
     c, h, w = model.input_shape

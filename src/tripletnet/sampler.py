@@ -47,6 +47,15 @@ class ClassBalancedBatchSampler:
     def __len__(self) -> int:
         return self.num_batches
 
+    @property
+    def images_per_class_in_batch(self) -> int:
+        """The fewest images a chosen class gets in a batch (K, or more when fewer classes fill the batch)."""
+        return self.batch_size // self.classes_per_batch
+
+    def classes_too_small(self) -> int:
+        """How many classes have fewer images than a batch takes of them, so that their batches repeat images."""
+        return sum(len(indices) < self.images_per_class_in_batch for indices in self.class_indices)
+
     def epoch_generator(self, epoch: int) -> torch.Generator:
         # A distinct, reproducible stream per (seed, epoch).
         return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7_919 + 17)

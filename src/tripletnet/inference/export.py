@@ -33,6 +33,7 @@ from ..errors import ParameterError, UserError
 from ..fileio import atomic_write_bytes
 from ..models.inputs import images_to_input
 from .formats import EXPORT_FORMATS as FORMATS
+from .formats import FORMAT_SUFFIXES, export_name_problem, suffix_format
 from .model import TripletModel
 
 # ONNX opset of the exported graph: 18 is what torch's exporter targets and onnxruntime >= 1.14 runs.
@@ -180,6 +181,11 @@ def export_model(model: TripletModel, out: str | os.PathLike, format: str = "onn
     target = Path(out)
     if target.is_dir():
         raise UserError(f"cannot write {target}: it is a folder; give a file name")
+    if problem := export_name_problem(target, format):  # almost surely a forgotten --format
+        raise ParameterError("out", problem, related=("format",))
+    if suffix_format(target) is None:
+        usual = " or ".join(FORMAT_SUFFIXES[format][:2])
+        log(f"note: {target.name} is written as {format}; such files are usually named {usual}")
     embedder = _fp32_embedder(model, log)
     # Batch of two so the tracer cannot specialise the batch axis to 1.
     example = torch.zeros(2, *model.input_shape, dtype=torch.uint8)

@@ -314,6 +314,23 @@ def prepare_run(
     return run
 
 
+def _note_repeated_images(config: TrainConfig, sampler: ClassBalancedBatchSampler, n_train: int, log: Logger) -> None:
+    """Settings that are valid but make a batch, or the cross-batch memory, hold one image more than once."""
+    per_class, small = sampler.images_per_class_in_batch, sampler.classes_too_small()
+    if small:
+        # The sampler repeats a short class's images to fill its share: the copies are positives of
+        # each other (identical ones without augmentation), which teach nothing.
+        classes = len(sampler.class_indices)
+        log(f"note: {small} of the {classes} training classes have fewer than the {per_class} images a batch takes of each "
+            f"class ({config.batch_size} images over {sampler.classes_per_batch} classes), so their batches repeat images; "
+            "a smaller --images_per_class or --batch_size, or a larger --num_images, avoids it")
+    views = 2 if config.instance_weight > 0 else 1  # instance triplets queue two views of each image
+    if config.xbm_size > n_train * views:
+        log(f"note: --xbm_size {config.xbm_size} is more than the {n_train * views} embeddings an epoch makes "
+            f"({n_train} training images{' x 2 views' if views == 2 else ''}): the memory would hold images more than once, "
+            "the older copies from older weights; give at most that")
+
+
 def _prepare(
     config: TrainConfig, run_dir: Path, device: torch.device,
     resumed: tuple[str | Path | None, dict[str, Any] | None], data: DatasetSplits | None, log: Logger, context: ProcessContext,
@@ -341,6 +358,8 @@ def _prepare(
     sampler = ClassBalancedBatchSampler(
         train_labels, config.batch_size, len(train_labels) // config.batch_size, config.seed, config.images_per_class
     )
+    if context.is_main_process:
+        _note_repeated_images(config, sampler, len(train_labels), log)
 
     # Model and optimiser: the initial weights come from the seed alone.
     with torch.random.fork_rng(devices=[]):
