@@ -195,6 +195,19 @@ def test_unrecognized_arguments_are_said_by_the_commands_parser_pointing_at_its_
     assert f"(see 'tripletnet {argv[0]} --help')" in err
 
 
+@pytest.mark.parametrize("argv", [["evaluate", "runs/r1/last.pt"], ["verify", "runs/r1/last.pt", "a.png", "b.png"],
+                                  ["export", "runs/r1/last.pt", "--out", "m.onnx"]])
+def test_a_checkpoint_given_as_a_bare_argument_is_pointed_at_its_flag(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "a checkpoint is given as --checkpoint runs/r1/last.pt" in err
+    with pytest.raises(SystemExit):  # with --checkpoint given, a stray .pt file is not taken for it
+        main([argv[0], "--checkpoint", "runs/r1/last.pt", "other.pt", *argv[2:]])
+    assert "a checkpoint is given as" not in capsys.readouterr().err
+
+
 # --- validation: parameters in the library, flags on the command line ---------------------------
 
 

@@ -291,6 +291,11 @@ def test_index_and_search_mistakes_are_one_line_exit_2(checkpoint, image_folder,
         ),
         (("search", "--index", empty, "--query", image_folder / "0" / "0.png"), "not a tripletnet index"),
         (("search", "--index", out_dir, "--query", tmp_path / "missing.png"), "missing.png"),
+        # a file where a folder is taken, and the other way round: the flag that takes it is named
+        (("search", "--index", out_dir, "--queries", image_folder / "0" / "0.png"), "give the one image"),
+        (("search", "--index", out_dir, "--query", image_folder / "0"), "with --queries"),
+        (("index", "--checkpoint", checkpoint, "--images", image_folder / "0" / "0.png", "--out", tmp_path / "x"),
+         "is a file, not a folder of images"),
     ]
     for argv, expected in cases:
         code, _, err = _run(capsys, *argv)

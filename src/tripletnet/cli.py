@@ -76,8 +76,23 @@ def parameter_message(error: ParameterError) -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line (exit 2) instead of usage + error."""
 
+    given: list[str] | None = None  # this parser's own arguments, for the hint below
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        self.given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._checkpoint_hint()} (see '{self.prog} --help')\n")
+
+    def _checkpoint_hint(self) -> str:
+        """Point at --checkpoint when a checkpoint was given as a bare argument (``evaluate run/last.pt``)."""
+        if "--checkpoint" not in self._option_string_actions or not self.given:
+            return ""
+        if any(arg == "--checkpoint" or arg.startswith("--checkpoint=") for arg in self.given):
+            return ""
+        bare = [arg for arg in self.given if not arg.startswith("-") and arg.endswith((".pt", ".pth"))]
+        return f"; a checkpoint is given as --checkpoint {bare[0]}" if bare else ""
 
 
 KEBAB_NOTE = "Every option is also accepted in kebab-case (--num-images for --num_images)."
@@ -524,6 +539,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from .api import search_gallery
 
+    # one image and a folder take different flags: say which, rather than "not found" or "Is a directory"
+    if args.queries is not None and Path(args.queries).is_file():
+        raise UserError(f"--queries takes a folder of images; give the one image {args.queries} with --query")
+    if args.query is not None and Path(args.query).is_dir():
+        raise UserError(f"--query takes one image; give the folder {args.query} with --queries")
     results = search_gallery(args.index, [args.query] if args.query else args.queries, k=args.k, checkpoint=args.checkpoint,
                              skip_bad_images=args.skip_bad_images)
     if args.json:

@@ -186,7 +186,8 @@ def _check_identities(train_identities: Sequence[str], what: str, log: Logger) -
         )
     singles = len(counts) - usable
     if singles:
-        log(f"{what}: {singles} training identities have a single image: kept, used only as negatives")
+        identities_have = "identity has" if singles == 1 else "identities have"
+        log(f"{what}: {singles} training {identities_have} a single image: kept, used only as negatives")
 
 
 def _note_repeated_files(entries: Sequence[ImageEntry], splits: Sequence[str], what: str, log: Logger) -> None:

@@ -279,6 +279,8 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         UserError: ``root`` is not a folder or holds no images.
     """
     folder = Path(root)
+    if folder.is_file():
+        raise UserError(f"{folder} is a file, not a folder of images")
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}")
     files: list[Path] = []
