@@ -129,6 +129,8 @@ def test_an_unreadable_image_is_a_user_error_naming_it(model, tmp_path):
         model.embed([junk])
     with pytest.raises(UserError, match="missing.png"):
         model.embed(tmp_path / "missing.png")
+    with pytest.raises(UserError, match="is a folder, not an image file"):  # not "[Errno 21] Is a directory"
+        model.embed(tmp_path)
 
 
 def test_fingerprint_survives_a_resave_and_changes_with_any_weight(checkpoint, tmp_path):
@@ -193,6 +195,8 @@ def test_search_finds_the_brute_force_neighbours(model):
     expected = distances.topk(5, largest=False)
     torch.testing.assert_close(found.distances, expected.values, atol=1e-5, rtol=0)
     assert torch.equal(found.indices, expected.indices)
+    with pytest.raises(ParameterError, match="^gallery holds no images"):  # the argument given, not an inner one
+        model.search([], queries, k=1)
 
 
 def _run(capsys, *argv):

@@ -232,6 +232,8 @@ def pillow_errors(where: str) -> Iterator[None]:
             ) from None
         except FileNotFoundError:
             raise UserError(f"{where}: image file not found") from None
+        except IsADirectoryError:
+            raise UserError(f"{where} is a folder, not an image file") from None
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on damaged files (OSError, ValueError, SyntaxError, struct.error, ...)

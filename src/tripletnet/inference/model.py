@@ -588,7 +588,10 @@ class TripletModel:
         """
         from .index import GalleryIndex
 
-        index = GalleryIndex.build(self.embed(gallery), fingerprint=self.fingerprint)
+        gallery_embeddings = self.embed(gallery)
+        if len(gallery_embeddings) == 0:
+            raise ParameterError("gallery", "holds no images: there is nothing to search")
+        index = GalleryIndex.build(gallery_embeddings, fingerprint=self.fingerprint)
         distances, indices = index.search(self.embed(queries), k)
         return Neighbours(torch.from_numpy(distances), torch.from_numpy(indices))
 
