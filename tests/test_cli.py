@@ -14,7 +14,7 @@ import pytest
 import tripletnet
 from tripletnet.cli import _build_parser, build_eval_config, build_train_config, main, parameter_message
 from tripletnet.config import LR_MAX, MARGIN_MAX, PRESETS, RESUMABLE_FIELDS, EvalConfig, TrainConfig
-from tripletnet.errors import ParameterError
+from tripletnet.errors import ParameterError, UserError
 from tripletnet.training.checkpoint import load_checkpoint, save_checkpoint
 
 from _mnist import data_root, require_dataset
@@ -64,6 +64,16 @@ def test_a_toml_config_saved_with_a_byte_order_mark_is_read(tmp_path):
     toml = tmp_path / "notepad.toml"
     toml.write_bytes(b"\xef\xbb\xbf" + "[train]\nmargin = 0.5  # é\n".encode())  # how Windows Notepad saves UTF-8
     assert _config(["train", "--config", str(toml)]).margin == 0.5
+
+
+def test_classes_in_a_toml_config_may_be_an_array(tmp_path):
+    toml = tmp_path / "classes.toml"
+    toml.write_text('train_classes = [0, 1, 3]\nholdout_classes = ["cat", "dog"]\n')  # TOML's spelling of "0,1,3"
+    config = _config(["train", "--config", str(toml)])
+    assert (config.train_classes, config.holdout_classes) == ("0,1,3", "cat,dog")
+    toml.write_text("train_classes = [true, 2.5]\n")  # not class labels: refused as before
+    with pytest.raises(UserError, match="classes.toml: option 'train_classes' must be str"):
+        _config(["train", "--config", str(toml)])
 
 
 MISTAKES = [

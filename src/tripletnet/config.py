@@ -318,6 +318,8 @@ def _updated(config: ConfigT, values: Mapping[str, Any], source: str) -> ConfigT
         key = raw_key.replace("-", "_")
         if key not in known:
             raise UserError(f"{source}: unknown option {raw_key!r}")
+        if key in OPEN_SET_FIELDS and isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+            value = ",".join(map(str, value))  # TOML's natural spelling, [0, 1, 3], of the flag's "0,1,3"
         changes[key] = _coerce(value, types[key], key, source)
     return dataclasses.replace(config, **changes)
 
