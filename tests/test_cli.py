@@ -587,6 +587,10 @@ def test_ctrl_c_in_a_command_other_than_train_says_interrupted(monkeypatch, caps
     monkeypatch.setattr(tripletnet.api, "evaluate", interrupted)
     assert main(["evaluate", "--embeddings", "x.npz"]) == 130
     assert capsys.readouterr().err == "tripletnet: interrupted\n"
+    # a torchrun process other than the main one, stopped by its agent: the main process speaks for the job
+    monkeypatch.setenv("RANK", "1")
+    assert main(["evaluate", "--embeddings", "x.npz"]) == 130
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("argv,said", [

@@ -727,7 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         # A training run says what it saved and the command that continues it (TrainingInterrupted).
-        print(f"{PROG}: {str(exc) or 'interrupted'}", file=sys.stderr)  # a plain Ctrl-C carries no message
+        # Under torchrun the main process speaks for the job: the others are stopped by its agent
+        # when the main one fails (their "interrupted" would be a second, misleading line) or by the same Ctrl-C.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{PROG}: {str(exc) or 'interrupted'}", file=sys.stderr)  # a plain Ctrl-C carries no message
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
