@@ -218,6 +218,17 @@ def test_a_checkpoint_given_as_a_bare_argument_is_pointed_at_its_flag(argv, caps
     assert "a checkpoint is given as" not in capsys.readouterr().err
 
 
+def test_a_run_folder_given_as_a_bare_argument_is_pointed_at_run(tmp_path, capsys):
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "last.pt").write_bytes(b"")
+    for folder, said in ((tmp_path / "r1", f"; a run folder is given as --run {tmp_path / 'r1'} "),
+                         (tmp_path / "nothing-here", "is required (see"), ("x" * 300, "is required (see")):
+        with pytest.raises(SystemExit) as exited:
+            main(["report", str(folder), "--out", str(tmp_path / "r.html")])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and said in err and len(err.splitlines()) == 1, err
+
+
 # --- validation: parameters in the library, flags on the command line ---------------------------
 
 

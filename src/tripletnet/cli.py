@@ -78,21 +78,34 @@ class _Parser(argparse.ArgumentParser):
 
     given: list[str] | None = None  # this parser's own arguments, for the hint below
 
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-        self.given = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:  # (args=None, namespace=None), as argparse's
+        given = args[0] if args else kwargs.get("args")
+        self.given = list(sys.argv[1:] if given is None else given)
+        return super().parse_known_args(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}{self._checkpoint_hint()} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._flag_hint()} (see '{self.prog} --help')\n")
 
-    def _checkpoint_hint(self) -> str:
-        """Point at --checkpoint when a checkpoint was given as a bare argument (``evaluate run/last.pt``)."""
-        if "--checkpoint" not in self._option_string_actions or not self.given:
+    def _flag_hint(self) -> str:
+        """Point at the flag of a checkpoint or run folder given as a bare argument (``evaluate run/last.pt``)."""
+        given = self.given or []
+        if any(arg.split("=")[0] in ("--checkpoint", "--run") for arg in given):
             return ""
-        if any(arg == "--checkpoint" or arg.startswith("--checkpoint=") for arg in self.given):
-            return ""
-        bare = [arg for arg in self.given if not arg.startswith("-") and arg.endswith((".pt", ".pth"))]
-        return f"; a checkpoint is given as --checkpoint {bare[0]}" if bare else ""
+        bare = [arg for arg in given if not arg.startswith("-")]
+        checkpoints = [arg for arg in bare if arg.endswith((".pt", ".pth"))]
+        if checkpoints and "--checkpoint" in self._option_string_actions:
+            return f"; a checkpoint is given as --checkpoint {checkpoints[0]}"
+        runs = [arg for arg in bare if _holds_a_run(arg)]
+        if runs and "--run" in self._option_string_actions:
+            return f"; a run folder is given as --run {runs[0]}"
+        return ""
+
+
+def _holds_a_run(folder: str) -> bool:
+    try:
+        return Path(folder, "last.pt").is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte: no run folder, and no reason for a traceback here
+        return False
 
 
 KEBAB_NOTE = "Every option is also accepted in kebab-case (--num-images for --num_images)."
