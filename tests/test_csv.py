@@ -48,7 +48,8 @@ def test_a_csv_without_header_or_splits_is_split_by_identity_like_a_folder(tmp_p
 
 
 @pytest.mark.parametrize("text,message", [
-    ("a.png,x\nb.png\n", "line 2: expected path,label or path,label,split, found 1 fields"),
+    ("a.png,x\nb.png\n", "line 2: expected path,label or path,label,split, found 1 field$"),
+    ("path;label\na.png;x\n", "line 1: .*found 1 field \\(the row is separated by ';': the list must be comma-separated\\)"),
     ("a.png,x,train\nb.png,y,train,extra\n", "line 2: expected path,label"),
     ("path,label,split\na.png,x,train\nb.png,y\n", "line 3: no split column, unlike line 2"),
     ("a.png,x\n\nb.png,y,test\n", "line 3: a split column, unlike line 1"),

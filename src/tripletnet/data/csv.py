@@ -93,7 +93,10 @@ def read_image_list_csv(path: str | Path) -> list[ImageEntry]:
     for line, fields in rows:
         where = f"{path.name} line {line}"
         if len(fields) not in (2, 3):
-            raise UserError(f"{where}: expected path,label or path,label,split, found {len(fields)} fields")
+            found = "1 field" if len(fields) == 1 else f"{len(fields)} fields"
+            other = next((sep for sep in (";", "\t", "|") if len(fields) == 1 and sep in fields[0]), None)
+            hint = f" (the row is separated by {other!r}: the list must be comma-separated)" if other else ""
+            raise UserError(f"{where}: expected path,label or path,label,split, found {found}{hint}")
         if (len(fields) == 3) != with_split:
             raise UserError(
                 f"{where}: {'no' if with_split else 'a'} split column, unlike line {rows[0][0]}: "
