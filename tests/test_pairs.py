@@ -144,15 +144,18 @@ def test_the_writer_draws_balanced_distinct_pairs_in_identity_disjoint_folds(tmp
 def test_the_writer_refuses_what_it_cannot_draw(tmp_path):
     images = _lfw_folder(tmp_path / "img", {identity_name(i): 2 for i in range(4)})
     out = tmp_path / "pairs.txt"
-    with pytest.raises(UserError, match="4 identities; 3 folds disjoint in identities need at least 6"):
+    with pytest.raises(UserError, match="4 identities; 3 folds disjoint in identities need at least 6 .*: at most 2 folds"):
         write_pairs_file(images, out, folds=3, per_fold=2, log=_quiet)
+    few = _lfw_folder(tmp_path / "few", {identity_name(i): 2 for i in range(3)})
+    with pytest.raises(UserError, match="3 identities; .*: a pairs file needs at least 4 \\(two folds\\)"):
+        write_pairs_file(few, out, folds=2, per_fold=2, log=_quiet)
     with pytest.raises(UserError, match="can form only 2 distinct matched .* 3 needed"):
         write_pairs_file(images, out, folds=2, per_fold=6, log=_quiet)
     with pytest.raises(ParameterError, match="per_fold"):
         write_pairs_file(images, out, folds=2, per_fold=3, log=_quiet)
     with pytest.raises(ParameterError, match="folds"):
         write_pairs_file(images, out, folds=0, log=_quiet)
-    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["img"]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["few", "img"]  # nothing written beside the folders
     (images / identity_name(0) / "holiday.jpg").write_bytes(
         (images / identity_name(0) / f"{identity_name(0)}_0001.jpg").read_bytes()
     )

@@ -448,8 +448,11 @@ def write_pairs_file(
     for entry in entries:
         files[entry.identity].append(entry.path)
     if len(names) < 2 * folds:
+        most = len(names) // 2
+        fewer = f": at most {most} folds can be drawn from it" if most >= 2 else ": a pairs file needs at least 4 (two folds)"
         raise UserError(
-            f"{root} has {len(names)} identities; {folds} folds disjoint in identities need at least {2 * folds} (two per fold)"
+            f"{root} has {len(names)} identities; {folds} folds disjoint in identities need at least {2 * folds} "
+            f"(two per fold){fewer}"
         )
     if not as_csv:
         for name in names:
