@@ -296,3 +296,19 @@ def test_images_below_the_identity_folders_are_said_to_be_left_out(tmp_path):
     lines.clear()
     load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
     assert not any("below the identity folders" in line for line in lines)
+
+
+def test_symbolic_links_that_point_to_nothing_are_said_to_be_left_out(tmp_path):
+    for name in "abc":
+        _write(tmp_path / name, 3)
+    (tmp_path / "gone").symlink_to(tmp_path / "moved-away")  # an identity folder whose target moved
+    (tmp_path / "a" / "lost.png").symlink_to(tmp_path / "nowhere.png")
+    lines: list[str] = []
+    data = load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
+    assert len(data.train_labels) + len(data.test_labels) == 9
+    assert sum("2 symbolic links point to nothing and are not read (e.g. gone ->" in line for line in lines) == 1, lines
+    (tmp_path / "gone").unlink()
+    (tmp_path / "a" / "lost.png").unlink()
+    lines.clear()
+    load_image_folder(tmp_path, ImageOptions(split_by="image"), log=lines.append)
+    assert not any("symbolic link" in line for line in lines)

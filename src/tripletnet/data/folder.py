@@ -343,6 +343,7 @@ def load_image_folder(root: str | Path, options: ImageOptions = DEFAULT_OPTIONS,
     folder = Path(root).expanduser().absolute()
     entries = list_image_folder(folder)
     _note_nested_images(folder, entries, log)
+    _note_broken_links(folder, entries, log)
     return load_image_list(entries, folder.resolve().name, folder, options, log)
 
 
@@ -356,3 +357,16 @@ def _note_nested_images(root: Path, entries: Sequence[ImageEntry], log: Logger) 
     if nested:
         log(f"{root.name}: {len(nested)} images in folders below the identity folders are not read "
             f"(e.g. {_relative(nested[0], root)}): an identity's images lie directly in its folder")
+
+
+def _note_broken_links(root: Path, entries: Sequence[ImageEntry], log: Logger) -> None:
+    """Say which symbolic links point nowhere: an identity folder or image behind one is left out, and a
+    moved target should not shrink the data without a word."""
+    identity_folders = {entry.path.parent for entry in entries}
+    searched = sorted(identity_folders | {folder.parent for folder in identity_folders})
+    broken = [path for folder in searched for path in sorted(folder.iterdir())
+              if path.is_symlink() and not path.exists() and not path.name.startswith(".")]
+    if broken:
+        links = "link points" if len(broken) == 1 else "links point"
+        log(f"{root.name}: {len(broken)} symbolic {links} to nothing and are not read "
+            f"(e.g. {_relative(broken[0], root)} -> {os.readlink(broken[0])})")
