@@ -383,7 +383,10 @@ def test_a_folder_run_started_with_a_relative_path_resumes_from_another_director
     moved = ["--data_path", str(tmp_path / "moved")]
     assert main(["train", "--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "3", *moved]) == 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
-    capsys.readouterr()
+    assert "images now" not in capsys.readouterr().err, "the same images: no note"
+    sorted((tmp_path / "moved" / "train").rglob("*.png"))[0].unlink()  # the folder edited under the run
+    assert main(["train", "--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "4", *moved]) == 0
+    assert "holds 23 training and 16 test images now, 24 and 16 when the run began" in capsys.readouterr().err
 
 
 def test_a_test_split_of_one_image_per_identity_is_refused_before_training_and_leaves_no_run_folder(tmp_path, capsys):

@@ -32,7 +32,7 @@ import torch
 from ..allocator import keep_freed_memory
 from ..config import Device, Precision, TrainConfig
 from ..console import Logger, log_stderr, progress
-from ..data import DatasetSplits, ImageSplits, load_dataset
+from ..data import DATASETS, DatasetSplits, ImageSplits, load_dataset
 from ..data.loading import BatchSource
 from ..errors import ParameterError, UserError
 from ..evaluation import fast_epoch_metrics
@@ -331,6 +331,15 @@ def _note_repeated_images(config: TrainConfig, sampler: ClassBalancedBatchSample
             "the older copies from older weights; give at most that")
 
 
+def _note_changed_images(config: TrainConfig, checkpoint: dict[str, Any], now: dict[str, int], log: Logger) -> None:
+    """A resume from a folder or list whose images were added or removed trains on, but not as the run began."""
+    then = checkpoint.get("image_counts")  # absent from runs saved before it was recorded
+    if isinstance(then, dict) and then != now:
+        log(f"note: {config.dataset} holds {now['train']:,} training and {now['test']:,} test images now, "
+            f"{then.get('train', 0):,} and {then.get('test', 0):,} when the run began: the resumed epochs use the images "
+            "there are now, so they are not the epochs an uninterrupted run would have trained")
+
+
 def _prepare(
     config: TrainConfig, run_dir: Path, device: torch.device,
     resumed: tuple[str | Path | None, dict[str, Any] | None], data: DatasetSplits | None, log: Logger, context: ProcessContext,
@@ -394,6 +403,8 @@ def _prepare(
     )
     if checkpoint is not None:
         restore_training_state(checkpoint, str(resume), model, optimizer, scheduler)
+        if context.is_main_process and DATASETS.is_path(config.dataset):  # a folder or list may be edited; MNIST is fixed
+            _note_changed_images(config, checkpoint, run_data.records["image_counts"], log)
         run.history = list(checkpoint.get("history", []))
         run.start_epoch = int(checkpoint["epoch"]) + 1
         run.fallback_epoch = checkpoint.get("mining_fallback_epoch")

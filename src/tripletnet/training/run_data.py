@@ -55,7 +55,7 @@ class RunData:
     seen_eval_images: torch.Tensor | None  # open set: the training classes' test images; None otherwise
     seen_eval_labels: torch.Tensor | None
     split: ClassSplit | None
-    records: dict[str, Any]  # checkpoint fields: input, dataset_source and, open set, split
+    records: dict[str, Any]  # checkpoint fields: input, dataset_source, image_counts and, open set, split
     # --selection_classes: training images of training classes kept out of training, for choosing best.pt
     select_images: torch.Tensor | None = None
     select_labels: torch.Tensor | None = None
@@ -166,7 +166,9 @@ def prepare_run_data(config: TrainConfig, data: DatasetSplits, log: Logger) -> R
         UserError: too few images for a batch or for validation triplets.
     """
     split = class_split(data, config.train_classes, config.holdout_classes)
-    records: dict[str, Any] = {"input": input_record(data), "dataset_source": dataset_source(config, data)}
+    records: dict[str, Any] = {"input": input_record(data), "dataset_source": dataset_source(config, data),
+                               # so that a resume can say when the images changed under the run (a folder edited)
+                               "image_counts": {"train": len(data.train_labels), "test": len(data.test_labels)}}
     train, test = _Images.of(data, "train"), _Images.of(data, "test")
     if split is None and config.selection_classes:
         raise ParameterError("selection_classes", "needs an open-set run (--train_classes or --holdout_classes, or a folder "
