@@ -216,6 +216,9 @@ def test_a_checkpoint_given_as_a_bare_argument_is_pointed_at_its_flag(argv, caps
     with pytest.raises(SystemExit):  # with --checkpoint given, a stray .pt file is not taken for it
         main([argv[0], "--checkpoint", "runs/r1/last.pt", "other.pt", *argv[2:]])
     assert "a checkpoint is given as" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # another mistake on the line is said alone: the hint is about that argument
+        main([argv[0], "--checkp", "runs/r1/last.pt", "--bogus", "x", *argv[2:]])
+    assert "a checkpoint is given as" not in capsys.readouterr().err
 
 
 def test_a_run_folder_given_as_a_bare_argument_is_pointed_at_run(tmp_path, capsys):

@@ -84,21 +84,32 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}{self._flag_hint()} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._flag_hint(message)} (see '{self.prog} --help')\n")
 
-    def _flag_hint(self) -> str:
-        """Point at the flag of a checkpoint or run folder given as a bare argument (``evaluate run/last.pt``)."""
+    def _flag_hint(self, message: str) -> str:
+        """Point at the flag of a checkpoint or run folder given as a bare argument (``evaluate run/last.pt``),
+        when the error is about that argument or that missing flag (not for any other mistake on the same line)."""
         given = self.given or []
-        if any(arg.split("=")[0] in ("--checkpoint", "--run") for arg in given):
-            return ""
-        bare = [arg for arg in given if not arg.startswith("-")]
-        checkpoints = [arg for arg in bare if arg.endswith((".pt", ".pth"))]
-        if checkpoints and "--checkpoint" in self._option_string_actions:
-            return f"; a checkpoint is given as --checkpoint {checkpoints[0]}"
-        runs = [arg for arg in bare if _holds_a_run(arg)]
-        if runs and "--run" in self._option_string_actions:
-            return f"; a run folder is given as --run {runs[0]}"
+        if any(_spells(arg, flag) for arg in given for flag in ("--checkpoint", "--run")):
+            return ""  # the model is given: a stray argument is something else
+        for flag, spell, looks_like in (("--checkpoint", "a checkpoint", _names_a_checkpoint),
+                                        ("--run", "a run folder", _holds_a_run)):
+            if flag not in self._option_string_actions:
+                continue
+            bare = [arg for arg in given if not arg.startswith("-") and looks_like(arg)]
+            if bare and (flag in message or bare[0] in message):
+                return f"; {spell} is given as {flag} {bare[0]}"
         return ""
+
+
+def _spells(arg: str, flag: str) -> bool:
+    """Whether ``arg`` gives ``flag``, as argparse reads it: whole, with ``=value``, or as a prefix of it."""
+    name = arg.split("=")[0]
+    return len(name) > 2 and name.startswith("--") and flag.startswith(name)
+
+
+def _names_a_checkpoint(arg: str) -> bool:
+    return arg.endswith((".pt", ".pth"))
 
 
 def _holds_a_run(folder: str) -> bool:

@@ -94,7 +94,7 @@ def read_image_list_csv(path: str | Path) -> list[ImageEntry]:
         where = f"{path.name} line {line}"
         if len(fields) not in (2, 3):
             found = "1 field" if len(fields) == 1 else f"{len(fields)} fields"
-            other = next((sep for sep in (";", "\t", "|") if len(fields) == 1 and sep in fields[0]), None)
+            other = next((sep for sep in (";", "\t", "|") if sep in fields[0]), None) if len(fields) == 1 else None
             hint = f" (the row is separated by {other!r}: the list must be comma-separated)" if other else ""
             raise UserError(f"{where}: expected path,label or path,label,split, found {found}{hint}")
         if (len(fields) == 3) != with_split:

@@ -342,30 +342,27 @@ def load_image_folder(root: str | Path, options: ImageOptions = DEFAULT_OPTIONS,
     """
     folder = Path(root).expanduser().absolute()
     entries = list_image_folder(folder)
-    _note_nested_images(folder, entries, log)
-    _note_broken_links(folder, entries, log)
+    _note_unread_files(folder, entries, log)
     return load_image_list(entries, folder.resolve().name, folder, options, log)
 
 
-def _note_nested_images(root: Path, entries: Sequence[ImageEntry], log: Logger) -> None:
-    """Say what lies in folders below the identity folders: an identity's images are the files directly in its
-    folder, so deeper ones are not read (index and search, which label by the top folder, do read them)."""
+def _note_unread_files(root: Path, entries: Sequence[ImageEntry], log: Logger) -> None:
+    """Say what the listing leaves out without a word, from one listing of each folder it read.
+
+    Images in folders below the identity folders: an identity's images are the files directly in its folder,
+    so deeper ones are not read (index and search, which label by the top folder, do read them). Symbolic
+    links that point to nothing: an identity folder or image behind one is left out, and a moved target
+    should not shrink the data unsaid.
+    """
     identity_folders = {entry.path.parent for entry in entries}
-    nested = [path for folder in sorted(identity_folders) for sub in folder.iterdir()
-              if sub.is_dir() and not sub.name.startswith(".")
+    listings = {folder: [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+                for folder in sorted(identity_folders | {folder.parent for folder in identity_folders})}
+    nested = [path for folder in sorted(identity_folders) for sub in listings[folder] if sub.is_dir()
               for path in sub.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
     if nested:
         log(f"{root.name}: {len(nested)} images in folders below the identity folders are not read "
             f"(e.g. {_relative(nested[0], root)}): an identity's images lie directly in its folder")
-
-
-def _note_broken_links(root: Path, entries: Sequence[ImageEntry], log: Logger) -> None:
-    """Say which symbolic links point nowhere: an identity folder or image behind one is left out, and a
-    moved target should not shrink the data without a word."""
-    identity_folders = {entry.path.parent for entry in entries}
-    searched = sorted(identity_folders | {folder.parent for folder in identity_folders})
-    broken = [path for folder in searched for path in sorted(folder.iterdir())
-              if path.is_symlink() and not path.exists() and not path.name.startswith(".")]
+    broken = [path for listing in listings.values() for path in listing if path.is_symlink() and not path.exists()]
     if broken:
         links = "link points" if len(broken) == 1 else "links point"
         log(f"{root.name}: {len(broken)} symbolic {links} to nothing and are not read "
